@@ -1,0 +1,18 @@
+// Row conversions between storage dtypes and the float32 the kernels compute in.
+#pragma once
+#include <cstdint>
+
+#include "attnkit/dtype.h"
+
+namespace attnkit::cpu {
+
+// dst[i] = float(src[offset + i]) for i < n
+void load_f32(const void* src, DType t, int64_t offset, int64_t n, float* dst);
+// dst[offset + i] = dtype(src[i]) with round-to-nearest-even
+void store_f32(const float* src, DType t, int64_t offset, int64_t n, void* dst);
+// Bulk conversions used by tensor factories and reads (parallel over the compute pool).
+void convert(const void* src, DType from, void* dst, DType to, int64_t n);
+// Standard normal numbers that depend only on (seed, index): the same for every thread count.
+void randn_fill(void* dst, DType t, int64_t n, uint64_t seed);
+
+}  // namespace attnkit::cpu

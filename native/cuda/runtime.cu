@@ -1,0 +1,37 @@
+// CUDA runtime queries (compiled only when nvcc is found).
+#include <cuda_runtime.h>
+
+#include "runtime.h"
+
+#ifndef ATTNKIT_CUDA_ARCHS
+#define ATTNKIT_CUDA_ARCHS ""
+#endif
+
+namespace attnkit::cuda {
+
+CudaInfo cuda_info() {
+  CudaInfo info;
+  info.compiled = true;
+  info.archs = ATTNKIT_CUDA_ARCHS;
+  cudaRuntimeGetVersion(&info.runtime_version);
+  if (cudaDriverGetVersion(&info.driver_version) != cudaSuccess || info.driver_version == 0) {
+    info.reason = "no CUDA driver (libcuda.so.1 not found)";
+    return info;
+  }
+  int n = 0;
+  cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess) {
+    info.reason = std::string("CUDA unavailable: ") + cudaGetErrorString(err);
+    cudaGetLastError();  // clear the sticky-free error so later queries start clean
+    return info;
+  }
+  if (n == 0) {
+    info.reason = "no CUDA device";
+    return info;
+  }
+  info.device_count = n;
+  info.available = true;
+  return info;
+}
+
+}  // namespace attnkit::cuda

@@ -1,0 +1,21 @@
+// The CUDA runtime module. This build links cudart statically and never links libcuda, so the
+// addon loads on machines without a driver; availability and the reason it is missing are asked
+// of the runtime at call time.
+#pragma once
+#include <string>
+
+namespace attnkit::cuda {
+
+struct CudaInfo {
+  bool compiled = false;   // CUDA sources are part of this build
+  bool available = false;  // at least one usable device and a driver
+  int device_count = 0;
+  std::string reason;      // why not available ("" when available)
+  std::string archs;       // architectures compiled into this build, e.g. "80;86;89;90"
+  int runtime_version = 0;
+  int driver_version = 0;
+};
+
+CudaInfo cuda_info();
+
+}  // namespace attnkit::cuda

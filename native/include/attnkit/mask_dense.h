@@ -1,0 +1,71 @@
+// DenseMask: full, causal and sliding-window attention (FlashAttention 2 conventions).
+// Query i is aligned with key position i + (Nk - Nq) (bottom-right alignment, so a decoder's last
+// query sees every key); it sees key j when  qa - left <= j <= qa + right  (left/right < 0 mean
+// unbounded; causal clamps right to 0). Each row's visible set is one interval whose ends never
+// decrease with the row, which is what makes the tile classification below exact.
+#pragma once
+#include "attnkit/mask.h"
+
+namespace attnkit {
+inline namespace ATTNKIT_ISA_NS {
+
+struct DenseMask {
+  int64_t nq = 0, nk = 0;
+  int64_t left = -1, right = -1;  // window half-widths; -1 = unbounded
+
+  static DenseMask make(int64_t nq, int64_t nk, bool causal, int64_t left, int64_t right) {
+    DenseMask m;
+    m.nq = nq;
+    m.nk = nk;
+    m.left = left;
+    m.right = causal ? (right < 0 ? 0 : imin(right, 0)) : right;
+    return m;
+  }
+
+  // Visible keys of row q: [lo, hi] clipped to [0, nk); empty when lo > hi.
+  ATTNKIT_HD int64_t row_lo(int64_t q) const {
+    int64_t qa = q + (nk - nq);
+    return left < 0 ? 0 : imax(0, qa - left);
+  }
+  ATTNKIT_HD int64_t row_hi(int64_t q) const {
+    int64_t qa = q + (nk - nq);
+    return right < 0 ? nk - 1 : imin(nk - 1, qa + right);
+  }
+
+  ATTNKIT_HD bool allows(int64_t q, int64_t k) const {
+    return k >= row_lo(q) && k <= row_hi(q);
+  }
+
+  // Keys that any row of [q0, q1) may see: [lo, hi); empty when lo >= hi.
+  ATTNKIT_HD void key_range(int64_t q0, int64_t q1, int64_t* lo, int64_t* hi) const {
+    *lo = row_lo(q0);
+    *hi = row_hi(q1 - 1) + 1;
+  }
+
+  // Queries that may see some key of [k0, k1): [lo, hi). Rows whose interval is empty are excluded
+  // by the kernel's per-tile classify.
+  ATTNKIT_HD void query_range(int64_t k0, int64_t k1, int64_t* lo, int64_t* hi) const {
+    int64_t off = nk - nq;
+    // row_hi(q) >= k0  <=>  q >= k0 - right - off (when right bounded)
+    *lo = right < 0 ? 0 : imax(0, k0 - right - off);
+    // row_lo(q) <= k1 - 1  <=>  q <= k1 - 1 + left - off (when left bounded)
+    *hi = left < 0 ? nq : imin(nq, k1 - 1 + left - off + 1);
+  }
+
+  ATTNKIT_HD TileClass classify(int64_t q0, int64_t q1, int64_t k0, int64_t k1) const {
+    if (q0 >= q1 || k0 >= k1) return TileClass::Skip;
+    // Both interval ends grow with the row: the last row has the largest lo, the first the
+    // smallest hi, so those two rows decide whether every element is visible.
+    if (row_lo(q1 - 1) <= k0 && row_hi(q0) >= k1 - 1) return TileClass::Full;
+    // Rows whose interval reaches into [k0, k1) form the range query_range() gives; the first such
+    // row inside the tile (if any) has a non-empty intersection, so scanning stops at once.
+    int64_t ra, rb;
+    query_range(k0, k1, &ra, &rb);
+    for (int64_t q = imax(ra, q0); q < imin(rb, q1); ++q)
+      if (imax(row_lo(q), k0) <= imin(row_hi(q), k1 - 1)) return TileClass::Partial;
+    return TileClass::Skip;
+  }
+};
+
+}  // namespace ATTNKIT_ISA_NS
+}  // namespace attnkit

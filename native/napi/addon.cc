@@ -1,0 +1,573 @@
+// The N-API binding: the only file that includes napi.h. It unwraps handles, re-checks what memory
+// safety needs (buffer sizes against the problem descriptor), enqueues work on streams and is the
+// one boundary where attnkit::Error becomes a JavaScript error with `code` and `op` (src/errors.ts
+// turns it into an AttnkitError). Nothing here touches JavaScript off the main thread: workers
+// hand completions back through a thread-safe function.
+#include <napi.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../cpu/attention.h"
+#include "../cpu/convert.h"
+#include "../cpu/kernels.h"
+#include "../cpu/stream.h"
+#include "../cpu/thread_pool.h"
+#include "../cuda/runtime.h"
+#include "attnkit/error.h"
+
+namespace attnkit::napi {
+
+using cpu::Failure;
+using cpu::Storage;
+using cpu::StoragePtr;
+
+Napi::Error make_error(Napi::Env env, const std::string& code, const std::string& op,
+                       const std::string& message) {
+  Napi::Error e = Napi::Error::New(env, message);
+  e.Set("code", Napi::String::New(env, "ERR_ATTNKIT_" + code));
+  e.Set("op", Napi::String::New(env, op));
+  return e;
+}
+
+// Runs fn, converting attnkit::Error into a JavaScript error with code and op.
+template <typename F>
+auto boundary(Napi::Env env, F&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const Error& e) {
+    throw make_error(env, e.code(), e.op(), e.what());
+  } catch (const std::bad_alloc&) {
+    throw make_error(env, "OOM", "", "out of memory");
+  }
+}
+
+[[noreturn]] void fail(const std::string& code, const std::string& op, const std::string& msg) {
+  throw Error(code, op, op + ": " + msg);
+}
+
+struct AddonData {
+  Napi::FunctionReference storage_ctor;
+  Napi::FunctionReference stream_ctor;
+};
+
+// ------------------------------------------------------------------ Storage
+
+class StorageWrap : public Napi::ObjectWrap<StorageWrap> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "NativeStorage",
+                       {InstanceMethod<&StorageWrap::Dispose>("dispose"),
+                        InstanceMethod<&StorageWrap::Write>("write"),
+                        InstanceAccessor<&StorageWrap::Bytes>("bytes")});
+  }
+
+  // new NativeStorage(dtype: number, numel: number, zero?: boolean)
+  StorageWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<StorageWrap>(info) {
+    boundary(info.Env(), [&] {
+      int dtype = info[0].As<Napi::Number>().Int32Value();
+      double numel = info[1].As<Napi::Number>().DoubleValue();
+      if (dtype < 0 || dtype > 4) fail("DTYPE", "empty", "unknown dtype code");
+      if (!(numel >= 0) || numel > 9.0e15) fail("SHAPE", "empty", "invalid element count");
+      storage_ = std::make_shared<Storage>(DType(dtype), int64_t(numel));
+      if (info.Length() > 2 && info[2].ToBoolean().Value()) std::memset(storage_->data, 0, storage_->bytes);
+      return 0;
+    });
+  }
+
+  StoragePtr get(const char* op, const char* arg) const {
+    if (!storage_) fail("DISPOSED", op, std::string("'") + arg + "' was disposed");
+    return storage_;
+  }
+
+ private:
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    storage_.reset();
+    return info.Env().Undefined();
+  }
+  Napi::Value Bytes(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), storage_ ? double(storage_->bytes) : 0.0);
+  }
+  // write(src: TypedArray, srcDtype: number): synchronous copy/convert into fresh storage.
+  Napi::Value Write(const Napi::CallbackInfo& info) {
+    return boundary(info.Env(), [&] {
+      StoragePtr s = get("tensor", "storage");
+      Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
+      DType from = DType(info[1].As<Napi::Number>().Int32Value());
+      const int64_t n = int64_t(ta.ElementLength());
+      if (n != s->numel || int64_t(ta.ByteLength()) != n * dtype_size(from))
+        fail("SHAPE", "tensor", "data length does not match the shape");
+      const uint8_t* src = static_cast<const uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+      // Serial on purpose: the compute pool may be busy with a stream's kernel, and the JS thread
+      // must never wait for it.
+      for (int64_t i = 0; i < n; i += 4096) {
+        float buf[4096];
+        int64_t m = std::min<int64_t>(4096, n - i);
+        if (from == s->dtype) {
+          std::memcpy(static_cast<uint8_t*>(s->data) + i * dtype_size(from),
+                      src + i * dtype_size(from), size_t(m * dtype_size(from)));
+        } else {
+          cpu::load_f32(src, from, i, m, buf);
+          cpu::store_f32(buf, s->dtype, i, m, s->data);
+        }
+      }
+      return info.Env().Undefined();
+    });
+  }
+
+  StoragePtr storage_;
+};
+
+StoragePtr unwrap(const Napi::Value& v, const char* op, const char* arg) {
+  if (!v.IsObject()) fail("ARGUMENT", op, std::string("expected '") + arg + "' to be a tensor");
+  AddonData* data = v.Env().GetInstanceData<AddonData>();
+  Napi::Object o = v.As<Napi::Object>();
+  if (!o.InstanceOf(data->storage_ctor.Value()))
+    fail("ARGUMENT", op, std::string("expected '") + arg + "' to be a tensor");
+  return StorageWrap::Unwrap(o)->get(op, arg);
+}
+
+// ------------------------------------------------------------------ completions
+
+struct Completion;
+struct Poster;
+void call_js(Napi::Env env, Napi::Function, Poster* ctx, Completion* c);
+using Tsfn = Napi::TypedThreadSafeFunction<Poster, Completion, call_js>;
+
+// Owns the stream's thread-safe function; referenced only while some wait is pending so that an
+// idle stream never keeps the process alive. Released when the stream and every queued task that
+// may post are gone.
+struct Poster {
+  Tsfn tsfn;
+  int pending = 0;  // JS thread only
+  ~Poster() { tsfn.Release(); }
+};
+
+struct Completion {
+  Napi::Promise::Deferred deferred;
+  std::shared_ptr<Poster> poster;
+  std::shared_ptr<const Failure> failure;
+  std::vector<uint8_t> bytes;
+  bool returns_buffer = false;
+};
+
+void call_js(Napi::Env env, Napi::Function, Poster*, Completion* c) {
+  std::unique_ptr<Completion> owned(c);
+  if (env == nullptr) return;
+  if (--c->poster->pending == 0) c->poster->tsfn.Unref(env);
+  if (c->failure) {
+    c->deferred.Reject(make_error(env, c->failure->code, c->failure->op, c->failure->message).Value());
+  } else if (c->returns_buffer) {
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, c->bytes.size());
+    if (!c->bytes.empty()) std::memcpy(ab.Data(), c->bytes.data(), c->bytes.size());
+    c->deferred.Resolve(ab);
+  } else {
+    c->deferred.Resolve(env.Undefined());
+  }
+}
+
+// ------------------------------------------------------------------ Stream
+
+Napi::Object get_obj(const Napi::Value& v) { return v.As<Napi::Object>(); }
+int64_t get_int(const Napi::Object& o, const char* key) {
+  return int64_t(o.Get(key).As<Napi::Number>().DoubleValue());
+}
+double get_num(const Napi::Object& o, const char* key) {
+  return o.Get(key).As<Napi::Number>().DoubleValue();
+}
+bool get_bool(const Napi::Object& o, const char* key) { return o.Get(key).ToBoolean().Value(); }
+
+void expect_numel(const StoragePtr& s, int64_t n, DType t, const char* op, const char* arg) {
+  if (s->numel != n) fail("SHAPE", op, std::string("'") + arg + "' has the wrong number of elements");
+  if (s->dtype != t) fail("DTYPE", op, std::string("'") + arg + "' has the wrong dtype");
+}
+
+AttentionShape read_shape(const Napi::Object& o, const char* op) {
+  AttentionShape s;
+  s.B = get_int(o, "B");
+  s.Nq = get_int(o, "Nq");
+  s.Nk = get_int(o, "Nk");
+  s.H = get_int(o, "H");
+  s.Hkv = get_int(o, "Hkv");
+  s.D = get_int(o, "D");
+  s.Dv = get_int(o, "Dv");
+  if (s.B < 1 || s.Nq < 0 || s.Nk < 0 || s.H < 1 || s.Hkv < 1 || s.H % s.Hkv != 0 || s.D < 1 ||
+      s.D > 1024 || s.Dv < 1 || s.Dv > 1024)
+    fail("SHAPE", op, "invalid problem shape");
+  return s;
+}
+
+DenseMaskOptions read_mask(const Napi::Object& o) {
+  DenseMaskOptions m;
+  m.causal = get_bool(o, "causal");
+  m.left = get_int(o, "left");
+  m.right = get_int(o, "right");
+  return m;
+}
+
+class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(
+        env, "NativeStream",
+        {InstanceMethod<&StreamWrap::Synchronize>("synchronize"),
+         InstanceMethod<&StreamWrap::Read>("read"),
+         InstanceMethod<&StreamWrap::Randn>("randn"),
+         InstanceMethod<&StreamWrap::Convert>("convert"),
+         InstanceMethod<&StreamWrap::AttentionForward>("attentionForward"),
+         InstanceMethod<&StreamWrap::AttentionBackward>("attentionBackward"),
+         InstanceMethod<&StreamWrap::MergeForward>("mergeForward"),
+         InstanceMethod<&StreamWrap::MergeBackward>("mergeBackward"),
+         InstanceMethod<&StreamWrap::InjectFailure>("injectFailure"),
+         InstanceMethod<&StreamWrap::Sleep>("sleep")});
+  }
+
+  StreamWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<StreamWrap>(info) {
+    poster_ = std::make_shared<Poster>();
+    poster_->tsfn = Tsfn::New(info.Env(), "attnkit-stream", 0, 1, poster_.get());
+    poster_->tsfn.Unref(info.Env());
+  }
+
+ private:
+  // Promise that settles when `task` has run (with its failure, or the stream's recorded error).
+  Napi::Value enqueue_wait(Napi::Env env, cpu::Task task, Completion* c) {
+    Napi::Value promise = c->deferred.Promise();
+    if (poster_->pending++ == 0) poster_->tsfn.Ref(env);
+    task.is_wait = true;
+    auto poster = poster_;
+    task.done = [c, poster](std::shared_ptr<const Failure> f) {
+      c->failure = std::move(f);
+      poster->tsfn.NonBlockingCall(c);
+    };
+    stream_.enqueue(std::move(task));
+    return promise;
+  }
+
+  Napi::Value Synchronize(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto* c = new Completion{Napi::Promise::Deferred::New(env), poster_, nullptr, {}, false};
+    return enqueue_wait(env, cpu::Task{}, c);
+  }
+
+  // read(storage, asFloat32: boolean) -> Promise<ArrayBuffer>
+  Napi::Value Read(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return boundary(env, [&]() -> Napi::Value {
+      StoragePtr s = unwrap(info[0], "toArray", "tensor");
+      const bool as_f32 = info[1].ToBoolean().Value();
+      auto* c = new Completion{Napi::Promise::Deferred::New(env), poster_, nullptr, {}, true};
+      cpu::Task task;
+      task.inputs = {s};
+      task.run = [s, as_f32, c] {
+        const bool widen = as_f32 && (s->dtype == DType::Float16 || s->dtype == DType::BFloat16);
+        c->bytes.resize(widen ? size_t(s->numel) * 4 : s->bytes);
+        if (widen) cpu::convert(s->data, s->dtype, c->bytes.data(), DType::Float32, s->numel);
+        else if (s->bytes) std::memcpy(c->bytes.data(), s->data, s->bytes);
+      };
+      return enqueue_wait(env, std::move(task), c);
+    });
+  }
+
+  Napi::Value Randn(const Napi::CallbackInfo& info) {
+    return boundary(info.Env(), [&] {
+      StoragePtr s = unwrap(info[0], "randn", "out");
+      uint64_t seed = uint64_t(info[1].As<Napi::Number>().Int64Value());
+      cpu::Task task;
+      task.outputs = {s};
+      task.run = [s, seed] { cpu::randn_fill(s->data, s->dtype, s->numel, seed); };
+      stream_.enqueue(std::move(task));
+      return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value Convert(const Napi::CallbackInfo& info) {
+    return boundary(info.Env(), [&] {
+      StoragePtr src = unwrap(info[0], "to", "tensor");
+      StoragePtr dst = unwrap(info[1], "to", "out");
+      if (src->numel != dst->numel) fail("SHAPE", "to", "element counts differ");
+      cpu::Task task;
+      task.inputs = {src};
+      task.outputs = {dst};
+      task.run = [src, dst] { cpu::convert(src->data, src->dtype, dst->data, dst->dtype, src->numel); };
+      stream_.enqueue(std::move(task));
+      return info.Env().Undefined();
+    });
+  }
+
+  // attentionForward(q, k, v, out, lse, {B, Nq, Nk, H, Hkv, D, Dv, dtype, scale, causal, left, right})
+  Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
+    return boundary(info.Env(), [&] {
+      const char* op = "attention";
+      StoragePtr q = unwrap(info[0], op, "q"), k = unwrap(info[1], op, "k"),
+                 v = unwrap(info[2], op, "v"), out = unwrap(info[3], op, "out"),
+                 lse = unwrap(info[4], op, "lse");
+      Napi::Object o = get_obj(info[5]);
+      AttentionFwdParams p;
+      p.shape = read_shape(o, op);
+      p.dtype = q->dtype;
+      p.scale = float(get_num(o, "scale"));
+      const auto& s = p.shape;
+      expect_numel(q, s.B * s.Nq * s.H * s.D, p.dtype, op, "q");
+      expect_numel(k, s.B * s.Nk * s.Hkv * s.D, p.dtype, op, "k");
+      expect_numel(v, s.B * s.Nk * s.Hkv * s.Dv, p.dtype, op, "v");
+      expect_numel(out, s.B * s.Nq * s.H * s.Dv, p.dtype, op, "out");
+      expect_numel(lse, s.B * s.Nq * s.H, DType::Float32, op, "lse");
+      DenseMaskOptions mask = read_mask(o);
+      cpu::Task task;
+      task.inputs = {q, k, v};
+      task.outputs = {out, lse};
+      task.run = [p, mask, q, k, v, out, lse]() mutable {
+        p.q = q->data;
+        p.k = k->data;
+        p.v = v->data;
+        p.out = out->data;
+        p.lse = static_cast<float*>(lse->data);
+        cpu::attention_forward(p, mask);
+      };
+      stream_.enqueue(std::move(task));
+      return info.Env().Undefined();
+    });
+  }
+
+  // attentionBackward(q, k, v, out, lse, dout, dlse|null, dq, dk, dv, params)
+  Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
+    return boundary(info.Env(), [&] {
+      const char* op = "attentionBackward";
+      StoragePtr q = unwrap(info[0], op, "q"), k = unwrap(info[1], op, "k"),
+                 v = unwrap(info[2], op, "v"), out = unwrap(info[3], op, "out"),
+                 lse = unwrap(info[4], op, "lse"), dout = unwrap(info[5], op, "dOut");
+      StoragePtr dlse = info[6].IsNull() || info[6].IsUndefined() ? nullptr : unwrap(info[6], op, "dLse");
+      StoragePtr dq = unwrap(info[7], op, "dq"), dk = unwrap(info[8], op, "dk"),
+                 dv = unwrap(info[9], op, "dv");
+      Napi::Object o = get_obj(info[10]);
+      AttentionBwdParams p;
+      p.shape = read_shape(o, op);
+      p.dtype = q->dtype;
+      p.scale = float(get_num(o, "scale"));
+      const auto& s = p.shape;
+      expect_numel(q, s.B * s.Nq * s.H * s.D, p.dtype, op, "q");
+      expect_numel(k, s.B * s.Nk * s.Hkv * s.D, p.dtype, op, "k");
+      expect_numel(v, s.B * s.Nk * s.Hkv * s.Dv, p.dtype, op, "v");
+      expect_numel(out, s.B * s.Nq * s.H * s.Dv, p.dtype, op, "out");
+      expect_numel(dout, s.B * s.Nq * s.H * s.Dv, p.dtype, op, "dOut");
+      expect_numel(lse, s.B * s.Nq * s.H, DType::Float32, op, "lse");
+      if (dlse) expect_numel(dlse, s.B * s.Nq * s.H, DType::Float32, op, "dLse");
+      expect_numel(dq, s.B * s.Nq * s.H * s.D, p.dtype, op, "dq");
+      expect_numel(dk, s.B * s.Nk * s.Hkv * s.D, p.dtype, op, "dk");
+      expect_numel(dv, s.B * s.Nk * s.Hkv * s.Dv, p.dtype, op, "dv");
+      DenseMaskOptions mask = read_mask(o);
+      cpu::Task task;
+      task.inputs = {q, k, v, out, lse, dout};
+      if (dlse) task.inputs.push_back(dlse);
+      task.outputs = {dq, dk, dv};
+      task.run = [p, mask, q, k, v, out, lse, dout, dlse, dq, dk, dv]() mutable {
+        p.q = q->data;
+        p.k = k->data;
+        p.v = v->data;
+        p.out = out->data;
+        p.lse = static_cast<const float*>(lse->data);
+        p.dout = dout->data;
+        p.dlse = dlse ? static_cast<const float*>(dlse->data) : nullptr;
+        p.dq = dq->data;
+        p.dk = dk->data;
+        p.dv = dv->data;
+        cpu::attention_backward(p, mask);
+      };
+      stream_.enqueue(std::move(task));
+      return info.Env().Undefined();
+    });
+  }
+
+  static std::vector<StoragePtr> unwrap_list(const Napi::Value& v, const char* op, const char* arg) {
+    Napi::Array a = v.As<Napi::Array>();
+    std::vector<StoragePtr> r;
+    for (uint32_t i = 0; i < a.Length(); ++i) r.push_back(unwrap(a.Get(i), op, arg));
+    return r;
+  }
+
+  // mergeForward(outs[], lses[], out, lse, {rows, dv})
+  Napi::Value MergeForward(const Napi::CallbackInfo& info) {
+    return boundary(info.Env(), [&] {
+      const char* op = "mergeAttention";
+      auto outs = unwrap_list(info[0], op, "out"), lses = unwrap_list(info[1], op, "lse");
+      StoragePtr out = unwrap(info[2], op, "out"), lse = unwrap(info[3], op, "lse");
+      Napi::Object o = get_obj(info[4]);
+      const int64_t rows = get_int(o, "rows"), dv = get_int(o, "dv");
+      if (outs.empty() || outs.size() != lses.size() || dv < 1 || dv > 1024)
+        fail("SHAPE", op, "invalid merge problem");
+      for (size_t i = 0; i < outs.size(); ++i) {
+        expect_numel(outs[i], rows * dv, out->dtype, op, "out");
+        expect_numel(lses[i], rows, DType::Float32, op, "lse");
+      }
+      expect_numel(out, rows * dv, out->dtype, op, "out");
+      expect_numel(lse, rows, DType::Float32, op, "lse");
+      cpu::Task task;
+      task.inputs = outs;
+      task.inputs.insert(task.inputs.end(), lses.begin(), lses.end());
+      task.outputs = {out, lse};
+      task.run = [outs, lses, out, lse, rows, dv] {
+        std::vector<const void*> op_(outs.size());
+        std::vector<const float*> lp(outs.size());
+        for (size_t i = 0; i < outs.size(); ++i) {
+          op_[i] = outs[i]->data;
+          lp[i] = static_cast<const float*>(lses[i]->data);
+        }
+        MergeParams p;
+        p.rows = rows;
+        p.dv = dv;
+        p.dtype = out->dtype;
+        p.parts = int(outs.size());
+        p.outs = op_.data();
+        p.lses = lp.data();
+        p.out = out->data;
+        p.lse = static_cast<float*>(lse->data);
+        cpu::merge_forward(p);
+      };
+      stream_.enqueue(std::move(task));
+      return info.Env().Undefined();
+    });
+  }
+
+  // mergeBackward(outs[], lses[], out, lse, dout, dlse|null, douts[], dlses[], {rows, dv})
+  Napi::Value MergeBackward(const Napi::CallbackInfo& info) {
+    return boundary(info.Env(), [&] {
+      const char* op = "mergeAttentionBackward";
+      auto outs = unwrap_list(info[0], op, "out"), lses = unwrap_list(info[1], op, "lse");
+      StoragePtr out = unwrap(info[2], op, "out"), lse = unwrap(info[3], op, "lse"),
+                 dout = unwrap(info[4], op, "dOut");
+      StoragePtr dlse = info[5].IsNull() || info[5].IsUndefined() ? nullptr : unwrap(info[5], op, "dLse");
+      auto douts = unwrap_list(info[6], op, "dOut"), dlses = unwrap_list(info[7], op, "dLse");
+      Napi::Object o = get_obj(info[8]);
+      const int64_t rows = get_int(o, "rows"), dv = get_int(o, "dv");
+      const size_t n = outs.size();
+      if (n == 0 || lses.size() != n || douts.size() != n || dlses.size() != n || dv < 1 || dv > 1024)
+        fail("SHAPE", op, "invalid merge problem");
+      for (size_t i = 0; i < n; ++i) {
+        expect_numel(outs[i], rows * dv, out->dtype, op, "out");
+        expect_numel(douts[i], rows * dv, out->dtype, op, "dOut");
+        expect_numel(lses[i], rows, DType::Float32, op, "lse");
+        expect_numel(dlses[i], rows, DType::Float32, op, "dLse");
+      }
+      expect_numel(dout, rows * dv, out->dtype, op, "dOut");
+      expect_numel(lse, rows, DType::Float32, op, "lse");
+      if (dlse) expect_numel(dlse, rows, DType::Float32, op, "dLse");
+      cpu::Task task;
+      task.inputs = outs;
+      task.inputs.insert(task.inputs.end(), lses.begin(), lses.end());
+      task.inputs.insert(task.inputs.end(), {out, lse, dout});
+      if (dlse) task.inputs.push_back(dlse);
+      task.outputs = douts;
+      task.outputs.insert(task.outputs.end(), dlses.begin(), dlses.end());
+      task.run = [=] {
+        std::vector<const void*> op_(n);
+        std::vector<const float*> lp(n);
+        std::vector<void*> dop(n);
+        std::vector<float*> dlp(n);
+        for (size_t i = 0; i < n; ++i) {
+          op_[i] = outs[i]->data;
+          lp[i] = static_cast<const float*>(lses[i]->data);
+          dop[i] = douts[i]->data;
+          dlp[i] = static_cast<float*>(dlses[i]->data);
+        }
+        MergeBwdParams p;
+        p.rows = rows;
+        p.dv = dv;
+        p.dtype = out->dtype;
+        p.parts = int(n);
+        p.outs = op_.data();
+        p.lses = lp.data();
+        p.out = out->data;
+        p.lse = static_cast<const float*>(lse->data);
+        p.dout = dout->data;
+        p.dlse = dlse ? static_cast<const float*>(dlse->data) : nullptr;
+        p.douts = dop.data();
+        p.dlses = dlp.data();
+        cpu::merge_backward(p);
+      };
+      stream_.enqueue(std::move(task));
+      return info.Env().Undefined();
+    });
+  }
+
+  // Test hook: enqueues work that fails with `message` and marks `outputs` failed.
+  Napi::Value InjectFailure(const Napi::CallbackInfo& info) {
+    return boundary(info.Env(), [&] {
+      std::string message = info[0].As<Napi::String>().Utf8Value();
+      cpu::Task task;
+      if (info.Length() > 1 && info[1].IsArray()) task.outputs = unwrap_list(info[1], "test", "out");
+      task.run = [message] { throw Error("INTERNAL", "test", message); };
+      stream_.enqueue(std::move(task));
+      return info.Env().Undefined();
+    });
+  }
+
+  // Test hook: occupies the stream for `ms` milliseconds.
+  Napi::Value Sleep(const Napi::CallbackInfo& info) {
+    int64_t ms = info[0].As<Napi::Number>().Int64Value();
+    cpu::Task task;
+    task.run = [ms] { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); };
+    stream_.enqueue(std::move(task));
+    return info.Env().Undefined();
+  }
+
+  cpu::CpuStream stream_;
+  std::shared_ptr<Poster> poster_;
+};
+
+// ------------------------------------------------------------------ module functions
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("isa", cpu::isa_name(cpu::active_kernels().isa));
+  o.Set("detectedIsa", cpu::isa_name(cpu::detected_isa()));
+  o.Set("threads", cpu::ThreadPool::instance().size());
+  cuda::CudaInfo ci = cuda::cuda_info();
+  Napi::Object c = Napi::Object::New(env);
+  c.Set("compiled", ci.compiled);
+  c.Set("available", ci.available);
+  c.Set("deviceCount", ci.device_count);
+  c.Set("reason", ci.reason);
+  c.Set("archs", ci.archs);
+  c.Set("runtimeVersion", ci.runtime_version);
+  c.Set("driverVersion", ci.driver_version);
+  o.Set("cuda", c);
+  return o;
+}
+
+Napi::Value SetIsa(const Napi::CallbackInfo& info) {
+  std::string name = info[0].As<Napi::String>().Utf8Value();
+  for (int i = 0; i <= 3; ++i)
+    if (name == cpu::isa_name(cpu::Isa(i))) return Napi::Boolean::New(info.Env(), cpu::set_isa(cpu::Isa(i)));
+  return Napi::Boolean::New(info.Env(), false);
+}
+
+Napi::Value Memory(const Napi::CallbackInfo& info) {
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("cpu", Napi::Number::New(info.Env(), double(cpu::live_bytes_cpu())));
+  return o;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  Napi::Function storage = StorageWrap::Init(env);
+  Napi::Function stream = StreamWrap::Init(env);
+  data->storage_ctor = Napi::Persistent(storage);
+  data->stream_ctor = Napi::Persistent(stream);
+  env.SetInstanceData(data);
+  exports.Set("NativeStorage", storage);
+  exports.Set("NativeStream", stream);
+  exports.Set("info", Napi::Function::New(env, Info));
+  exports.Set("setIsa", Napi::Function::New(env, SetIsa));
+  exports.Set("memory", Napi::Function::New(env, Memory));
+  return exports;
+}
+
+}  // namespace attnkit::napi
+
+static Napi::Object InitAttnkit(Napi::Env env, Napi::Object exports) {
+  return attnkit::napi::Init(env, exports);
+}
+NODE_API_MODULE(attnkit, InitAttnkit)

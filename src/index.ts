@@ -1,0 +1,25 @@
+/**
+ * attnkit: fused efficient-attention kernels for Node.js. Public surface only; implementation
+ * lives in the modules re-exported here.
+ */
+export { DTYPES, type DType, type FloatDType, type ArrayFor } from './dtype.js';
+export { AttnkitError, type AttnkitErrorCode } from './errors.js';
+export { Tensor, tensor, empty, zeros, randn, memory, type TensorData, type TensorOptions } from './tensor.js';
+export { Stream, defaultStream, synchronize, type Device } from './stream.js';
+export {
+  attention,
+  attentionBackward,
+  type AttentionOptions,
+  type AttentionBackwardOptions,
+  type AttentionResult,
+  type AttentionGrads,
+} from './ops/attention.js';
+export {
+  mergeAttention,
+  mergeAttentionBackward,
+  type AttentionPart,
+  type MergeResult,
+  type MergeGrads,
+} from './ops/merge.js';
+export { info, cuda, cpu, type Info } from './info.js';
+export * as reference from './reference/index.js';

@@ -1,0 +1,60 @@
+/** Build and machine information: CPU kernel level, threads, CUDA availability and why not. */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { native, packageRoot } from './native.js';
+
+export interface Info {
+  version: string;
+  cpu: { isa: string; detectedIsa: string; threads: number };
+  cuda: { compiled: boolean; available: boolean; deviceCount: number; reason: string; archs: string[] };
+}
+
+/** Version, CPU kernel level in use, threads, and CUDA status. */
+export function info(): Info {
+  const n = native.info();
+  const pkg = JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string };
+  return {
+    version: pkg.version,
+    cpu: { isa: n.isa, detectedIsa: n.detectedIsa, threads: n.threads },
+    cuda: {
+      compiled: n.cuda.compiled,
+      available: n.cuda.available,
+      deviceCount: n.cuda.deviceCount,
+      reason: n.cuda.reason,
+      archs: n.cuda.archs ? n.cuda.archs.split(',') : [],
+    },
+  };
+}
+
+/** The CUDA runtime module. */
+export const cuda = {
+  /** True when a CUDA driver and at least one device are present and this build has CUDA. */
+  available(): boolean {
+    return native.info().cuda.available;
+  },
+  /** Number of CUDA devices (0 when unavailable). */
+  deviceCount(): number {
+    return native.info().cuda.deviceCount;
+  },
+  /** Why CUDA is unavailable ("" when it is available). */
+  reason(): string {
+    return native.info().cuda.reason;
+  },
+};
+
+/** CPU backend controls. */
+export const cpu = {
+  /** SIMD levels: generic < avx2 < avx512 < avx512bf16. */
+  levels: ['generic', 'avx2', 'avx512', 'avx512bf16'] as const,
+  /** The kernel level in use. */
+  isa(): string {
+    return native.info().isa;
+  },
+  /**
+   * Forces a kernel level (for testing and benchmarking); returns false when the CPU cannot run it.
+   * Affects work enqueued afterwards.
+   */
+  setIsa(level: 'generic' | 'avx2' | 'avx512' | 'avx512bf16'): boolean {
+    return native.setIsa(level);
+  },
+};

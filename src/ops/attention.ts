@@ -1,0 +1,187 @@
+/**
+ * Dense fused attention (FlashAttention 2 semantics): full, causal and sliding-window masks, GQA/MQA,
+ * Nq != Nk with bottom-right causal alignment, a value head dim that may differ, LSE in natural log.
+ * Layout [B, N, H, D]. The CPU kernel is the tiled online-softmax FMHA driven by the dense mask
+ * policy (native/include/attnkit/mask_dense.h).
+ */
+import type { FloatDType } from '../dtype.js';
+import { argError, callNative } from '../errors.js';
+import type { AttentionParams } from '../native.js';
+import { empty, type Tensor } from '../tensor.js';
+import type { Stream } from '../stream.js';
+import {
+  checkBool,
+  checkDim,
+  checkDType,
+  checkFloat,
+  checkHeadDim,
+  checkOptions,
+  checkRank,
+  checkSameDevice,
+  checkSameDType,
+  checkScale,
+  checkShapeEquals,
+  checkStream,
+  checkTensor,
+} from './validate.js';
+
+export interface AttentionOptions {
+  /** Causal mask, aligned bottom-right when Nq != Nk (query i sees keys j <= i + Nk - Nq). */
+  causal?: boolean;
+  /**
+   * Sliding window [left, right]: query i (aligned at a = i + Nk - Nq) sees keys a - left ... a + right.
+   * -1 means unbounded on that side. Combined with `causal`, right is clamped to 0.
+   */
+  window?: readonly [number, number];
+  /** Softmax scale; default 1/sqrt(D). */
+  scale?: number;
+  /** Stream to run on; default: the device's default stream. */
+  stream?: Stream;
+}
+
+export interface AttentionGrads {
+  dq: Tensor;
+  dk: Tensor;
+  dv: Tensor;
+}
+
+export interface AttentionResult {
+  /** [B, Nq, H, Dv], dtype of q. */
+  out: Tensor;
+  /** [B, Nq, H] float32, natural-log log-sum-exp of the scaled scores; -Infinity for empty rows. */
+  lse: Tensor;
+  /** Gradients for q, k, v given dOut (and optionally the gradient of lse). */
+  backward(dOut: Tensor, dLse?: Tensor): AttentionGrads;
+}
+
+const KNOWN = ['causal', 'window', 'scale', 'stream'] as const;
+
+interface Problem {
+  params: AttentionParams;
+  dtype: FloatDType;
+  stream: Stream;
+}
+
+function parse(op: string, q: unknown, k: unknown, v: unknown, options: unknown): Problem {
+  const Q = checkTensor(op, 'q', q);
+  const K = checkTensor(op, 'k', k);
+  const V = checkTensor(op, 'v', v);
+  const o = checkOptions(op, options, KNOWN);
+  const dtype = checkFloat(op, 'q', Q);
+  checkSameDType(op, 'k', K, Q, 'q');
+  checkSameDType(op, 'v', V, Q, 'q');
+  checkSameDevice(op, 'k', K, Q, 'q');
+  checkSameDevice(op, 'v', V, Q, 'q');
+  checkRank(op, 'q', Q, 4, '[B, Nq, H, D]');
+  checkRank(op, 'k', K, 4, '[B, Nk, Hkv, D]');
+  checkRank(op, 'v', V, 4, '[B, Nk, Hkv, Dv]');
+  const [B, Nq, H, D] = Q.shape as [number, number, number, number];
+  const [, Nk, Hkv] = K.shape as [number, number, number, number];
+  const Dv = V.shape[3]!;
+  checkDim(op, 'k', 'batch size', K.shape[0]!, B, "q's batch");
+  checkDim(op, 'v', 'batch size', V.shape[0]!, B, "q's batch");
+  checkDim(op, 'k', 'head dim', K.shape[3]!, D, "q's head dim");
+  checkDim(op, 'v', 'sequence length', V.shape[1]!, Nk, "k's sequence length");
+  checkDim(op, 'v', 'kv head count', V.shape[2]!, Hkv, "k's head count");
+  if (B < 1 || H < 1) throw argError('ERR_ATTNKIT_SHAPE', op, 'q', 'to have B >= 1 and H >= 1', `[${Q.shape.join(', ')}]`);
+  if (Hkv < 1 || H % Hkv !== 0)
+    throw argError('ERR_ATTNKIT_SHAPE', op, 'k', `to have a head count that divides q's ${H} heads (GQA/MQA)`, String(Hkv));
+  checkHeadDim(op, 'q', D);
+  checkHeadDim(op, 'v', Dv);
+  const causal = checkBool(op, 'causal', o.causal, false);
+  let left = -1;
+  let right = -1;
+  if (o.window !== undefined) {
+    const w = o.window;
+    if (
+      !Array.isArray(w) ||
+      w.length !== 2 ||
+      !w.every((x) => typeof x === 'number' && Number.isInteger(x) && x >= -1)
+    )
+      throw argError('ERR_ATTNKIT_ARGUMENT', op, 'window', 'to be [left, right] with integers >= -1 (-1 = unbounded)', JSON.stringify(w));
+    [left, right] = w as [number, number];
+  }
+  const scale = checkScale(op, o.scale, 1 / Math.sqrt(D));
+  const stream = checkStream(op, o.stream, Q.device);
+  return { params: { B, Nq, Nk, H, Hkv, D, Dv, scale, causal, left, right }, dtype, stream };
+}
+
+/**
+ * Dense fused attention: softmax(scale * q k^T + mask) v for q [B, Nq, H, D], k [B, Nk, Hkv, D],
+ * v [B, Nk, Hkv, Dv]. Validates at once, enqueues the kernel and returns the (pending) outputs.
+ */
+export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): AttentionResult {
+  const op = 'attention';
+  const { params, dtype, stream } = parse(op, q, k, v, options);
+  const { B, Nq, H, Dv } = params;
+  const out = empty([B, Nq, H, Dv], { dtype, device: q.device });
+  const lse = empty([B, Nq, H], { dtype: 'float32', device: q.device });
+  callNative(op, () =>
+    stream.native.attentionForward(q._native(op, 'q'), k._native(op, 'k'), v._native(op, 'v'), out._native(op, 'out'), lse._native(op, 'lse'), params),
+  );
+  out._setStream(stream);
+  lse._setStream(stream);
+  return {
+    out,
+    lse,
+    backward: (dOut: Tensor, dLse?: Tensor) => attentionBackward(q, k, v, out, lse, dOut, { ...options, dLse }),
+  };
+}
+
+export interface AttentionBackwardOptions extends AttentionOptions {
+  /** Gradient of the LSE output [B, Nq, H] float32, when the LSE feeds a later op (e.g. a merge). */
+  dLse?: Tensor;
+}
+
+/** Functional backward of `attention`: gradients for q, k, v from the forward's out and lse. */
+export function attentionBackward(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  out: Tensor,
+  lse: Tensor,
+  dOut: Tensor,
+  options: AttentionBackwardOptions = {},
+): AttentionGrads {
+  const op = 'attentionBackward';
+  const { dLse, ...rest } = (options ?? {}) as AttentionBackwardOptions;
+  const { params, dtype, stream } = parse(op, q, k, v, rest);
+  const { B, Nq, Nk, H, Hkv, D, Dv } = params;
+  const O = checkTensor(op, 'out', out);
+  const L = checkTensor(op, 'lse', lse);
+  const dO = checkTensor(op, 'dOut', dOut);
+  checkShapeEquals(op, 'out', O, [B, Nq, H, Dv]);
+  checkShapeEquals(op, 'dOut', dO, [B, Nq, H, Dv]);
+  checkShapeEquals(op, 'lse', L, [B, Nq, H]);
+  checkSameDType(op, 'out', O, q, 'q');
+  checkSameDType(op, 'dOut', dO, q, 'q');
+  checkDType(op, 'lse', L, 'float32');
+  for (const [name, t] of [['out', O], ['lse', L], ['dOut', dO]] as const) checkSameDevice(op, name, t, q, 'q');
+  let dL: Tensor | null = null;
+  if (dLse !== undefined) {
+    dL = checkTensor(op, 'dLse', dLse);
+    checkShapeEquals(op, 'dLse', dL, [B, Nq, H]);
+    checkDType(op, 'dLse', dL, 'float32');
+    checkSameDevice(op, 'dLse', dL, q, 'q');
+  }
+  const dq = empty([B, Nq, H, D], { dtype, device: q.device });
+  const dk = empty([B, Nk, Hkv, D], { dtype, device: q.device });
+  const dv = empty([B, Nk, Hkv, Dv], { dtype, device: q.device });
+  callNative(op, () =>
+    stream.native.attentionBackward(
+      q._native(op, 'q'),
+      k._native(op, 'k'),
+      v._native(op, 'v'),
+      O._native(op, 'out'),
+      L._native(op, 'lse'),
+      dO._native(op, 'dOut'),
+      dL ? dL._native(op, 'dLse') : null,
+      dq._native(op, 'dq'),
+      dk._native(op, 'dk'),
+      dv._native(op, 'dv'),
+      params,
+    ),
+  );
+  for (const t of [dq, dk, dv]) t._setStream(stream);
+  return { dq, dk, dv };
+}

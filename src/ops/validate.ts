@@ -1,0 +1,98 @@
+/**
+ * Argument checks shared by the ops: each names the op and the argument and says what was expected
+ * ("attention: expected 'k' to have rank 4 ([B, N, Hkv, D]), received rank 3").
+ */
+import { AttnkitError, argError } from '../errors.js';
+import { Tensor } from '../tensor.js';
+import type { FloatDType } from '../dtype.js';
+import { defaultStream, Stream } from '../stream.js';
+
+export function checkTensor(op: string, arg: string, t: unknown): Tensor {
+  if (!(t instanceof Tensor)) {
+    const got = t === null ? 'null' : Array.isArray(t) ? 'an array' : typeof t;
+    throw argError('ERR_ATTNKIT_ARGUMENT', op, arg, 'to be a Tensor', got);
+  }
+  if (t.disposed)
+    throw new AttnkitError('ERR_ATTNKIT_DISPOSED', op, `${op}: '${arg}' was disposed and cannot be used`, arg);
+  return t;
+}
+
+export function checkFloat(op: string, arg: string, t: Tensor): FloatDType {
+  if (t.dtype !== 'float32' && t.dtype !== 'float16' && t.dtype !== 'bfloat16')
+    throw argError('ERR_ATTNKIT_DTYPE', op, arg, "to have dtype 'float32', 'float16' or 'bfloat16'", `'${t.dtype}'`);
+  return t.dtype;
+}
+
+export function checkSameDType(op: string, arg: string, t: Tensor, ref: Tensor, refArg: string): void {
+  if (t.dtype !== ref.dtype)
+    throw argError('ERR_ATTNKIT_DTYPE', op, arg, `to have the dtype of '${refArg}' ('${ref.dtype}')`, `'${t.dtype}'`);
+}
+
+export function checkDType(op: string, arg: string, t: Tensor, dtype: string): void {
+  if (t.dtype !== dtype) throw argError('ERR_ATTNKIT_DTYPE', op, arg, `to have dtype '${dtype}'`, `'${t.dtype}'`);
+}
+
+export function checkSameDevice(op: string, arg: string, t: Tensor, ref: Tensor, refArg: string): void {
+  if (t.device !== ref.device)
+    throw argError('ERR_ATTNKIT_DEVICE', op, arg, `to be on the device of '${refArg}' (${ref.device})`, t.device);
+}
+
+export function checkRank(op: string, arg: string, t: Tensor, rank: number, layout: string): void {
+  if (t.shape.length !== rank)
+    throw argError('ERR_ATTNKIT_SHAPE', op, arg, `to have rank ${rank} (${layout})`, `rank ${t.shape.length} [${t.shape.join(', ')}]`);
+}
+
+export function checkShapeEquals(op: string, arg: string, t: Tensor, shape: readonly number[]): void {
+  if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i]))
+    throw argError('ERR_ATTNKIT_SHAPE', op, arg, `to have shape [${shape.join(', ')}]`, `[${t.shape.join(', ')}]`);
+}
+
+export function checkDim(op: string, arg: string, what: string, value: number, expected: number, expectedFrom: string): void {
+  if (value !== expected)
+    throw argError('ERR_ATTNKIT_SHAPE', op, arg, `to have ${what} ${expected} (as ${expectedFrom})`, String(value));
+}
+
+export function checkOptions(op: string, opts: unknown, known: readonly string[]): Record<string, unknown> {
+  if (opts === undefined) return {};
+  if (opts === null || typeof opts !== 'object' || Array.isArray(opts))
+    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'options', 'to be an object', opts === null ? 'null' : typeof opts);
+  for (const key of Object.keys(opts)) {
+    if (!known.includes(key))
+      throw new AttnkitError(
+        'ERR_ATTNKIT_ARGUMENT',
+        op,
+        `${op}: unknown option '${key}' (known options: ${known.join(', ')})`,
+        key,
+      );
+  }
+  return opts as Record<string, unknown>;
+}
+
+export function checkBool(op: string, arg: string, v: unknown, dflt: boolean): boolean {
+  if (v === undefined) return dflt;
+  if (typeof v !== 'boolean') throw argError('ERR_ATTNKIT_ARGUMENT', op, arg, 'to be a boolean', JSON.stringify(v));
+  return v;
+}
+
+export function checkScale(op: string, v: unknown, dflt: number): number {
+  if (v === undefined) return dflt;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0)
+    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'scale', 'to be a finite number > 0', String(v));
+  return v;
+}
+
+export function checkStream(op: string, v: unknown, device: Tensor['device']): Stream {
+  if (v === undefined) return defaultStream(device);
+  if (!(v instanceof Stream)) throw argError('ERR_ATTNKIT_ARGUMENT', op, 'stream', 'to be a Stream', typeof v);
+  if (v.device !== device)
+    throw argError('ERR_ATTNKIT_DEVICE', op, 'stream', `to be a stream on ${device} (the inputs' device)`, v.device);
+  return v;
+}
+
+/** CPU kernels support head dims 1..MAX_HEAD_DIM. */
+export const MAX_HEAD_DIM = 512;
+
+export function checkHeadDim(op: string, arg: string, d: number): void {
+  if (d < 1 || d > MAX_HEAD_DIM)
+    throw argError('ERR_ATTNKIT_UNSUPPORTED', op, arg, `to have a head dim between 1 and ${MAX_HEAD_DIM}`, String(d));
+}

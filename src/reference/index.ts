@@ -1,0 +1,2 @@
+/** Float64 references for every op: ground truth for tests, plain loops from the math in docs/. */
+export * from './attention.js';
