@@ -100,6 +100,16 @@ export interface NativeBinding {
   info(): NativeInfo;
   setIsa(name: string): boolean;
   memory(): { cpu: number };
+  /** Test hook: the dense mask policy on every element and tile (tile classes 0 skip, 1 full, 2 partial). */
+  denseMaskProbe(
+    Nq: number,
+    Nk: number,
+    causal: boolean,
+    left: number,
+    right: number,
+    tq: number,
+    tk: number,
+  ): { allows: Uint8Array; classes: Int32Array; keyRanges: Int32Array; queryRanges: Int32Array };
 }
 
 /** The package root (the folder holding package.json), from src/ or dist/src/. */

@@ -17,6 +17,7 @@
 #include "../cpu/thread_pool.h"
 #include "../cuda/runtime.h"
 #include "attnkit/error.h"
+#include "attnkit/mask_dense.h"
 
 namespace attnkit::napi {
 
@@ -550,6 +551,49 @@ Napi::Value Memory(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// Test hook: the dense mask policy evaluated on every element and tile of a small problem, so the
+// suite can check exhaustively that classify/key_range/query_range agree with allows.
+// denseMaskProbe(Nq, Nk, causal, left, right, tq, tk) -> {allows, classes, keyRanges, queryRanges}
+Napi::Value DenseMaskProbe(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto num = [&](int i) { return int64_t(info[i].As<Napi::Number>().Int64Value()); };
+  const int64_t nq = num(0), nk = num(1), left = num(3), right = num(4), tq = num(5), tk = num(6);
+  const bool causal = info[2].ToBoolean().Value();
+  if (nq < 1 || nk < 1 || nq * nk > (1 << 22) || tq < 1 || tk < 1)
+    throw make_error(env, "ARGUMENT", "denseMaskProbe", "denseMaskProbe: problem too large or empty");
+  DenseMask m = DenseMask::make(nq, nk, causal, left, right);
+  const int64_t nqt = ceil_div(nq, tq), nkt = ceil_div(nk, tk);
+  Napi::Uint8Array allows = Napi::Uint8Array::New(env, size_t(nq * nk));
+  for (int64_t q = 0; q < nq; ++q)
+    for (int64_t k = 0; k < nk; ++k) allows[size_t(q * nk + k)] = m.allows(q, k) ? 1 : 0;
+  Napi::Int32Array classes = Napi::Int32Array::New(env, size_t(nqt * nkt));
+  Napi::Int32Array key_ranges = Napi::Int32Array::New(env, size_t(2 * nqt));
+  Napi::Int32Array query_ranges = Napi::Int32Array::New(env, size_t(2 * nkt));
+  for (int64_t a = 0; a < nqt; ++a) {
+    const int64_t q0 = a * tq, q1 = std::min(nq, q0 + tq);
+    int64_t lo, hi;
+    m.key_range(q0, q1, &lo, &hi);
+    key_ranges[size_t(2 * a)] = int32_t(lo);
+    key_ranges[size_t(2 * a + 1)] = int32_t(hi);
+    for (int64_t b = 0; b < nkt; ++b) {
+      const int64_t k0 = b * tk, k1 = std::min(nk, k0 + tk);
+      classes[size_t(a * nkt + b)] = int32_t(m.classify(q0, q1, k0, k1));
+    }
+  }
+  for (int64_t b = 0; b < nkt; ++b) {
+    int64_t lo, hi;
+    m.query_range(b * tk, std::min(nk, (b + 1) * tk), &lo, &hi);
+    query_ranges[size_t(2 * b)] = int32_t(lo);
+    query_ranges[size_t(2 * b + 1)] = int32_t(hi);
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("allows", allows);
+  o.Set("classes", classes);
+  o.Set("keyRanges", key_ranges);
+  o.Set("queryRanges", query_ranges);
+  return o;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   Napi::Function storage = StorageWrap::Init(env);
@@ -562,6 +606,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("setIsa", Napi::Function::New(env, SetIsa));
   exports.Set("memory", Napi::Function::New(env, Memory));
+  exports.Set("denseMaskProbe", Napi::Function::New(env, DenseMaskProbe));
   return exports;
 }
 
