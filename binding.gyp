@@ -8,6 +8,7 @@
         "native/cpu/attention.cc",
         "native/cpu/convert.cc",
         "native/cpu/isa.cc",
+        "native/cpu/kernels_amx.cc",
         "native/cpu/kernels_avx2.cc",
         "native/cpu/kernels_avx512.cc",
         "native/cpu/kernels_avx512bf16.cc",

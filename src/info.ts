@@ -44,8 +44,14 @@ export const cuda = {
 
 /** CPU backend controls. */
 export const cpu = {
-  /** SIMD levels: generic < avx2 < avx512 < avx512bf16. */
-  levels: ['generic', 'avx2', 'avx512', 'avx512bf16'] as const,
+  /** SIMD levels, lowest first: generic < avx2 < avx512 < avx512bf16 < amx. */
+  levels: ['generic', 'avx2', 'avx512', 'avx512bf16', 'amx'] as const,
+  /** The levels this CPU can run (the detected one and every lower one). */
+  availableLevels(): string[] {
+    const best = native.info().detectedIsa;
+    const all = ['generic', 'avx2', 'avx512', 'avx512bf16', 'amx'];
+    return all.slice(0, all.indexOf(best) + 1);
+  },
   /** The kernel level in use. */
   isa(): string {
     return native.info().isa;
@@ -54,7 +60,7 @@ export const cpu = {
    * Forces a kernel level (for testing and benchmarking); returns false when the CPU cannot run it.
    * Affects work enqueued afterwards.
    */
-  setIsa(level: 'generic' | 'avx2' | 'avx512' | 'avx512bf16'): boolean {
+  setIsa(level: 'generic' | 'avx2' | 'avx512' | 'avx512bf16' | 'amx'): boolean {
     return native.setIsa(level);
   },
 };

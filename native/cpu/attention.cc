@@ -41,7 +41,8 @@ void forward_impl(const AttentionFwdParams& p, const Mask& mask) {
   const auto& s = p.shape;
   const int64_t B = s.B, Nq = s.Nq, Nk = s.Nk, H = s.H, Hkv = s.Hkv, D = s.D, Dv = s.Dv;
   const bool dot = kern.gemm_bf16 != nullptr && p.dtype == DType::BFloat16;
-  const int64_t D2 = round_up(D, 2), Dv16 = round_up(Dv, 16);
+  // Head dim padded (with zeros) to what the bf16 GEMM consumes per step: pairs, or 32 for AMX.
+  const int64_t D2 = round_up(D, dot ? kern.bf16_k_align : 2), Dv16 = round_up(Dv, 16);
   const int64_t nkt = ceil_div(Nk, BK), nqt = ceil_div(Nq, BQ);
   const int64_t group = H / Hkv;
   const float c = p.scale * kLog2e;
@@ -112,7 +113,7 @@ void forward_impl(const AttentionFwdParams& p, const Mask& mask) {
       if (dot) {
         const uint16_t* qin = static_cast<const uint16_t*>(p.q) + tok(b, q0 + r, h, Nq, H, D);
         std::copy(qin, qin + D, Qb + r * D2);
-        if (D2 != D) Qb[r * D2 + D] = 0;
+        std::fill(Qb + r * D2 + D, Qb + (r + 1) * D2, uint16_t(0));
       } else {
         load_f32(p.q, p.dtype, tok(b, q0 + r, h, Nq, H, D), D, Qf + r * D);
       }

@@ -8,7 +8,7 @@
 
 namespace attnkit::cpu {
 
-enum class Isa : int32_t { Generic = 0, Avx2 = 1, Avx512 = 2, Avx512Bf16 = 3 };
+enum class Isa : int32_t { Generic = 0, Avx2 = 1, Avx512 = 2, Avx512Bf16 = 3, Amx = 4 };
 
 struct CpuKernels {
   Isa isa;
@@ -18,8 +18,11 @@ struct CpuKernels {
                    int64_t ldb, float* C, int64_t ldc, bool accumulate);
   // Same with bfloat16 pairs along K: A [M x 2*K2] bf16 (lda in elements), B [K2][N][2] bf16,
   // fp32 accumulation by dot products of pairs. Null where the CPU has no BF16 dot product.
+  // 2*K2 must be a multiple of bf16_k_align, and A must have readable (finite or not) rows up to
+  // round_up(M, 16): the AMX version loads whole 16-row tiles.
   void (*gemm_bf16)(int64_t M, int64_t N, int64_t K2, const uint16_t* A, int64_t lda,
                     const uint16_t* B, float* C, int64_t ldc, bool accumulate);
+  int32_t bf16_k_align;
   // Online-softmax step for `rows` rows of a score tile S[rows x cols] (masked entries = -inf,
   // cols a multiple of 16). Scores are scaled by c = scale * log2(e). Updates the running max m
   // (log2 domain) and sum l, rescales O[rows x dv] (dv a multiple of 16) and writes the tile's
@@ -39,6 +42,7 @@ const CpuKernels& kernels_generic();
 const CpuKernels& kernels_avx2();
 const CpuKernels& kernels_avx512();
 const CpuKernels& kernels_avx512bf16();
+const CpuKernels& kernels_amx();
 
 // Best table the running CPU supports, or the one forced by set_isa()/ATTNKIT_CPU_ISA.
 const CpuKernels& active_kernels();

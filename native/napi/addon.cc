@@ -540,7 +540,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
 
 Napi::Value SetIsa(const Napi::CallbackInfo& info) {
   std::string name = info[0].As<Napi::String>().Utf8Value();
-  for (int i = 0; i <= 3; ++i)
+  for (int i = 0; i <= int(cpu::Isa::Amx); ++i)
     if (name == cpu::isa_name(cpu::Isa(i))) return Napi::Boolean::New(info.Env(), cpu::set_isa(cpu::Isa(i)));
   return Napi::Boolean::New(info.Env(), false);
 }
