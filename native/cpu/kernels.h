@@ -36,6 +36,14 @@ struct CpuKernels {
   // Backward: dS = P * (dP - delta[row]), in place over dP.
   void (*bwd_dscore)(int64_t rows, int64_t cols, const float* P, int64_t ldp, float* dP,
                      int64_t lddp, const float* delta);
+  // bfloat16 packing for the bf16 GEMM (round to nearest even; cols a multiple of 16):
+  // Y[r][j] = bf16(X[r][j]) for r < rows.
+  void (*rows_to_bf16)(int64_t rows, int64_t cols, const float* X, int64_t ldx, uint16_t* Y,
+                       int64_t ldy);
+  // Row pairs as the B operand: Z[i][j][2] = (bf16(X[2i][j]), bf16(X[2i+1][j])) for
+  // i < pair_rows, with X rows >= rows read as zero.
+  void (*pack_row_pairs_bf16)(int64_t rows, int64_t pair_rows, int64_t cols, const float* X,
+                              int64_t ldx, uint16_t* Z);
 };
 
 const CpuKernels& kernels_generic();

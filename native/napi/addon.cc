@@ -133,31 +133,51 @@ StoragePtr unwrap(const Napi::Value& v, const char* op, const char* arg) {
 // ------------------------------------------------------------------ completions
 
 struct Completion;
-struct Poster;
-void call_js(Napi::Env env, Napi::Function, Poster* ctx, Completion* c);
-using Tsfn = Napi::TypedThreadSafeFunction<Poster, Completion, call_js>;
+struct Channel;
+void call_js(Napi::Env env, Napi::Function, Channel* ctx, Completion* c);
+using Tsfn = Napi::TypedThreadSafeFunction<Channel, Completion, call_js>;
 
-// Owns the stream's thread-safe function; referenced only while some wait is pending so that an
-// idle stream never keeps the process alive. Released when the stream and every queued task that
-// may post are gone.
-struct Poster {
+// The way back from a stream's worker to the JS thread. The thread-safe function is created,
+// referenced, unreferenced and released on the JS thread only (when the stream is collected, or by
+// an environment cleanup hook at exit); workers post under the mutex and only while it is open, so
+// no worker ever touches a released or torn-down function. Referenced only while some wait is
+// pending, so an idle stream never keeps the process alive.
+struct Channel {
+  std::mutex mu;
+  bool open = true;
   Tsfn tsfn;
   int pending = 0;  // JS thread only
-  ~Poster() { tsfn.Release(); }
+
+  bool post(Completion* c) {
+    std::lock_guard<std::mutex> lk(mu);
+    if (!open) return false;
+    return tsfn.NonBlockingCall(c) == napi_ok;
+  }
+  void close() {
+    std::lock_guard<std::mutex> lk(mu);
+    if (!open) return;
+    open = false;
+    tsfn.Release();
+  }
+  static void cleanup_hook(void* arg) {
+    static_cast<std::shared_ptr<Channel>*>(arg)->get()->close();
+  }
 };
 
 struct Completion {
   Napi::Promise::Deferred deferred;
-  std::shared_ptr<Poster> poster;
+  Napi::ObjectReference stream;  // keeps the stream (and its channel) alive while the wait is pending
   std::shared_ptr<const Failure> failure;
   std::vector<uint8_t> bytes;
   bool returns_buffer = false;
 };
 
-void call_js(Napi::Env env, Napi::Function, Poster*, Completion* c) {
-  std::unique_ptr<Completion> owned(c);
+void call_js(Napi::Env env, Napi::Function, Channel* ch, Completion* c) {
+  // env is null when the environment is being torn down: the promise can no longer settle, and
+  // the references inside c must not be touched, so c is deliberately leaked.
   if (env == nullptr) return;
-  if (--c->poster->pending == 0) c->poster->tsfn.Unref(env);
+  std::unique_ptr<Completion> owned(c);
+  if (--ch->pending == 0) ch->tsfn.Unref(env);
   if (c->failure) {
     c->deferred.Reject(make_error(env, c->failure->code, c->failure->op, c->failure->message).Value());
   } else if (c->returns_buffer) {
@@ -167,6 +187,7 @@ void call_js(Napi::Env env, Napi::Function, Poster*, Completion* c) {
   } else {
     c->deferred.Resolve(env.Undefined());
   }
+  c->stream.Reset();
 }
 
 // ------------------------------------------------------------------ Stream
@@ -226,21 +247,37 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
   }
 
   StreamWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<StreamWrap>(info) {
-    poster_ = std::make_shared<Poster>();
-    poster_->tsfn = Tsfn::New(info.Env(), "attnkit-stream", 0, 1, poster_.get());
-    poster_->tsfn.Unref(info.Env());
+    Napi::Env env = info.Env();
+    channel_ = std::make_shared<Channel>();
+    channel_->tsfn = Tsfn::New(env, "attnkit-stream", 0, 1, channel_.get());
+    channel_->tsfn.Unref(env);
+    // Registered after the thread-safe function, so it runs before the function's own teardown.
+    hook_arg_ = new std::shared_ptr<Channel>(channel_);
+    napi_add_env_cleanup_hook(env, &Channel::cleanup_hook, hook_arg_);
+  }
+
+  ~StreamWrap() override {
+    napi_remove_env_cleanup_hook(Env(), &Channel::cleanup_hook, hook_arg_);
+    channel_->close();
+    delete hook_arg_;
   }
 
  private:
+  Completion* new_completion(Napi::Env env, bool returns_buffer) {
+    auto* c = new Completion{Napi::Promise::Deferred::New(env), Napi::Persistent(Value()), nullptr,
+                             {}, returns_buffer};
+    return c;
+  }
+
   // Promise that settles when `task` has run (with its failure, or the stream's recorded error).
   Napi::Value enqueue_wait(Napi::Env env, cpu::Task task, Completion* c) {
     Napi::Value promise = c->deferred.Promise();
-    if (poster_->pending++ == 0) poster_->tsfn.Ref(env);
+    if (channel_->pending++ == 0) channel_->tsfn.Ref(env);
     task.is_wait = true;
-    auto poster = poster_;
-    task.done = [c, poster](std::shared_ptr<const Failure> f) {
+    auto channel = channel_;
+    task.done = [c, channel](std::shared_ptr<const Failure> f) {
       c->failure = std::move(f);
-      poster->tsfn.NonBlockingCall(c);
+      channel->post(c);  // if closed, the environment is gone and c is leaked on purpose
     };
     stream_.enqueue(std::move(task));
     return promise;
@@ -248,8 +285,7 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
 
   Napi::Value Synchronize(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    auto* c = new Completion{Napi::Promise::Deferred::New(env), poster_, nullptr, {}, false};
-    return enqueue_wait(env, cpu::Task{}, c);
+    return enqueue_wait(env, cpu::Task{}, new_completion(env, false));
   }
 
   // read(storage, asFloat32: boolean) -> Promise<ArrayBuffer>
@@ -258,7 +294,7 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
     return boundary(env, [&]() -> Napi::Value {
       StoragePtr s = unwrap(info[0], "toArray", "tensor");
       const bool as_f32 = info[1].ToBoolean().Value();
-      auto* c = new Completion{Napi::Promise::Deferred::New(env), poster_, nullptr, {}, true};
+      Completion* c = new_completion(env, true);
       cpu::Task task;
       task.inputs = {s};
       task.run = [s, as_f32, c] {
@@ -514,7 +550,8 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
   }
 
   cpu::CpuStream stream_;
-  std::shared_ptr<Poster> poster_;
+  std::shared_ptr<Channel> channel_;
+  std::shared_ptr<Channel>* hook_arg_ = nullptr;
 };
 
 // ------------------------------------------------------------------ module functions
