@@ -92,7 +92,7 @@ void forward_impl(const AttentionFwdParams& p, const Mask& mask) {
 
   // Per-worker scratch: Q tile, S, P, O accumulators, running max and sum.
   const int64_t q_elems = BQ * D2, s_elems = BQ * BK, o_elems = BQ * Dv16;
-  const int64_t per_worker = q_elems + 2 * s_elems + o_elems + 2 * BQ;
+  const int64_t per_worker = q_elems + 2 * s_elems + o_elems + 17 * BQ;
   Scratch<float> work(size_t(pool.size() * per_worker), op);
 
   pool.parallel_for(B * H * nqt, [&](int64_t t, int worker) {
@@ -118,8 +118,8 @@ void forward_impl(const AttentionFwdParams& p, const Mask& mask) {
         load_f32(p.q, p.dtype, tok(b, q0 + r, h, Nq, H, D), D, Qf + r * D);
       }
       m[r] = kNegInf;
-      l[r] = 0.f;
     }
+    std::fill(l, l + 16 * rows, 0.f);
     std::fill(O, O + rows * Dv16, 0.f);
 
     int64_t lo, hi;
@@ -150,11 +150,13 @@ void forward_impl(const AttentionFwdParams& p, const Mask& mask) {
     }
 
     for (int64_t r = 0; r < rows; ++r) {
-      const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+      float sum = 0.f;
+      for (int i = 0; i < 16; ++i) sum += l[16 * r + i];
+      const float inv = sum > 0.f ? 1.f / sum : 0.f;
       float* o = O + r * Dv16;
       for (int64_t e = 0; e < Dv; ++e) o[e] *= inv;
       store_f32(o, p.dtype, tok(b, q0 + r, h, Nq, H, Dv), Dv, p.out);
-      p.lse[(b * Nq + q0 + r) * H + h] = l[r] > 0.f ? (m[r] + std::log2(l[r])) * kLn2 : kNegInf;
+      p.lse[(b * Nq + q0 + r) * H + h] = sum > 0.f ? (m[r] + std::log2(sum)) * kLn2 : kNegInf;
     }
   });
 }

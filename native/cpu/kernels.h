@@ -25,8 +25,9 @@ struct CpuKernels {
   int32_t bf16_k_align;
   // Online-softmax step for `rows` rows of a score tile S[rows x cols] (masked entries = -inf,
   // cols a multiple of 16). Scores are scaled by c = scale * log2(e). Updates the running max m
-  // (log2 domain) and sum l, rescales O[rows x dv] (dv a multiple of 16) and writes the tile's
-  // probabilities to P (float32) or Pb (bfloat16, when non-null) with stride ldp.
+  // (log2 domain) and the running sum, kept unreduced as 16 partial sums per row (l[16 r + i],
+  // zero-initialized; the row sum is their total), rescales O[rows x dv] (dv a multiple of 16) and
+  // writes the tile's probabilities to P (float32) or Pb (bfloat16, when non-null), stride ldp.
   void (*softmax_step)(int64_t rows, int64_t cols, const float* S, int64_t lds, float c, float* m,
                        float* l, float* O, int64_t ldo, int64_t dv, float* P, uint16_t* Pb,
                        int64_t ldp);
