@@ -16,6 +16,7 @@
         "native/cpu/stream.cc",
         "native/cpu/thread_pool.cc",
         "native/napi/addon.cc",
+        "native/napi/families.cc",
         "native/cuda/runtime_stub.cc"
       ],
       "include_dirs": [

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "binding.h"
+
 #include "../cpu/attention.h"
 #include "../cpu/convert.h"
 #include "../cpu/kernels.h"
@@ -33,19 +35,7 @@ Napi::Error make_error(Napi::Env env, const std::string& code, const std::string
   return e;
 }
 
-// Runs fn, converting attnkit::Error into a JavaScript error with code and op.
-template <typename F>
-auto boundary(Napi::Env env, F&& fn) -> decltype(fn()) {
-  try {
-    return fn();
-  } catch (const Error& e) {
-    throw make_error(env, e.code(), e.op(), e.what());
-  } catch (const std::bad_alloc&) {
-    throw make_error(env, "OOM", "", "out of memory");
-  }
-}
-
-[[noreturn]] void fail(const std::string& code, const std::string& op, const std::string& msg) {
+void fail(const std::string& code, const std::string& op, const std::string& msg) {
   throw Error(code, op, op + ": " + msg);
 }
 
@@ -191,6 +181,14 @@ void call_js(Napi::Env env, Napi::Function, Channel* ch, Completion* c) {
 }
 
 // ------------------------------------------------------------------ Stream
+
+std::vector<StoragePtr> unwrap_list(const Napi::Value& v, const char* op, const char* arg) {
+  if (!v.IsArray()) fail("ARGUMENT", op, std::string("expected '") + arg + "' to be an array of tensors");
+  Napi::Array a = v.As<Napi::Array>();
+  std::vector<StoragePtr> r;
+  for (uint32_t i = 0; i < a.Length(); ++i) r.push_back(unwrap(a.Get(i), op, arg));
+  return r;
+}
 
 Napi::Object get_obj(const Napi::Value& v) { return v.As<Napi::Object>(); }
 int64_t get_int(const Napi::Object& o, const char* key) {
@@ -417,13 +415,6 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
     });
   }
 
-  static std::vector<StoragePtr> unwrap_list(const Napi::Value& v, const char* op, const char* arg) {
-    Napi::Array a = v.As<Napi::Array>();
-    std::vector<StoragePtr> r;
-    for (uint32_t i = 0; i < a.Length(); ++i) r.push_back(unwrap(a.Get(i), op, arg));
-    return r;
-  }
-
   // mergeForward(outs[], lses[], out, lse, {rows, dv})
   Napi::Value MergeForward(const Napi::CallbackInfo& info) {
     return boundary(info.Env(), [&] {
@@ -549,10 +540,21 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
     return info.Env().Undefined();
   }
 
+ public:
+  cpu::CpuStream& stream() { return stream_; }
+
+ private:
   cpu::CpuStream stream_;
   std::shared_ptr<Channel> channel_;
   std::shared_ptr<Channel>* hook_arg_ = nullptr;
 };
+
+cpu::CpuStream& unwrap_stream(const Napi::Value& v, const char* op) {
+  AddonData* data = v.Env().GetInstanceData<AddonData>();
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(data->stream_ctor.Value()))
+    fail("ARGUMENT", op, "expected 'stream' to be a native stream");
+  return StreamWrap::Unwrap(v.As<Napi::Object>())->stream();
+}
 
 // ------------------------------------------------------------------ module functions
 
@@ -644,6 +646,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setIsa", Napi::Function::New(env, SetIsa));
   exports.Set("memory", Napi::Function::New(env, Memory));
   exports.Set("denseMaskProbe", Napi::Function::New(env, DenseMaskProbe));
+  register_op_families(env, exports);
   return exports;
 }
 

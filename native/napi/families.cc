@@ -1,0 +1,9 @@
+// The op families beyond dense attention and merge (which live in addon.cc) register their
+// binding functions here, each from its own native/napi/<family>.cc.
+#include "binding.h"
+
+namespace attnkit::napi {
+
+void register_op_families(Napi::Env, Napi::Object) {}
+
+}  // namespace attnkit::napi
