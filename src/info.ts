@@ -58,7 +58,7 @@ export const cpu = {
   },
   /**
    * Forces a kernel level (for testing and benchmarking); returns false when the CPU cannot run it.
-   * Affects work enqueued afterwards.
+   * Process-wide; read when a task starts, so it also affects queued tasks that have not started.
    */
   setIsa(level: 'generic' | 'avx2' | 'avx512' | 'avx512bf16' | 'amx'): boolean {
     return native.setIsa(level);

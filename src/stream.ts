@@ -13,10 +13,18 @@ export type Device = 'cpu' | `cuda:${number}`;
 export function parseDevice(op: string, arg: string, d: unknown): Device {
   if (d === 'cpu') return 'cpu';
   if (typeof d === 'string' && /^cuda(:\d+)?$/.test(d)) {
+    const cuda = native.info().cuda;
+    if (!cuda.available)
+      throw new AttnkitError(
+        'ERR_ATTNKIT_DEVICE',
+        op,
+        `${op}: '${arg}' names device '${d}', but CUDA is not available: ${cuda.reason}`,
+        arg,
+      );
     throw new AttnkitError(
-      'ERR_ATTNKIT_DEVICE',
+      'ERR_ATTNKIT_UNSUPPORTED',
       op,
-      `${op}: '${arg}' names device '${d}', but CUDA is not available: ${native.info().cuda.reason}`,
+      `${op}: '${arg}' names device '${d}': CUDA tensors are not supported by this version of attnkit yet (CPU only)`,
       arg,
     );
   }
