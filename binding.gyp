@@ -13,10 +13,12 @@
         "native/cpu/kernels_avx512.cc",
         "native/cpu/kernels_avx512bf16.cc",
         "native/cpu/kernels_generic.cc",
+        "native/cpu/linear.cc",
         "native/cpu/stream.cc",
         "native/cpu/thread_pool.cc",
         "native/napi/addon.cc",
         "native/napi/families.cc",
+        "native/napi/linear.cc",
         "native/cuda/runtime_stub.cc"
       ],
       "include_dirs": [
@@ -29,7 +31,7 @@
       "cflags_cc": ["-std=c++17", "-O3", "-ffp-contract=fast", "-fvisibility=hidden"],
       "conditions": [
         ["OS=='linux'", {
-          "ldflags": ["-Wl,--version-script=<(module_root_dir)/native/napi/exports.map"]
+          "ldflags": ["-Wl,--version-script=<(module_root_dir)/native/napi/exports.map", "-Wl,-z,nodelete"]
         }]
       ],
       "xcode_settings": {

@@ -202,6 +202,9 @@ export function randn<T extends DType = 'float32'>(
   return t;
 }
 
+/** Source code the binding's write() takes for Float64Array data (not a tensor dtype). */
+const FLOAT64_SOURCE = 100;
+
 function defaultDTypeFor(data: TensorData): DType {
   if (data instanceof Int32Array) return 'int32';
   if (data instanceof Uint8Array) return 'uint8';
@@ -225,7 +228,7 @@ export function tensor<T extends DType = 'float32'>(data: TensorData, shape?: re
   const dtype = checkDType(op, opts.dtype ?? defaultDTypeFor(data)) as T;
   const device = parseDevice(op, 'device', opts.device ?? 'cpu');
   let src: ArrayBufferView;
-  let srcDtype: DType;
+  let srcDtype: DType | 'float64';
   if (data instanceof Uint16Array) {
     if (dtype !== 'float16' && dtype !== 'bfloat16')
       throw argError('ERR_ATTNKIT_DTYPE', op, 'dtype', "to be 'float16' or 'bfloat16' for Uint16Array data (raw bits)", dtype);
@@ -243,12 +246,17 @@ export function tensor<T extends DType = 'float32'>(data: TensorData, shape?: re
   } else if (dtype === 'uint8') {
     src = Uint8Array.from(data as ArrayLike<number>);
     srcDtype = 'uint8';
-  } else {
-    src = data instanceof Float32Array ? data : Float32Array.from(data as ArrayLike<number>);
+  } else if (data instanceof Float32Array) {
+    src = data;
     srcDtype = 'float32';
+  } else {
+    // float64 data is narrowed natively in one rounding (no float32 detour), so float16/bfloat16
+    // get the correctly rounded value of each number.
+    src = data instanceof Float64Array ? data : Float64Array.from(data as ArrayLike<number>);
+    srcDtype = 'float64';
   }
   const t = allocate(op, s, dtype, device, false);
-  callNative(op, () => t._native(op, 'out').write(src, DTYPES[srcDtype].code));
+  callNative(op, () => t._native(op, 'out').write(src, srcDtype === 'float64' ? FLOAT64_SOURCE : DTYPES[srcDtype].code));
   return t;
 }
 

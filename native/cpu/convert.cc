@@ -63,6 +63,19 @@ void store_f32(const float* src, DType t, int64_t offset, int64_t n, void* dst) 
   }
 }
 
+void narrow_f64(const double* src, int64_t n, float* dst, bool round_to_odd) {
+  for (int64_t i = 0; i < n; ++i) {
+    const double x = src[i];
+    float f = float(x);
+    if (round_to_odd && !std::isnan(x) && double(f) != x) {
+      uint32_t u = f32_bits(f);
+      if (std::fabs(double(f)) > std::fabs(x)) u -= 1;  // the neighbour toward zero (truncation)
+      f = bits_f32(u | 1u);
+    }
+    dst[i] = f;
+  }
+}
+
 static constexpr int64_t kChunk = 1 << 14;
 
 void convert(const void* src, DType from, void* dst, DType to, int64_t n) {

@@ -37,6 +37,8 @@ struct CpuKernels {
   // Backward: dS = P * (dP - delta[row]), in place over dP.
   void (*bwd_dscore)(int64_t rows, int64_t cols, const float* P, int64_t ldp, float* dP,
                      int64_t lddp, const float* delta);
+  // Element masking of a 64-column tile: X[r][j] = fill where bit j of masks[r] is clear.
+  void (*mask_rows)(int64_t rows, float* X, int64_t ldx, const uint64_t* masks, float fill);
   // bfloat16 packing for the bf16 GEMM (round to nearest even; cols a multiple of 16):
   // Y[r][j] = bf16(X[r][j]) for r < rows.
   void (*rows_to_bf16)(int64_t rows, int64_t cols, const float* X, int64_t ldx, uint16_t* Y,

@@ -75,7 +75,7 @@ void CpuStream::worker_loop(std::shared_ptr<Queue> q, std::shared_ptr<StreamStat
       if (in->ready_stream && in->ready_stream != st) in->ready_stream->wait_for(in->ready_seq);
       if (!failure) failure = in->get_failure();
     }
-    if (failure) {
+    if (failure && !task.is_wait) {
       failure = std::make_shared<Failure>(Failure{
           failure->code, failure->op,
           failure->message + " (reported by a later operation that used this result)"});
@@ -99,9 +99,12 @@ void CpuStream::worker_loop(std::shared_ptr<Queue> q, std::shared_ptr<StreamStat
     {
       std::lock_guard<std::mutex> lk(st->mu);
       if (failure && !task.is_wait && !st->error) st->error = failure;
-      if (task.is_wait && !report && st->error) {
-        report = st->error;
-        st->error.reset();
+      if (task.is_wait) {
+        // A wait reports its own failure (reading a failed tensor) or else the stream's recorded
+        // one; either way the recorded error counts as reported once the wait has shown it.
+        // (A failed tensor carries the very Failure its stream recorded, hence the comparison.)
+        if (!report && st->error) report = st->error;
+        if (report == st->error) st->error.reset();
       }
     }
     if (task.done) task.done(report);

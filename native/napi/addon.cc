@@ -82,23 +82,31 @@ class StorageWrap : public Napi::ObjectWrap<StorageWrap> {
     return Napi::Number::New(info.Env(), storage_ ? double(storage_->bytes) : 0.0);
   }
   // write(src: TypedArray, srcDtype: number): synchronous copy/convert into fresh storage.
+  // srcDtype is a dtype code, or kFloat64Source for a Float64Array.
   Napi::Value Write(const Napi::CallbackInfo& info) {
     return boundary(info.Env(), [&] {
       StoragePtr s = get("tensor", "storage");
       Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
-      DType from = DType(info[1].As<Napi::Number>().Int32Value());
+      const int code = info[1].As<Napi::Number>().Int32Value();
+      const bool f64 = code == kFloat64Source;
+      if (!f64 && (code < 0 || code > 4)) fail("DTYPE", "tensor", "unknown source dtype code");
+      const DType from = f64 ? DType::Float32 : DType(code);
+      const int64_t esize = f64 ? 8 : dtype_size(from);
       const int64_t n = int64_t(ta.ElementLength());
-      if (n != s->numel || int64_t(ta.ByteLength()) != n * dtype_size(from))
+      if (n != s->numel || int64_t(ta.ByteLength()) != n * esize)
         fail("SHAPE", "tensor", "data length does not match the shape");
       const uint8_t* src = static_cast<const uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+      const bool narrow16 = s->dtype == DType::Float16 || s->dtype == DType::BFloat16;
       // Serial on purpose: the compute pool may be busy with a stream's kernel, and the JS thread
       // must never wait for it.
       for (int64_t i = 0; i < n; i += 4096) {
         float buf[4096];
-        int64_t m = std::min<int64_t>(4096, n - i);
-        if (from == s->dtype) {
-          std::memcpy(static_cast<uint8_t*>(s->data) + i * dtype_size(from),
-                      src + i * dtype_size(from), size_t(m * dtype_size(from)));
+        const int64_t m = std::min<int64_t>(4096, n - i);
+        if (f64) {
+          cpu::narrow_f64(reinterpret_cast<const double*>(src) + i, m, buf, narrow16);
+          cpu::store_f32(buf, s->dtype, i, m, s->data);
+        } else if (from == s->dtype) {
+          std::memcpy(static_cast<uint8_t*>(s->data) + i * esize, src + i * esize, size_t(m * esize));
         } else {
           cpu::load_f32(src, from, i, m, buf);
           cpu::store_f32(buf, s->dtype, i, m, s->data);
@@ -108,6 +116,7 @@ class StorageWrap : public Napi::ObjectWrap<StorageWrap> {
     });
   }
 
+  static constexpr int kFloat64Source = 100;
   StoragePtr storage_;
 };
 

@@ -4,6 +4,10 @@
 
 namespace attnkit::napi {
 
-void register_op_families(Napi::Env, Napi::Object) {}
+void register_linear(Napi::Env env, Napi::Object exports);  // linear.cc
+
+void register_op_families(Napi::Env env, Napi::Object exports) {
+  register_linear(env, exports);
+}
 
 }  // namespace attnkit::napi

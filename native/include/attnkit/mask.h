@@ -1,16 +1,33 @@
 // The mask-policy contract shared by every fused softmax kernel (CPU and CUDA).
 //
-// A policy answers two questions. allows(q, k): may query q see key k? (what the references mean)
-// classify(q0, q1, k0, k1): for the tile of queries [q0, q1) x keys [k0, k1), is every element
-// visible (Full: the kernel skips element masking), none (Skip: the kernel never visits the tile)
-// or some (Partial)? classify must agree exactly with allows; test/policy.test.ts checks that
-// exhaustively on small shapes. Policies also give, per query tile, the range of key tiles that may
-// hold a visible key, so kernels iterate only over that range.
+// Kernels see a problem as one or more *groups* (dense: one; neighborhood: one per dilation group),
+// each a sequence of query positions and key positions cut into tiles of kTile = 64 positions.
+// A position maps to a token of the tensors (q_token/k_token) or to padding (-1). Per group a policy
+// answers, host and device alike:
+//   allows(qp, kp)        may query position qp see key position kp? (what the references mean)
+//   kv_count/kv_at(qt, i) the key tiles query tile qt must visit (forward, dQ)
+//   q_count/q_at(kt, i)   the query tiles that may see key tile kt (the inverse, for dK/dV)
+//   classify(qt, kt)      Skip (no visible element), Full (every key position of the tile is a
+//                         real token that every query of the tile sees: no element masking), or
+//                         Partial
+//   row_mask(qp, kt)      bit j set iff qp sees key position kt * kTile + j (padding never)
+// classify and row_mask must agree exactly with allows; test/policy.test.ts and
+// test/neighborhood-policy.test.ts check that exhaustively on small shapes.
 #pragma once
 #include "attnkit/common.h"
 
 namespace attnkit {
 
 enum class TileClass : int32_t { Skip = 0, Full = 1, Partial = 2 };
+
+// Positions per query tile and per key tile, for every policy and kernel.
+constexpr int64_t kTile = 64;
+
+// Bits [lo, hi] (inclusive, 0 <= lo, hi < 64) of a 64-bit mask; 0 when lo > hi.
+ATTNKIT_HD uint64_t bit_range(int64_t lo, int64_t hi) {
+  if (lo > hi) return 0;
+  const uint64_t upto_hi = hi >= 63 ? ~uint64_t(0) : ((uint64_t(1) << (hi + 1)) - 1);
+  return upto_hi & ~((uint64_t(1) << lo) - 1);
+}
 
 }  // namespace attnkit

@@ -65,6 +65,62 @@ struct DenseMask {
       if (imax(row_lo(q), k0) <= imin(row_hi(q), k1 - 1)) return TileClass::Partial;
     return TileClass::Skip;
   }
+
+  // ---- tile interface (mask.h); a dense problem is a single group.
+  ATTNKIT_HD int64_t groups() const { return 1; }
+  ATTNKIT_HD const DenseMask& group(int64_t) const { return *this; }
+  ATTNKIT_HD int64_t max_q_tiles() const { return ceil_div(nq, kTile); }
+  ATTNKIT_HD int64_t max_k_tiles() const { return ceil_div(nk, kTile); }
+  ATTNKIT_HD int64_t q_tiles() const { return max_q_tiles(); }
+  ATTNKIT_HD int64_t k_tiles() const { return max_k_tiles(); }
+  // Rows of query tile qt the kernel computes (trailing padding is skipped).
+  ATTNKIT_HD int64_t q_rows(int64_t qt) const { return imin(kTile, nq - qt * kTile); }
+  ATTNKIT_HD int64_t q_token(int64_t p) const { return p < nq ? p : -1; }
+  ATTNKIT_HD int64_t k_token(int64_t p) const { return p < nk ? p : -1; }
+
+  ATTNKIT_HD void kv_tile_range(int64_t qt, int64_t* a, int64_t* b) const {
+    int64_t lo, hi;
+    key_range(qt * kTile, imin(nq, (qt + 1) * kTile), &lo, &hi);
+    *a = lo < hi ? lo / kTile : 0;
+    *b = lo < hi ? ceil_div(hi, kTile) : 0;
+  }
+  ATTNKIT_HD int64_t kv_count(int64_t qt) const {
+    int64_t a, b;
+    kv_tile_range(qt, &a, &b);
+    return b - a;
+  }
+  ATTNKIT_HD int64_t kv_at(int64_t qt, int64_t i) const {
+    int64_t a, b;
+    kv_tile_range(qt, &a, &b);
+    return a + i;
+  }
+  ATTNKIT_HD void q_tile_range(int64_t kt, int64_t* a, int64_t* b) const {
+    int64_t lo, hi;
+    query_range(kt * kTile, imin(nk, (kt + 1) * kTile), &lo, &hi);
+    *a = lo < hi ? lo / kTile : 0;
+    *b = lo < hi ? ceil_div(hi, kTile) : 0;
+  }
+  ATTNKIT_HD int64_t q_count(int64_t kt) const {
+    int64_t a, b;
+    q_tile_range(kt, &a, &b);
+    return b - a;
+  }
+  ATTNKIT_HD int64_t q_at(int64_t kt, int64_t i) const {
+    int64_t a, b;
+    q_tile_range(kt, &a, &b);
+    return a + i;
+  }
+  ATTNKIT_HD TileClass classify(int64_t qt, int64_t kt) const {
+    const int64_t k0 = kt * kTile, k1 = imin(nk, k0 + kTile);
+    const TileClass c = classify(qt * kTile, imin(nq, (qt + 1) * kTile), k0, k1);
+    return c == TileClass::Full && k1 - k0 < kTile ? TileClass::Partial : c;
+  }
+  ATTNKIT_HD uint64_t row_mask(int64_t q, int64_t kt) const {
+    if (q >= nq) return 0;
+    const int64_t k0 = kt * kTile;
+    const int64_t lo = imax(row_lo(q), k0), hi = imin(row_hi(q), imin(nk, k0 + kTile) - 1);
+    return bit_range(lo - k0, hi - k0);
+  }
 };
 
 }  // namespace ATTNKIT_ISA_NS
