@@ -4,10 +4,8 @@
 
 namespace attnkit::napi {
 
-void register_linear(Napi::Env env, Napi::Object exports);  // linear.cc
 
 void register_op_families(Napi::Env env, Napi::Object exports) {
-  register_linear(env, exports);
 }
 
 }  // namespace attnkit::napi
