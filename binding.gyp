@@ -13,10 +13,14 @@
         "native/cpu/kernels_avx512.cc",
         "native/cpu/kernels_avx512bf16.cc",
         "native/cpu/kernels_generic.cc",
+        "native/cpu/linear.cc",
+        "native/cpu/neighborhood.cc",
         "native/cpu/stream.cc",
         "native/cpu/thread_pool.cc",
         "native/napi/addon.cc",
         "native/napi/families.cc",
+        "native/napi/linear.cc",
+        "native/napi/neighborhood.cc",
         "native/cuda/runtime_stub.cc"
       ],
       "include_dirs": [

@@ -21,5 +21,37 @@ export {
   type MergeResult,
   type MergeGrads,
 } from './ops/merge.js';
+export {
+  linearAttention,
+  linearAttentionBackward,
+  linearAttentionStep,
+  LINEAR_FEATURE_MAPS,
+  LINEAR_NORMALIZE_EPS,
+  type LinearAttentionOptions,
+  type LinearAttentionBackwardOptions,
+  type LinearAttentionResult,
+  type LinearAttentionGrads,
+  type LinearAttentionStepOptions,
+  type LinearAttentionStepResult,
+  type LinearDecay,
+  type LinearFeatureMap,
+} from './ops/linear.js';
+export {
+  na1d,
+  na2d,
+  na3d,
+  na1dBackward,
+  na2dBackward,
+  na3dBackward,
+  neighborhoodPlan,
+  chooseTileShape,
+  type NeighborhoodOptions,
+  type NeighborhoodBackwardOptions,
+  type NeighborhoodResult,
+  type NeighborhoodGrads,
+  type NeighborhoodPlan,
+  type NaParams,
+  type PerAxis,
+} from './ops/neighborhood.js';
 export { info, cuda, cpu, type Info } from './info.js';
 export * as reference from './reference/index.js';

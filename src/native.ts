@@ -75,6 +75,8 @@ export interface NativeStream {
     dlses: NativeStorage[],
     p: { rows: number; dv: number },
   ): void;
+  /** out = a + b elementwise (same dtype and size). */
+  add(a: NativeStorage, b: NativeStorage, out: NativeStorage): void;
   injectFailure(message: string, outputs?: NativeStorage[]): void;
   sleep(ms: number): void;
 }
@@ -110,6 +112,60 @@ export interface NativeBinding {
     tq: number,
     tk: number,
   ): { allows: Uint8Array; classes: Int32Array; keyRanges: Int32Array; queryRanges: Int32Array };
+  /** Linear attention forward (src/ops/linear.ts); states may be null. */
+  linearForward(
+    stream: NativeStream,
+    q: NativeStorage,
+    k: NativeStorage,
+    v: NativeStorage,
+    initialState: NativeStorage | null,
+    out: NativeStorage,
+    finalState: NativeStorage | null,
+    p: LinearParams,
+  ): void;
+  linearBackward(
+    stream: NativeStream,
+    q: NativeStorage,
+    k: NativeStorage,
+    v: NativeStorage,
+    initialState: NativeStorage | null,
+    dOut: NativeStorage,
+    dFinalState: NativeStorage | null,
+    dq: NativeStorage,
+    dk: NativeStorage,
+    dv: NativeStorage,
+    dInitialState: NativeStorage | null,
+    p: LinearParams,
+  ): void;
+  /** One decode step (p.N = 1); `state` may be null (zero), `newState` must be a fresh tensor. */
+  linearStep(
+    stream: NativeStream,
+    q: NativeStorage,
+    k: NativeStorage,
+    v: NativeStorage,
+    state: NativeStorage | null,
+    out: NativeStorage,
+    newState: NativeStorage,
+    p: LinearParams,
+  ): void;
+}
+
+/** Problem descriptor of the linear-attention family (native/include/attnkit/linear.h). */
+export interface LinearParams {
+  B: number;
+  N: number;
+  H: number;
+  Hkv: number;
+  D: number;
+  Dv: number;
+  normalize: boolean;
+  causal: boolean;
+  /** 0 identity, 1 elu1, 2 relu */
+  featureMap: number;
+  scale: number;
+  eps: number;
+  /** [H] per query head, in (0, 1] */
+  decay: Float32Array;
 }
 
 /** The package root (the folder holding package.json), from src/ or dist/src/. */

@@ -31,21 +31,31 @@ export class Tensor<T extends DType = DType> {
   readonly size: number;
   #storage: NativeStorage | null;
   #stream: Stream;
+  /** The tensor whose storage this view shares (null for a tensor that owns its storage). */
+  #base: Tensor | null;
 
-  /** @internal Use the factories (`tensor`, `empty`, `zeros`, `randn`). */
-  constructor(storage: NativeStorage, dtype: T, shape: readonly number[], device: Device, stream: Stream) {
+  /** @internal Use the factories (`tensor`, `empty`, `zeros`, `randn`) or `reshape`. */
+  constructor(
+    storage: NativeStorage,
+    dtype: T,
+    shape: readonly number[],
+    device: Device,
+    stream: Stream,
+    base: Tensor | null = null,
+  ) {
     this.#storage = storage;
     this.dtype = dtype;
     this.shape = Object.freeze([...shape]);
     this.size = shape.reduce((a, b) => a * b, 1);
     this.device = device;
     this.#stream = stream;
-    registry.register(this, storage, this);
+    this.#base = base;
+    if (!base) registry.register(this, storage, this);
   }
 
-  /** True once `dispose()` has been called. */
+  /** True once `dispose()` has been called (on this tensor, or on the tensor a view shares). */
   get disposed(): boolean {
-    return this.#storage === null;
+    return this.#storage === null || (this.#base !== null && this.#base.disposed);
   }
 
   /** Bytes of storage (0 once disposed). */
@@ -60,12 +70,12 @@ export class Tensor<T extends DType = DType> {
 
   /** @internal The native handle, for ops; throws ERR_ATTNKIT_DISPOSED after dispose(). */
   _native(op: string, arg: string): NativeStorage {
-    if (!this.#storage)
+    if (!this.#storage || (this.#base && this.#base.disposed))
       throw new AttnkitError('ERR_ATTNKIT_DISPOSED', op, `${op}: '${arg}' was disposed and cannot be used`, arg);
     return this.#storage;
   }
 
-  /** @internal Marks this tensor as produced by work on `stream`. */
+  /** @internal Marks this tensor (and the storage it shares) as produced by work on `stream`. */
   _setStream(stream: Stream): void {
     this.#stream = stream;
   }
@@ -113,9 +123,27 @@ export class Tensor<T extends DType = DType> {
     return this; // unreachable until a second device kind exists: parseDevice rejects cuda today
   }
 
+  /**
+   * A view with another shape of the same number of elements, sharing this tensor's storage (no
+   * copy; like PyTorch's `view` on a contiguous tensor). Disposing a view only retires the view;
+   * disposing the tensor that owns the storage frees it and retires every view of it.
+   */
+  reshape(shape: readonly number[]): Tensor<T> {
+    const storage = this._native('reshape', 'tensor');
+    const s = checkShape('reshape', shape);
+    const n = s.reduce((a, b) => a * b, 1);
+    if (n !== this.size)
+      throw argError('ERR_ATTNKIT_SHAPE', 'reshape', 'shape', `to hold ${this.size} elements (as [${this.shape.join(', ')}])`, `[${s.join(', ')}] (${n} elements)`);
+    return new Tensor(storage, this.dtype, s, this.device, this.#stream, this.#base ?? this);
+  }
+
   /** Releases the storage now (idempotent). Work already enqueued on it completes safely. */
   dispose(): void {
     if (!this.#storage) return;
+    if (this.#base) {
+      this.#storage = null;  // a view: the owner frees the storage
+      return;
+    }
     registry.unregister(this);
     this.#storage.dispose();
     this.#storage = null;

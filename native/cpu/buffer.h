@@ -21,12 +21,19 @@ inline void* aligned_alloc64(size_t bytes, const char* op) {
   return p;
 }
 
+// A small per-thread cache of scratch blocks. Each CPU stream runs its ops one after another on
+// its own worker thread, so the packed operands and workspaces of one op are reused by the next
+// instead of being mapped fresh (large allocations are mmap'ed by malloc, and first-touch page
+// faults cost several percent of a small op). At most kScratchCacheBytes stay cached per thread.
+void* scratch_acquire(size_t bytes, const char* op);
+void scratch_release(void* p, size_t bytes);
+
 template <typename T>
 class Scratch {
  public:
   Scratch() = default;
   Scratch(size_t n, const char* op, bool zero = false)
-      : p_(static_cast<T*>(aligned_alloc64(n * sizeof(T), op))), n_(n) {
+      : p_(static_cast<T*>(scratch_acquire(n * sizeof(T), op))), n_(n) {
     if (zero) std::memset(p_, 0, n * sizeof(T));
   }
   Scratch(const Scratch&) = delete;
@@ -37,7 +44,9 @@ class Scratch {
     std::swap(n_, o.n_);
     return *this;
   }
-  ~Scratch() { std::free(p_); }
+  ~Scratch() {
+    if (p_) scratch_release(p_, n_ * sizeof(T));
+  }
   T* get() const { return p_; }
   T& operator[](size_t i) const { return p_[i]; }
   size_t size() const { return n_; }

@@ -16,6 +16,8 @@ void store_f32(const float* src, DType t, int64_t offset, int64_t n, void* dst);
 void narrow_f64(const double* src, int64_t n, float* dst, bool round_to_odd);
 // Bulk conversions used by tensor factories and reads (parallel over the compute pool).
 void convert(const void* src, DType from, void* dst, DType to, int64_t n);
+// out = a + b elementwise, computed in float32 (parallel over the compute pool).
+void add(const void* a, const void* b, void* out, DType t, int64_t n);
 // Standard normal numbers that depend only on (seed, index): the same for every thread count.
 void randn_fill(void* dst, DType t, int64_t n, uint64_t seed);
 

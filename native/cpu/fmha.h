@@ -78,8 +78,10 @@ void forward(const AttentionFwdParams& p, const Mask& mask, const char* op) {
       if (kt >= gp.k_tiles()) return;
       const uint16_t* kin = static_cast<const uint16_t*>(p.k);
       const uint16_t* vin = static_cast<const uint16_t*>(p.v);
+      int64_t toks[BK];
+      gp.k_tile_tokens(kt, toks);
       for (int64_t j = 0; j < BK; ++j) {
-        const int64_t n = gp.k_token(kt * BK + j);
+        const int64_t n = toks[j];
         if (n < 0) continue;
         const uint16_t* kr = kin + tok(b, n, hk, Nk, Hkv, D);
         for (int64_t d = 0; d < D; ++d) kd[((d >> 1) * BK + j) * 2 + (d & 1)] = kr[d];
@@ -92,8 +94,10 @@ void forward(const AttentionFwdParams& p, const Mask& mask, const char* op) {
       std::fill(kd, kd + kt_elems, 0.f);
       std::fill(vd, vd + vt_elems, 0.f);
       if (kt >= gp.k_tiles()) return;
+      int64_t toks[BK];
+      gp.k_tile_tokens(kt, toks);
       for (int64_t j = 0; j < BK; ++j) {
-        const int64_t n = gp.k_token(kt * BK + j);
+        const int64_t n = toks[j];
         if (n < 0) continue;
         load_f32(p.k, p.dtype, tok(b, n, hk, Nk, Hkv, D), D, row);
         for (int64_t d = 0; d < D; ++d) kd[d * BK + j] = row[d];
@@ -114,7 +118,7 @@ void forward(const AttentionFwdParams& p, const Mask& mask, const char* op) {
     const auto gp = mask.group(g);
     if (qt >= gp.q_tiles()) return;
     const int64_t kvbase = ((b * Hkv + hk) * G + g) * nkt;
-    const int64_t q0 = qt * BQ, rows = gp.q_rows(qt);
+    const int64_t rows = gp.q_rows(qt);
     float* Qf = work.get() + worker * per_worker;
     float* S = Qf + q_elems;
     float* P = S + s_elems;
@@ -125,8 +129,10 @@ void forward(const AttentionFwdParams& p, const Mask& mask, const char* op) {
     uint16_t* Qb = reinterpret_cast<uint16_t*>(Qf);
     uint16_t* Pb = reinterpret_cast<uint16_t*>(P);
 
+    int64_t qtok[BQ];
+    gp.q_tile_tokens(qt, qtok);
     for (int64_t r = 0; r < rows; ++r) {
-      const int64_t n = gp.q_token(q0 + r);
+      const int64_t n = qtok[r];
       if (dot) {
         uint16_t* dst = Qb + r * D2;
         std::fill(dst, dst + D2, uint16_t(0));
@@ -154,7 +160,7 @@ void forward(const AttentionFwdParams& p, const Mask& mask, const char* op) {
       else
         kern.gemm_f32(rows, BK, D, Qf, D, KT.get() + (kvbase + kt) * kt_elems, BK, S, BK, false);
       if (cls == TileClass::Partial) {
-        for (int64_t r = 0; r < rows; ++r) masks[r] = gp.row_mask(q0 + r, kt);
+        gp.tile_masks(qt, kt, masks);
         kern.mask_rows(rows, S, BK, masks, neg_inf());
       }
       kern.softmax_step(rows, BK, S, BK, c, m, l, O, Dv16, Dv16, dot ? nullptr : P,
@@ -168,7 +174,7 @@ void forward(const AttentionFwdParams& p, const Mask& mask, const char* op) {
     }
 
     for (int64_t r = 0; r < rows; ++r) {
-      const int64_t n = gp.q_token(q0 + r);
+      const int64_t n = qtok[r];
       if (n < 0) continue;
       float sum = 0.f;
       for (int i = 0; i < 16; ++i) sum += l[16 * r + i];
@@ -195,8 +201,10 @@ void reduce_dq(const AttentionBwdParams& p, const Mask& mask, const float* dQp, 
     const auto gp = mask.group(g);
     if (qt >= gp.q_tiles()) return;
     float row[1024];
+    int64_t toks[BQ];
+    gp.q_tile_tokens(qt, toks);
     for (int64_t pos = qt * BQ; pos < (qt + 1) * BQ; ++pos) {
-      const int64_t n = gp.q_token(pos);
+      const int64_t n = toks[pos - qt * BQ];
       if (n < 0) continue;
       const float* src = dQp + (bhg * Pq + pos) * D16;
       for (int64_t d = 0; d < D; ++d) {
@@ -232,13 +240,15 @@ void backward_f32(const AttentionBwdParams& p, const Mask& mask, const char* op)
     const int64_t qt = t % nqt, bhg = t / nqt, g = bhg % G, bh = bhg / G, b = bh / H, h = bh % H;
     const auto gp = mask.group(g);
     float orow[1024];
+    int64_t toks[BQ];
+    if (qt < gp.q_tiles()) gp.q_tile_tokens(qt, toks);
     for (int64_t pos = qt * BQ; pos < (qt + 1) * BQ; ++pos) {
       const int64_t row = bhg * Pq + pos;
       float* qd = Qf.get() + row * D16;
       float* dd = dOf.get() + row * Dv16;
       std::fill(qd, qd + D16, 0.f);
       std::fill(dd, dd + Dv16, 0.f);
-      const int64_t n = qt < gp.q_tiles() ? gp.q_token(pos) : -1;
+      const int64_t n = qt < gp.q_tiles() ? toks[pos - qt * BQ] : -1;
       if (n < 0) {
         delta[row] = 0.f;
         lse2[row] = neg_inf();
@@ -272,8 +282,10 @@ void backward_f32(const AttentionBwdParams& p, const Mask& mask, const char* op)
     std::fill(vd, vd + vt_elems, 0.f);
     if (kt >= gp.k_tiles()) return;
     float row[1024];
+    int64_t toks[BK];
+    gp.k_tile_tokens(kt, toks);
     for (int64_t j = 0; j < BK; ++j) {
-      const int64_t n = gp.k_token(kt * BK + j);
+      const int64_t n = toks[j];
       if (n < 0) continue;
       load_f32(p.k, p.dtype, tok(b, n, hk, Nk, Hkv, D), D, kr + j * D16);
       for (int64_t d = 0; d < D; ++d) kd[d * BK + j] = kr[j * D16 + d];
@@ -326,7 +338,7 @@ void backward_f32(const AttentionBwdParams& p, const Mask& mask, const char* op)
           kern.gemm_f32(rows, BK, D, Q, D16, kd, BK, S, BK, false);
           kern.bwd_probs(rows, BK, S, BK, c, lse2.get() + rowbase + q0, P, BK);
           if (cls == TileClass::Partial) {
-            for (int64_t r = 0; r < rows; ++r) masks[r] = gp.row_mask(q0 + r, kt);
+            gp.tile_masks(qt, kt, masks);
             kern.mask_rows(rows, P, BK, masks, 0.f);
           }
           // dV += P^T dO
@@ -343,8 +355,10 @@ void backward_f32(const AttentionBwdParams& p, const Mask& mask, const char* op)
           kern.gemm_f32(rows, D16, BK, dP, BK, kr, D16, dQ + (rowbase + q0) * D16, D16, true);
         }
       }
+      int64_t toks[BK];
+      gp.k_tile_tokens(kt, toks);
       for (int64_t j = 0; j < BK; ++j) {
-        const int64_t n = gp.k_token(kt * BK + j);
+        const int64_t n = toks[j];
         if (n < 0) continue;
         float* dk = dK + j * D16;
         for (int64_t d = 0; d < D; ++d) dk[d] *= p.scale;
@@ -400,9 +414,11 @@ void backward_bf16(const AttentionBwdParams& p, const Mask& mask, const char* op
     std::fill(qtr, qtr + qt_elems, uint16_t(0));
     std::fill(dtr, dtr + dot_elems, uint16_t(0));
     float orow[1024], drow[1024];
+    int64_t toks[BQ];
+    if (qt < gp.q_tiles()) gp.q_tile_tokens(qt, toks);
     for (int64_t r = 0; r < BQ; ++r) {
       const int64_t row = t * BQ + r;
-      const int64_t n = qt < gp.q_tiles() ? gp.q_token(qt * BQ + r) : -1;
+      const int64_t n = qt < gp.q_tiles() ? toks[r] : -1;
       if (n < 0) {
         delta[row] = 0.f;
         lse2[row] = neg_inf();
@@ -439,8 +455,10 @@ void backward_bf16(const AttentionBwdParams& p, const Mask& mask, const char* op
     std::fill(vtp, vtp + vtp_elems, uint16_t(0));
     std::fill(kp, kp + kp_elems, uint16_t(0));
     if (kt >= gp.k_tiles()) return;
+    int64_t toks[BK];
+    gp.k_tile_tokens(kt, toks);
     for (int64_t j = 0; j < BK; ++j) {
-      const int64_t n = gp.k_token(kt * BK + j);
+      const int64_t n = toks[j];
       if (n < 0) continue;
       const uint16_t* kr = kin + tok(b, n, hk, Nk, Hkv, D);
       const uint16_t* vr = vin + tok(b, n, hk, Nk, Hkv, Dv);
@@ -497,7 +515,7 @@ void backward_bf16(const AttentionBwdParams& p, const Mask& mask, const char* op
           kern.gemm_bf16(rows, BK, DK / 2, Qr.get() + qidx * qr_elems, DK, ktp, P, BK, false);
           kern.bwd_probs(rows, BK, P, BK, c, lse2.get() + row0, P, BK);
           if (cls == TileClass::Partial) {
-            for (int64_t r = 0; r < rows; ++r) masks[r] = gp.row_mask(q0 + r, kt);
+            gp.tile_masks(qt, kt, masks);
             kern.mask_rows(rows, P, BK, masks, 0.f);
           }
           kern.pack_row_pairs_bf16(rows, BQ / 2, BK, P, BK, Pp);
@@ -514,8 +532,10 @@ void backward_bf16(const AttentionBwdParams& p, const Mask& mask, const char* op
         }
       }
       float row[1024];
+      int64_t toks[BK];
+      gp.k_tile_tokens(kt, toks);
       for (int64_t j = 0; j < BK; ++j) {
-        const int64_t n = gp.k_token(kt * BK + j);
+        const int64_t n = toks[j];
         if (n < 0) continue;
         for (int64_t d = 0; d < D; ++d) row[d] = dKt[d * BK + j] * p.scale;
         store_f32(row, p.dtype, tok(b, n, hk, Nk, Hkv, D), D, p.dk);

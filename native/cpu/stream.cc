@@ -9,6 +9,62 @@
 namespace attnkit::cpu {
 
 static std::atomic<int64_t> g_live_bytes{0};
+
+namespace {
+constexpr size_t kScratchCacheBytes = size_t(256) << 20;
+constexpr int kScratchCacheBlocks = 16;
+struct ScratchCache {
+  struct Block {
+    void* p;
+    size_t bytes;
+  };
+  Block blocks[kScratchCacheBlocks];
+  int count = 0;
+  size_t total = 0;
+  ~ScratchCache() {
+    for (int i = 0; i < count; ++i) std::free(blocks[i].p);
+  }
+};
+thread_local ScratchCache t_scratch;
+size_t rounded(size_t bytes) { return (bytes + 4095) / 4096 * 4096; }
+}  // namespace
+
+void* scratch_acquire(size_t bytes, const char* op) {
+  const size_t want = rounded(bytes);
+  ScratchCache& c = t_scratch;
+  int best = -1;
+  for (int i = 0; i < c.count; ++i)  // smallest cached block that fits, if not wastefully large
+    if (c.blocks[i].bytes >= want && c.blocks[i].bytes <= 2 * want + (size_t(1) << 20) &&
+        (best < 0 || c.blocks[i].bytes < c.blocks[best].bytes))
+      best = i;
+  if (best >= 0) {
+    void* p = c.blocks[best].p;
+    c.total -= c.blocks[best].bytes;
+    c.blocks[best] = c.blocks[--c.count];
+    return p;
+  }
+  return aligned_alloc64(want, op);
+}
+
+void scratch_release(void* p, size_t bytes) {
+  const size_t size = rounded(bytes);
+  ScratchCache& c = t_scratch;
+  if (size > kScratchCacheBytes) {
+    std::free(p);
+    return;
+  }
+  while (c.count > 0 && (c.count == kScratchCacheBlocks || c.total + size > kScratchCacheBytes)) {
+    // evict the largest cached block
+    int big = 0;
+    for (int i = 1; i < c.count; ++i)
+      if (c.blocks[i].bytes > c.blocks[big].bytes) big = i;
+    c.total -= c.blocks[big].bytes;
+    std::free(c.blocks[big].p);
+    c.blocks[big] = c.blocks[--c.count];
+  }
+  c.blocks[c.count++] = {p, size};
+  c.total += size;
+}
 int64_t live_bytes_cpu() { return g_live_bytes.load(); }
 
 Storage::Storage(DType t, int64_t n) : dtype(t), numel(n), bytes(size_t(n * dtype_size(t))) {

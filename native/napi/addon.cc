@@ -249,6 +249,7 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
          InstanceMethod<&StreamWrap::AttentionBackward>("attentionBackward"),
          InstanceMethod<&StreamWrap::MergeForward>("mergeForward"),
          InstanceMethod<&StreamWrap::MergeBackward>("mergeBackward"),
+         InstanceMethod<&StreamWrap::Add>("add"),
          InstanceMethod<&StreamWrap::InjectFailure>("injectFailure"),
          InstanceMethod<&StreamWrap::Sleep>("sleep")});
   }
@@ -523,6 +524,22 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
         p.dlses = dlp.data();
         cpu::merge_backward(p);
       };
+      stream_.enqueue(std::move(task));
+      return info.Env().Undefined();
+    });
+  }
+
+  // add(a, b, out): out = a + b elementwise, in float32 arithmetic (gradient accumulation).
+  Napi::Value Add(const Napi::CallbackInfo& info) {
+    return boundary(info.Env(), [&] {
+      const char* op = "add";
+      StoragePtr a = unwrap(info[0], op, "a"), b = unwrap(info[1], op, "b"), out = unwrap(info[2], op, "out");
+      expect_numel(b, a->numel, a->dtype, op, "b");
+      expect_numel(out, a->numel, a->dtype, op, "out");
+      cpu::Task task;
+      task.inputs = {a, b};
+      task.outputs = {out};
+      task.run = [a, b, out] { cpu::add(a->data, b->data, out->data, a->dtype, a->numel); };
       stream_.enqueue(std::move(task));
       return info.Env().Undefined();
     });

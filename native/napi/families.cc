@@ -4,8 +4,12 @@
 
 namespace attnkit::napi {
 
+void register_linear(Napi::Env env, Napi::Object exports);        // linear.cc
+void register_neighborhood(Napi::Env env, Napi::Object exports);  // neighborhood.cc
 
 void register_op_families(Napi::Env env, Napi::Object exports) {
+  register_linear(env, exports);
+  register_neighborhood(env, exports);
 }
 
 }  // namespace attnkit::napi

@@ -11,6 +11,8 @@
 //                         real token that every query of the tile sees: no element masking), or
 //                         Partial
 //   row_mask(qp, kt)      bit j set iff qp sees key position kt * kTile + j (padding never)
+//   tile_masks(qt, kt, m) the kTile row masks of a tile pair at once (what kernels use)
+//   q_tile_tokens / k_tile_tokens(t, out)   the tokens of a tile's 64 positions at once
 // classify and row_mask must agree exactly with allows; test/policy.test.ts and
 // test/neighborhood-policy.test.ts check that exhaustively on small shapes.
 #pragma once

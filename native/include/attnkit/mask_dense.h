@@ -77,6 +77,12 @@ struct DenseMask {
   ATTNKIT_HD int64_t q_rows(int64_t qt) const { return imin(kTile, nq - qt * kTile); }
   ATTNKIT_HD int64_t q_token(int64_t p) const { return p < nq ? p : -1; }
   ATTNKIT_HD int64_t k_token(int64_t p) const { return p < nk ? p : -1; }
+  ATTNKIT_HD void q_tile_tokens(int64_t t, int64_t* out) const {
+    for (int64_t j = 0; j < kTile; ++j) out[j] = q_token(t * kTile + j);
+  }
+  ATTNKIT_HD void k_tile_tokens(int64_t t, int64_t* out) const {
+    for (int64_t j = 0; j < kTile; ++j) out[j] = k_token(t * kTile + j);
+  }
 
   ATTNKIT_HD void kv_tile_range(int64_t qt, int64_t* a, int64_t* b) const {
     int64_t lo, hi;
@@ -114,6 +120,9 @@ struct DenseMask {
     const int64_t k0 = kt * kTile, k1 = imin(nk, k0 + kTile);
     const TileClass c = classify(qt * kTile, imin(nq, (qt + 1) * kTile), k0, k1);
     return c == TileClass::Full && k1 - k0 < kTile ? TileClass::Partial : c;
+  }
+  ATTNKIT_HD void tile_masks(int64_t qt, int64_t kt, uint64_t* out) const {
+    for (int64_t r = 0; r < kTile; ++r) out[r] = row_mask(qt * kTile + r, kt);
   }
   ATTNKIT_HD uint64_t row_mask(int64_t q, int64_t kt) const {
     if (q >= nq) return 0;

@@ -31,8 +31,11 @@ struct NaAxis {
   int64_t k = 1, s = 1;
   bool causal = false;
   int64_t left = 0;
-  int64_t t = 1;   // tile extent
+  int64_t t = 1;   // tile extent (a power of two: the tile volume is 64)
   int64_t nt = 1;  // tiles along the axis: ceil(Lg / t)
+  int shift = 0;   // log2(t) + log2 of the extents of the later axes: where this axis's intra-tile
+                   // coordinate sits in a position's low 6 bits
+  int64_t token_stride = 1;  // row-major stride of this axis in the token grid
 
   ATTNKIT_HD int64_t start(int64_t i) const {
     if (causal) return imax(imin((i / s) * s + s - 1, Lg - 1) - k + 1, 0);
@@ -109,15 +112,18 @@ struct NaGroup {
     for (int a = 0; a < R; ++a) idx = idx * ax[a].nt + tc[a];
     return idx;
   }
+  // Axis-a coordinate inside a tile of tile position j (< 64).
+  ATTNKIT_HD int64_t intra(int a, int64_t j) const { return (j >> (ax[a].shift - log2t(a))) & (ax[a].t - 1); }
+  ATTNKIT_HD int log2t(int a) const { return __builtin_ctzll(uint64_t(ax[a].t)); }
+
   // In-group coordinates of a position; false for padding.
   ATTNKIT_HD bool coords(int64_t pos, int64_t* c) const {
     int64_t tc[R];
     tile_coords(pos / kTile, tc);
-    int64_t j = pos % kTile;
+    const int64_t j = pos % kTile;
     bool valid = true;
-    for (int a = R - 1; a >= 0; --a) {
-      c[a] = tc[a] * ax[a].t + j % ax[a].t;
-      j /= ax[a].t;
+    for (int a = 0; a < R; ++a) {
+      c[a] = tc[a] * ax[a].t + intra(a, j);
       valid = valid && c[a] < ax[a].Lg;
     }
     return valid;
@@ -127,9 +133,26 @@ struct NaGroup {
     int64_t c[R];
     if (!coords(pos, c)) return -1;
     int64_t idx = 0;
-    for (int a = 0; a < R; ++a) idx = idx * ax[a].L + ax[a].g + ax[a].d * c[a];
+    for (int a = 0; a < R; ++a) idx += (ax[a].g + ax[a].d * c[a]) * ax[a].token_stride;
     return idx;
   }
+  // The tokens of all 64 positions of a tile (-1 for padding), without per-position divisions.
+  ATTNKIT_HD void tile_tokens(int64_t tile, int64_t* out) const {
+    int64_t tc[R];
+    tile_coords(tile, tc);
+    for (int64_t j = 0; j < kTile; ++j) {
+      int64_t idx = 0;
+      bool valid = true;
+      for (int a = 0; a < R; ++a) {
+        const int64_t c = tc[a] * ax[a].t + intra(a, j);
+        valid = valid && c < ax[a].Lg;
+        idx += (ax[a].g + ax[a].d * c) * ax[a].token_stride;
+      }
+      out[j] = valid ? idx : -1;
+    }
+  }
+  ATTNKIT_HD void q_tile_tokens(int64_t tile, int64_t* out) const { tile_tokens(tile, out); }
+  ATTNKIT_HD void k_tile_tokens(int64_t tile, int64_t* out) const { tile_tokens(tile, out); }
   ATTNKIT_HD int64_t q_token(int64_t pos) const { return token(pos); }
   ATTNKIT_HD int64_t k_token(int64_t pos) const { return token(pos); }
 
@@ -209,6 +232,45 @@ struct NaGroup {
     return full ? TileClass::Full : TileClass::Partial;
   }
 
+  // pattern[a][c]: the positions of a tile whose axis-a coordinate is c (filled by group()).
+  uint64_t pattern[R][kTile];
+
+  ATTNKIT_HD void init_patterns() {
+    for (int a = 0; a < R; ++a)
+      for (int64_t c = 0; c < kTile; ++c) pattern[a][c] = 0;
+    for (int64_t j = 0; j < kTile; ++j)
+      for (int a = 0; a < R; ++a) pattern[a][intra(a, j)] |= uint64_t(1) << j;
+  }
+
+  // All 64 row masks of the tile pair (qt, kt) at once, factorized per axis: a key position is
+  // visible to a query when its coordinate on every axis is in that axis's window of the query's
+  // coordinate, so each row mask is the AND of one mask per axis, built from the axis's window
+  // bits and the position patterns.
+  ATTNKIT_HD void tile_masks(int64_t qt, int64_t kt, uint64_t* out) const {
+    int64_t qtc[R], ktc[R];
+    tile_coords(qt, qtc);
+    tile_coords(kt, ktc);
+    uint64_t at[R][kTile];  // at[a][c]: visible positions for query axis-a coordinate c
+    for (int a = 0; a < R; ++a) {
+      const NaAxis& x = ax[a];
+      for (int64_t c = 0; c < x.t; ++c) {
+        const int64_t qc = qtc[a] * x.t + c;
+        uint64_t bits = qc < x.Lg ? x.bits(qc, ktc[a]) : 0;
+        uint64_t m = 0;
+        while (bits) {
+          m |= pattern[a][__builtin_ctzll(bits)];
+          bits &= bits - 1;
+        }
+        at[a][c] = m;
+      }
+    }
+    for (int64_t j = 0; j < kTile; ++j) {
+      uint64_t m = ~uint64_t(0);
+      for (int a = 0; a < R; ++a) m &= at[a][intra(a, j)];
+      out[j] = m;
+    }
+  }
+
   ATTNKIT_HD uint64_t row_mask(int64_t qp, int64_t kt) const {
     int64_t qc[R], kc[R];
     if (!coords(qp, qc)) return 0;
@@ -271,6 +333,15 @@ struct NeighborhoodMask {
       x.nt = ceil_div(x.Lg, x.t);
       out.ax[a] = x;
     }
+    int shift = 0;
+    int64_t stride = 1;
+    for (int a = R - 1; a >= 0; --a) {
+      shift += __builtin_ctzll(uint64_t(out.ax[a].t));
+      out.ax[a].shift = shift;
+      out.ax[a].token_stride = stride;
+      stride *= out.ax[a].L;
+    }
+    out.init_patterns();
     return out;
   }
   // Group 0 is the largest on every axis.

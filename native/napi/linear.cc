@@ -1,0 +1,214 @@
+// Binding of the linear-attention family: linearForward, linearBackward and linearStep, module
+// functions whose first argument is the native stream. TypeScript (src/ops/linear.ts) validates;
+// this file re-checks what memory safety needs (element counts and dtypes against the shape, the
+// decay array's length) and enqueues the work.
+#include <memory>
+#include <vector>
+
+#include "binding.h"
+
+#include "../cpu/linear.h"
+#include "attnkit/linear.h"
+
+namespace attnkit::napi {
+namespace {
+
+using cpu::StoragePtr;
+
+StoragePtr unwrap_opt(const Napi::Value& v, const char* op, const char* arg) {
+  return v.IsNull() || v.IsUndefined() ? nullptr : unwrap(v, op, arg);
+}
+
+struct Problem {
+  LinearShape shape;
+  LinearOptions opt;
+  std::shared_ptr<std::vector<float>> decay;
+};
+
+// {B, N, H, Hkv, D, Dv, normalize, causal, featureMap, scale, eps, decay: Float32Array[H]}
+Problem read_problem(const Napi::Value& v, const char* op) {
+  if (!v.IsObject()) fail("ARGUMENT", op, "expected the problem descriptor to be an object");
+  Napi::Object o = get_obj(v);
+  Problem p;
+  LinearShape& s = p.shape;
+  s.B = get_int(o, "B");
+  s.N = get_int(o, "N");
+  s.H = get_int(o, "H");
+  s.Hkv = get_int(o, "Hkv");
+  s.D = get_int(o, "D");
+  s.Dv = get_int(o, "Dv");
+  s.normalize = get_bool(o, "normalize");
+  if (s.B < 1 || s.N < 0 || s.H < 1 || s.Hkv < 1 || s.H % s.Hkv != 0 || s.D < 1 || s.D > 1024 ||
+      s.Dv < 1 || s.Dv > 1024)
+    fail("SHAPE", op, "invalid problem shape");
+  p.opt.causal = get_bool(o, "causal");
+  const int64_t fm = get_int(o, "featureMap");
+  if (fm < 0 || fm > 2) fail("ARGUMENT", op, "unknown feature map code");
+  p.opt.feature_map = FeatureMap(fm);
+  p.opt.scale = float(get_num(o, "scale"));
+  p.opt.eps = float(get_num(o, "eps"));
+  Napi::Value d = o.Get("decay");
+  if (!d.IsTypedArray() || d.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    fail("ARGUMENT", op, "expected 'decay' to be a Float32Array");
+  Napi::Float32Array da = d.As<Napi::Float32Array>();
+  if (int64_t(da.ElementLength()) != s.H) fail("SHAPE", op, "'decay' must hold one value per head");
+  p.decay = std::make_shared<std::vector<float>>(da.Data(), da.Data() + da.ElementLength());
+  for (float x : *p.decay)
+    if (!(x > 0.f && x <= 1.f)) fail("ARGUMENT", op, "'decay' values must lie in (0, 1]");
+  return p;
+}
+
+void check_qkv(const Problem& p, const StoragePtr& q, const StoragePtr& k, const StoragePtr& v,
+               const char* op) {
+  const LinearShape& s = p.shape;
+  expect_numel(q, s.B * s.N * s.H * s.D, q->dtype, op, "q");
+  if (q->dtype != DType::Float32 && q->dtype != DType::Float16 && q->dtype != DType::BFloat16)
+    fail("DTYPE", op, "'q' must be float32, float16 or bfloat16");
+  expect_numel(k, s.B * s.N * s.Hkv * s.D, q->dtype, op, "k");
+  expect_numel(v, s.B * s.N * s.Hkv * s.Dv, q->dtype, op, "v");
+}
+
+int64_t state_numel(const LinearShape& s) { return s.B * s.H * s.D * s.state_cols(); }
+
+const float* f32(const StoragePtr& s) { return s ? static_cast<const float*>(s->data) : nullptr; }
+float* f32m(const StoragePtr& s) { return s ? static_cast<float*>(s->data) : nullptr; }
+
+// linearForward(stream, q, k, v, stateIn|null, out, stateOut|null, problem)
+Napi::Value LinearForward(const Napi::CallbackInfo& info) {
+  return boundary(info.Env(), [&] {
+    const char* op = "linearAttention";
+    cpu::CpuStream& stream = unwrap_stream(info[0], op);
+    StoragePtr q = unwrap(info[1], op, "q"), k = unwrap(info[2], op, "k"), v = unwrap(info[3], op, "v");
+    StoragePtr s0 = unwrap_opt(info[4], op, "initialState");
+    StoragePtr out = unwrap(info[5], op, "out");
+    StoragePtr sT = unwrap_opt(info[6], op, "finalState");
+    Problem pr = read_problem(info[7], op);
+    const LinearShape& s = pr.shape;
+    check_qkv(pr, q, k, v, op);
+    expect_numel(out, s.B * s.N * s.H * s.Dv, q->dtype, op, "out");
+    if (s0) expect_numel(s0, state_numel(s), DType::Float32, op, "initialState");
+    if (sT) expect_numel(sT, state_numel(s), DType::Float32, op, "finalState");
+    cpu::Task task;
+    task.inputs = {q, k, v};
+    if (s0) task.inputs.push_back(s0);
+    task.outputs = {out};
+    if (sT) task.outputs.push_back(sT);
+    task.run = [pr, q, k, v, s0, out, sT] {
+      LinearFwdParams p;
+      p.shape = pr.shape;
+      p.opt = pr.opt;
+      p.opt.decay = pr.decay->data();
+      p.dtype = q->dtype;
+      p.q = q->data;
+      p.k = k->data;
+      p.v = v->data;
+      p.state_in = f32(s0);
+      p.out = out->data;
+      p.state_out = f32m(sT);
+      cpu::linear_forward(p);
+    };
+    stream.enqueue(std::move(task));
+    return info.Env().Undefined();
+  });
+}
+
+// linearBackward(stream, q, k, v, stateIn|null, dOut, dFinalState|null, dq, dk, dv,
+//                dInitialState|null, problem)
+Napi::Value LinearBackward(const Napi::CallbackInfo& info) {
+  return boundary(info.Env(), [&] {
+    const char* op = "linearAttentionBackward";
+    cpu::CpuStream& stream = unwrap_stream(info[0], op);
+    StoragePtr q = unwrap(info[1], op, "q"), k = unwrap(info[2], op, "k"), v = unwrap(info[3], op, "v");
+    StoragePtr s0 = unwrap_opt(info[4], op, "initialState");
+    StoragePtr dout = unwrap(info[5], op, "dOut");
+    StoragePtr dsT = unwrap_opt(info[6], op, "dFinalState");
+    StoragePtr dq = unwrap(info[7], op, "dq"), dk = unwrap(info[8], op, "dk"), dv = unwrap(info[9], op, "dv");
+    StoragePtr ds0 = unwrap_opt(info[10], op, "dInitialState");
+    Problem pr = read_problem(info[11], op);
+    const LinearShape& s = pr.shape;
+    check_qkv(pr, q, k, v, op);
+    expect_numel(dout, s.B * s.N * s.H * s.Dv, q->dtype, op, "dOut");
+    expect_numel(dq, s.B * s.N * s.H * s.D, q->dtype, op, "dq");
+    expect_numel(dk, s.B * s.N * s.Hkv * s.D, q->dtype, op, "dk");
+    expect_numel(dv, s.B * s.N * s.Hkv * s.Dv, q->dtype, op, "dv");
+    if (s0) expect_numel(s0, state_numel(s), DType::Float32, op, "initialState");
+    if (dsT) expect_numel(dsT, state_numel(s), DType::Float32, op, "dFinalState");
+    if (ds0) expect_numel(ds0, state_numel(s), DType::Float32, op, "dInitialState");
+    cpu::Task task;
+    task.inputs = {q, k, v, dout};
+    if (s0) task.inputs.push_back(s0);
+    if (dsT) task.inputs.push_back(dsT);
+    task.outputs = {dq, dk, dv};
+    if (ds0) task.outputs.push_back(ds0);
+    task.run = [pr, q, k, v, s0, dout, dsT, dq, dk, dv, ds0] {
+      LinearBwdParams p;
+      p.shape = pr.shape;
+      p.opt = pr.opt;
+      p.opt.decay = pr.decay->data();
+      p.dtype = q->dtype;
+      p.q = q->data;
+      p.k = k->data;
+      p.v = v->data;
+      p.state_in = f32(s0);
+      p.dout = dout->data;
+      p.dstate_out = f32(dsT);
+      p.dq = dq->data;
+      p.dk = dk->data;
+      p.dv = dv->data;
+      p.dstate_in = f32m(ds0);
+      cpu::linear_backward(p);
+    };
+    stream.enqueue(std::move(task));
+    return info.Env().Undefined();
+  });
+}
+
+// linearStep(stream, q, k, v, stateIn|null, out, stateOut, problem) with problem.N == 1
+Napi::Value LinearStep(const Napi::CallbackInfo& info) {
+  return boundary(info.Env(), [&] {
+    const char* op = "linearAttentionStep";
+    cpu::CpuStream& stream = unwrap_stream(info[0], op);
+    StoragePtr q = unwrap(info[1], op, "q"), k = unwrap(info[2], op, "k"), v = unwrap(info[3], op, "v");
+    StoragePtr s0 = unwrap_opt(info[4], op, "state");
+    StoragePtr out = unwrap(info[5], op, "out");
+    StoragePtr s1 = unwrap(info[6], op, "newState");
+    Problem pr = read_problem(info[7], op);
+    const LinearShape& s = pr.shape;
+    if (s.N != 1) fail("SHAPE", op, "a step takes one token per sequence");
+    check_qkv(pr, q, k, v, op);
+    expect_numel(out, s.B * s.H * s.Dv, q->dtype, op, "out");
+    if (s0) expect_numel(s0, state_numel(s), DType::Float32, op, "state");
+    expect_numel(s1, state_numel(s), DType::Float32, op, "newState");
+    if (s0 == s1) fail("ARGUMENT", op, "the new state must not alias the old one");
+    cpu::Task task;
+    task.inputs = {q, k, v};
+    if (s0) task.inputs.push_back(s0);
+    task.outputs = {out, s1};
+    task.run = [pr, q, k, v, s0, out, s1] {
+      LinearStepParams p;
+      p.shape = pr.shape;
+      p.opt = pr.opt;
+      p.opt.decay = pr.decay->data();
+      p.dtype = q->dtype;
+      p.q = q->data;
+      p.k = k->data;
+      p.v = v->data;
+      p.state_in = f32(s0);
+      p.out = out->data;
+      p.state_out = f32m(s1);
+      cpu::linear_step(p);
+    };
+    stream.enqueue(std::move(task));
+    return info.Env().Undefined();
+  });
+}
+
+}  // namespace
+
+void register_linear(Napi::Env env, Napi::Object exports) {
+  exports.Set("linearForward", Napi::Function::New(env, LinearForward, "linearForward"));
+  exports.Set("linearBackward", Napi::Function::New(env, LinearBackward, "linearBackward"));
+  exports.Set("linearStep", Napi::Function::New(env, LinearStep, "linearStep"));
+}
+
+}  // namespace attnkit::napi

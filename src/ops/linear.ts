@@ -1,0 +1,346 @@
+/**
+ * Linear attention (docs/linear.md): causal (chunked, 64 tokens, Lightning-Attention-2 style) and
+ * non-causal, per-head decay, feature maps phi on q and k, optional normalization by q . (key sum),
+ * a float32 recurrent state in and out, and a one-token decode step.
+ *
+ *   S_t = decay * S_{t-1} + phi(k_t) v_t^T        (S_{-1} = initialState, [Dk, Dv] per (b, h))
+ *   o_t = scale * phi(q_t)^T S_t
+ *
+ * Layout [B, N, H, D] (heads last), k/v may have fewer heads (GQA), the value head dim may differ.
+ */
+import type { FloatDType } from '../dtype.js';
+import { AttnkitError, argError, callNative } from '../errors.js';
+import { native, type LinearParams } from '../native.js';
+import { empty, type Tensor } from '../tensor.js';
+import type { Stream } from '../stream.js';
+import {
+  checkBool,
+  checkDim,
+  checkDType,
+  checkFloat,
+  checkHeadDim,
+  checkOptions,
+  checkRank,
+  checkSameDevice,
+  checkSameDType,
+  checkScale,
+  checkShapeEquals,
+  checkStream,
+  checkTensor,
+} from './validate.js';
+
+/** Feature maps applied to q and k inside the kernel (with their gradients). */
+export const LINEAR_FEATURE_MAPS = ['identity', 'elu1', 'relu'] as const;
+/** `'identity'`: phi(x) = x; `'elu1'`: elu(x) + 1 (positive); `'relu'`: max(x, 0). */
+export type LinearFeatureMap = (typeof LINEAR_FEATURE_MAPS)[number];
+
+/** The epsilon of `normalize`: out = num / (den + 1e-6). */
+export const LINEAR_NORMALIZE_EPS = 1e-6;
+
+/** Per-head decay lambda in (0, 1]: one number for every head, or one per query head. */
+export type LinearDecay = number | readonly number[] | Float32Array | Float64Array;
+
+export interface LinearAttentionOptions {
+  /** Causal (default true). Non-causal: every query reads the state after all N tokens. */
+  causal?: boolean;
+  /**
+   * Per-head decay lambda in (0, 1] (default 1: plain linear attention). A number applies to every
+   * head; an array gives one value per query head. Causal only. Not differentiated.
+   */
+  decay?: LinearDecay;
+  /** Scale of phi(q) (default 1/sqrt(D), as FLA; Lightning Attention uses 1). */
+  scale?: number;
+  /** Feature map on q and k (default 'identity'). */
+  featureMap?: LinearFeatureMap;
+  /**
+   * Divide by the denominator: out_t = num_t / (scale phi(q_t) . z_t + 1e-6) where z_t is the key
+   * sum, decayed like the state. The state then has Dv + 1 columns, the last one holding z. Meant
+   * for positive feature maps ('elu1', 'relu'): with 'identity' the denominator can cross zero.
+   */
+  normalize?: boolean;
+  /** float32 [B, H, D, Dv] ([B, H, D, Dv + 1] with normalize); default zero. */
+  initialState?: Tensor;
+  /** Also return the state after the last token (default false). */
+  returnFinalState?: boolean;
+  /** Stream to run on; default: the device's default stream. */
+  stream?: Stream;
+}
+
+export interface LinearAttentionGrads {
+  /** [B, N, H, D] */
+  dq: Tensor;
+  /** [B, N, Hkv, D] */
+  dk: Tensor;
+  /** [B, N, Hkv, Dv] */
+  dv: Tensor;
+  /** float32, shape of the initial state; null when no `initialState` was given. */
+  dInitialState: Tensor | null;
+}
+
+export interface LinearAttentionResult {
+  /** [B, N, H, Dv], dtype of q */
+  out: Tensor;
+  /** float32 [B, H, D, Dv (+1)] when `returnFinalState`, else null */
+  finalState: Tensor | null;
+  /** Gradients given dOut and, optionally, the gradient of the final state. */
+  backward(dOut: Tensor, dFinalState?: Tensor): LinearAttentionGrads;
+}
+
+export interface LinearAttentionBackwardOptions extends LinearAttentionOptions {
+  /** Gradient of the final state, float32 [B, H, D, Dv (+1)]. */
+  dFinalState?: Tensor;
+}
+
+export interface LinearAttentionStepOptions {
+  /** Per-head decay lambda in (0, 1] (default 1). */
+  decay?: LinearDecay;
+  /** default 1/sqrt(D) */
+  scale?: number;
+  featureMap?: LinearFeatureMap;
+  normalize?: boolean;
+  stream?: Stream;
+}
+
+export interface LinearAttentionStepResult {
+  /** [B, 1, H, Dv] */
+  out: Tensor;
+  /** The advanced state, a new float32 tensor [B, H, D, Dv (+1)]; the input state is unchanged. */
+  state: Tensor;
+}
+
+const KNOWN = ['causal', 'decay', 'scale', 'featureMap', 'normalize', 'initialState', 'returnFinalState', 'stream'] as const;
+const KNOWN_STEP = ['decay', 'scale', 'featureMap', 'normalize', 'stream'] as const;
+
+interface Problem {
+  params: LinearParams;
+  dtype: FloatDType;
+  stream: Stream;
+  initialState: Tensor | null;
+  returnFinalState: boolean;
+}
+
+function checkDecay(op: string, d: unknown, H: number, causal: boolean): Float32Array {
+  const out = new Float32Array(H).fill(1);
+  if (d === undefined) return out;
+  const inRange = (x: unknown) => typeof x === 'number' && x > 0 && x <= 1;
+  let values: ArrayLike<unknown>;
+  if (typeof d === 'number') {
+    if (!inRange(d)) throw argError('ERR_ATTNKIT_ARGUMENT', op, 'decay', 'to lie in (0, 1]', String(d));
+    values = out.map(() => d);
+  } else if (Array.isArray(d) || d instanceof Float32Array || d instanceof Float64Array) {
+    values = d as ArrayLike<unknown>;
+    if (values.length !== H)
+      throw argError('ERR_ATTNKIT_SHAPE', op, 'decay', `to hold one value per query head (${H})`, `${values.length} values`);
+  } else {
+    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'decay', 'to be a number or an array of numbers (one per head)', d === null ? 'null' : typeof d);
+  }
+  for (let i = 0; i < H; i++) {
+    const x = values[i];
+    if (!inRange(x))
+      throw argError('ERR_ATTNKIT_ARGUMENT', op, 'decay', 'to lie in (0, 1] for every head', `${String(x)} at head ${i}`);
+    out[i] = x as number;
+    // The kernels compute in float32: a positive value that rounds to 0 would silently mean lambda = 0.
+    if (!(out[i]! > 0))
+      throw argError('ERR_ATTNKIT_ARGUMENT', op, 'decay', 'to be representable in float32 (>= 1.4e-45)', `${String(x)} at head ${i}`);
+  }
+  if (!causal && out.some((x) => x !== 1))
+    throw new AttnkitError(
+      'ERR_ATTNKIT_UNSUPPORTED',
+      op,
+      `${op}: 'decay' needs causal attention (non-causal linear attention has no order to decay along); received causal: false with decay ${Array.from(out).join(', ')}`,
+      'decay',
+    );
+  return out;
+}
+
+function checkFeatureMap(op: string, f: unknown): number {
+  if (f === undefined) return 0;
+  const i = LINEAR_FEATURE_MAPS.indexOf(f as LinearFeatureMap);
+  if (i < 0)
+    throw argError(
+      'ERR_ATTNKIT_ARGUMENT',
+      op,
+      'featureMap',
+      `to be one of ${LINEAR_FEATURE_MAPS.map((x) => `'${x}'`).join(', ')}`,
+      typeof f === 'string' ? `'${f}'` : String(f),
+    );
+  return i;
+}
+
+function stateShape(p: LinearParams): number[] {
+  return [p.B, p.H, p.D, p.Dv + (p.normalize ? 1 : 0)];
+}
+
+/** Checks a float32 state tensor's shape, naming the extra key-sum column under normalize. */
+function checkState(op: string, arg: string, t: unknown, p: LinearParams, ref: Tensor): Tensor {
+  const S = checkTensor(op, arg, t);
+  checkDType(op, arg, S, 'float32');
+  checkSameDevice(op, arg, S, ref, 'q');
+  const want = stateShape(p);
+  if (S.shape.length !== 4 || S.shape.some((d, i) => d !== want[i]))
+    throw argError(
+      'ERR_ATTNKIT_SHAPE',
+      op,
+      arg,
+      `to have shape [${want.join(', ')}] ([B, H, D, Dv${p.normalize ? ' + 1' : ''}]${p.normalize ? ': with normalize the last column holds the key sum' : ''})`,
+      `[${S.shape.join(', ')}]`,
+    );
+  return S;
+}
+
+function parseQkv(op: string, q: unknown, k: unknown, v: unknown) {
+  const Q = checkTensor(op, 'q', q);
+  const K = checkTensor(op, 'k', k);
+  const V = checkTensor(op, 'v', v);
+  const dtype = checkFloat(op, 'q', Q);
+  checkSameDType(op, 'k', K, Q, 'q');
+  checkSameDType(op, 'v', V, Q, 'q');
+  checkSameDevice(op, 'k', K, Q, 'q');
+  checkSameDevice(op, 'v', V, Q, 'q');
+  checkRank(op, 'q', Q, 4, '[B, N, H, D]');
+  checkRank(op, 'k', K, 4, '[B, N, Hkv, D]');
+  checkRank(op, 'v', V, 4, '[B, N, Hkv, Dv]');
+  const [B, N, H, D] = Q.shape as [number, number, number, number];
+  const Hkv = K.shape[2]!;
+  const Dv = V.shape[3]!;
+  checkDim(op, 'k', 'batch size', K.shape[0]!, B, "q's batch");
+  checkDim(op, 'v', 'batch size', V.shape[0]!, B, "q's batch");
+  checkDim(op, 'k', 'sequence length', K.shape[1]!, N, "q's sequence length");
+  checkDim(op, 'v', 'sequence length', V.shape[1]!, N, "q's sequence length");
+  checkDim(op, 'k', 'head dim', K.shape[3]!, D, "q's head dim");
+  checkDim(op, 'v', 'kv head count', V.shape[2]!, Hkv, "k's head count");
+  if (B < 1 || H < 1) throw argError('ERR_ATTNKIT_SHAPE', op, 'q', 'to have B >= 1 and H >= 1', `[${Q.shape.join(', ')}]`);
+  if (Hkv < 1 || H % Hkv !== 0)
+    throw argError('ERR_ATTNKIT_SHAPE', op, 'k', `to have a head count that divides q's ${H} heads (GQA/MQA)`, String(Hkv));
+  checkHeadDim(op, 'q', D);
+  checkHeadDim(op, 'v', Dv);
+  return { Q, dtype, B, N, H, Hkv, D, Dv };
+}
+
+function parse(op: string, q: unknown, k: unknown, v: unknown, options: unknown, known: readonly string[] = KNOWN): Problem {
+  const o = checkOptions(op, options, known);
+  const { Q, dtype, B, N, H, Hkv, D, Dv } = parseQkv(op, q, k, v);
+  const causal = checkBool(op, 'causal', o.causal, true);
+  const decay = checkDecay(op, o.decay, H, causal);
+  const scale = checkScale(op, o.scale, 1 / Math.sqrt(D));
+  const featureMap = checkFeatureMap(op, o.featureMap);
+  const normalize = checkBool(op, 'normalize', o.normalize, false);
+  const returnFinalState = checkBool(op, 'returnFinalState', o.returnFinalState, false);
+  const stream = checkStream(op, o.stream, Q.device);
+  const params: LinearParams = { B, N, H, Hkv, D, Dv, normalize, causal, featureMap, scale, eps: LINEAR_NORMALIZE_EPS, decay };
+  const initialState = o.initialState === undefined ? null : checkState(op, 'initialState', o.initialState, params, Q);
+  return { params, dtype, stream, initialState, returnFinalState };
+}
+
+/**
+ * Linear attention over q [B, N, H, D], k [B, N, Hkv, D], v [B, N, Hkv, Dv]. Validates at once,
+ * enqueues the kernel and returns the (pending) output, the final state when asked, and a backward.
+ */
+export function linearAttention(q: Tensor, k: Tensor, v: Tensor, options: LinearAttentionOptions = {}): LinearAttentionResult {
+  const op = 'linearAttention';
+  const { params, dtype, stream, initialState, returnFinalState } = parse(op, q, k, v, options);
+  const { B, N, H, Dv } = params;
+  const out = empty([B, N, H, Dv], { dtype, device: q.device });
+  const finalState = returnFinalState ? empty(stateShape(params), { dtype: 'float32', device: q.device }) : null;
+  callNative(op, () =>
+    native.linearForward(
+      stream.native,
+      q._native(op, 'q'),
+      k._native(op, 'k'),
+      v._native(op, 'v'),
+      initialState ? initialState._native(op, 'initialState') : null,
+      out._native(op, 'out'),
+      finalState ? finalState._native(op, 'finalState') : null,
+      params,
+    ),
+  );
+  out._setStream(stream);
+  finalState?._setStream(stream);
+  return {
+    out,
+    finalState,
+    backward: (dOut: Tensor, dFinalState?: Tensor) => linearAttentionBackward(q, k, v, dOut, { ...options, dFinalState }),
+  };
+}
+
+/**
+ * Functional backward of `linearAttention`: gradients of L = <dOut, out> + <dFinalState, finalState>
+ * for q, k, v and the initial state. Needs no saved forward outputs: the states are recomputed.
+ */
+export function linearAttentionBackward(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  dOut: Tensor,
+  options: LinearAttentionBackwardOptions = {},
+): LinearAttentionGrads {
+  const op = 'linearAttentionBackward';
+  const { dFinalState, ...rest } = (options ?? {}) as LinearAttentionBackwardOptions;
+  const { params, dtype, stream, initialState } = parse(op, q, k, v, rest);
+  const { B, N, H, Hkv, D, Dv } = params;
+  const dO = checkTensor(op, 'dOut', dOut);
+  checkShapeEquals(op, 'dOut', dO, [B, N, H, Dv]);
+  checkSameDType(op, 'dOut', dO, q, 'q');
+  checkSameDevice(op, 'dOut', dO, q, 'q');
+  const dST = dFinalState === undefined ? null : checkState(op, 'dFinalState', dFinalState, params, q);
+  const dq = empty([B, N, H, D], { dtype, device: q.device });
+  const dk = empty([B, N, Hkv, D], { dtype, device: q.device });
+  const dv = empty([B, N, Hkv, Dv], { dtype, device: q.device });
+  const dInitialState = initialState ? empty(stateShape(params), { dtype: 'float32', device: q.device }) : null;
+  callNative(op, () =>
+    native.linearBackward(
+      stream.native,
+      q._native(op, 'q'),
+      k._native(op, 'k'),
+      v._native(op, 'v'),
+      initialState ? initialState._native(op, 'initialState') : null,
+      dO._native(op, 'dOut'),
+      dST ? dST._native(op, 'dFinalState') : null,
+      dq._native(op, 'dq'),
+      dk._native(op, 'dk'),
+      dv._native(op, 'dv'),
+      dInitialState ? dInitialState._native(op, 'dInitialState') : null,
+      params,
+    ),
+  );
+  for (const t of [dq, dk, dv, dInitialState]) t?._setStream(stream);
+  return { dq, dk, dv, dInitialState };
+}
+
+/**
+ * One decoding step: q [B, 1, H, D], k [B, 1, Hkv, D], v [B, 1, Hkv, Dv] and the state after the
+ * previous tokens (a `finalState`, a previous step's `state`, or null for an empty prefix). Same
+ * convention as the chunked path (decay, then add phi(k) v^T, then read), so a prefill followed by
+ * steps equals one longer prefill.
+ */
+export function linearAttentionStep(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  state: Tensor | null,
+  options: LinearAttentionStepOptions = {},
+): LinearAttentionStepResult {
+  const op = 'linearAttentionStep';
+  const { params, dtype, stream } = parse(op, q, k, v, options, KNOWN_STEP);
+  if (params.N !== 1)
+    throw argError('ERR_ATTNKIT_SHAPE', op, 'q', 'to have sequence length 1 ([B, 1, H, D]: one token per sequence)', `[${q.shape.join(', ')}]`);
+  const S = state === null || state === undefined ? null : checkState(op, 'state', state, params, q);
+  const { B, H, Dv } = params;
+  const out = empty([B, 1, H, Dv], { dtype, device: q.device });
+  const next = empty(stateShape(params), { dtype: 'float32', device: q.device });
+  callNative(op, () =>
+    native.linearStep(
+      stream.native,
+      q._native(op, 'q'),
+      k._native(op, 'k'),
+      v._native(op, 'v'),
+      S ? S._native(op, 'state') : null,
+      out._native(op, 'out'),
+      next._native(op, 'state'),
+      params,
+    ),
+  );
+  out._setStream(stream);
+  next._setStream(stream);
+  return { out, state: next };
+}

@@ -1,0 +1,436 @@
+/**
+ * Neighborhood attention (NATTEN semantics): na1d / na2d / na3d with per-axis kernel size, stride,
+ * dilation and causality, additional keys every query sees, GQA/MQA and a value head dim that may
+ * differ. Layout [B, X, (Y, (Z,)) H, D]. The CPU kernel is the fused attention driver with the
+ * neighborhood tile policy (native/include/attnkit/mask_neighborhood.h); additional keys run as a
+ * dense attention merged by LSE (mergeAttention). See docs/neighborhood.md.
+ */
+import type { FloatDType } from '../dtype.js';
+import { AttnkitError, argError, callNative } from '../errors.js';
+import { native, type NativeBinding, type NativeStorage, type NativeStream } from '../native.js';
+import { empty, type Tensor } from '../tensor.js';
+import type { Stream } from '../stream.js';
+import { attention, attentionBackward } from './attention.js';
+import { mergeAttention } from './merge.js';
+import {
+  checkDType,
+  checkFloat,
+  checkHeadDim,
+  checkOptions,
+  checkRank,
+  checkSameDevice,
+  checkSameDType,
+  checkScale,
+  checkShapeEquals,
+  checkStream,
+  checkTensor,
+} from './validate.js';
+
+/** A number for every axis, or one per axis. */
+export type PerAxis<T> = T | readonly T[];
+
+export interface NeighborhoodOptions {
+  /** Window size per axis; every entry > 1 and kernelSize * dilation <= input size. */
+  kernelSize: PerAxis<number>;
+  /** Stride per axis (queries in a stride group share their leader's window); 1 <= stride <= kernelSize. Default 1. */
+  stride?: PerAxis<number>;
+  /** Dilation per axis. Default 1. */
+  dilation?: PerAxis<number>;
+  /** Causal per axis (the window is truncated at the query). Default false. */
+  causal?: PerAxis<boolean>;
+  /** Softmax scale; default 1/sqrt(D). */
+  scale?: number;
+  /** [B, M, Hkv, D]: keys every query sees (registers, text tokens, cross-attention). With additionalValues. */
+  additionalKeys?: Tensor;
+  /** [B, M, Hkv, Dv] */
+  additionalValues?: Tensor;
+  /**
+   * Query/key tile shape (tokens per axis, product 64). Default: the shape that visits the fewest
+   * tiles for this problem (the planner `neighborhoodPlan` reports).
+   */
+  tileShape?: readonly number[];
+  stream?: Stream;
+}
+
+export interface NeighborhoodGrads {
+  dq: Tensor;
+  dk: Tensor;
+  dv: Tensor;
+  /** Present when additional keys were given. */
+  dAdditionalKeys?: Tensor;
+  dAdditionalValues?: Tensor;
+}
+
+export interface NeighborhoodResult {
+  /** [B, ...spatial, H, Dv] */
+  out: Tensor;
+  /** [B, ...spatial, H] float32 natural-log LSE over the neighborhood (and additional keys). */
+  lse: Tensor;
+  backward(dOut: Tensor, dLse?: Tensor): NeighborhoodGrads;
+}
+
+/** Parameters of the native policy: per-axis arrays of length rank. */
+export interface NaParams {
+  rank: number;
+  size: number[];
+  kernel: number[];
+  stride: number[];
+  dilation: number[];
+  causal: boolean[];
+  tile: number[];
+}
+
+/** Tile-level statistics of a problem (per batch and head). */
+export interface NeighborhoodPlan {
+  /** Tile pairs a dense kernel visits over the same tokens. */
+  densePairs: number;
+  /** Visited tile pairs that need no element masking. */
+  fullPairs: number;
+  /** Visited tile pairs with element masking. */
+  partialPairs: number;
+  /** Visible (query, key) pairs. */
+  visible: number;
+}
+
+interface NeighborhoodBinding {
+  naForward(s: NativeStream, q: NativeStorage, k: NativeStorage, v: NativeStorage, out: NativeStorage, lse: NativeStorage, p: object): void;
+  naBackward(
+    s: NativeStream,
+    q: NativeStorage,
+    k: NativeStorage,
+    v: NativeStorage,
+    out: NativeStorage,
+    lse: NativeStorage,
+    dout: NativeStorage,
+    dlse: NativeStorage | null,
+    dq: NativeStorage,
+    dk: NativeStorage,
+    dv: NativeStorage,
+    p: object,
+  ): void;
+  naPlan(p: NaParams): NeighborhoodPlan;
+}
+const binding = native as NativeBinding & NeighborhoodBinding;
+
+const KNOWN = ['kernelSize', 'stride', 'dilation', 'causal', 'scale', 'additionalKeys', 'additionalValues', 'tileShape', 'stream'] as const;
+
+function perAxis<T>(op: string, arg: string, v: PerAxis<T> | undefined, dflt: T, rank: number, ok: (x: unknown) => boolean, what: string): T[] {
+  if (v === undefined) return new Array<T>(rank).fill(dflt);
+  const arr = Array.isArray(v) ? v : new Array(rank).fill(v);
+  if (arr.length !== rank)
+    throw argError('ERR_ATTNKIT_ARGUMENT', op, arg, `to be ${what} or ${rank} of them (one per axis)`, JSON.stringify(v));
+  arr.forEach((x, a) => {
+    if (!ok(x)) throw argError('ERR_ATTNKIT_ARGUMENT', op, arg, `to be ${what} on axis ${a}`, JSON.stringify(x));
+  });
+  return arr as T[];
+}
+
+const isPosInt = (x: unknown) => typeof x === 'number' && Number.isInteger(x) && x >= 1;
+
+/** Tile shapes (powers of two per axis, product 64) worth considering for a grid. */
+function tileCandidates(size: readonly number[]): number[][] {
+  const R = size.length;
+  const out: number[][] = [];
+  const rec = (prefix: number[], left: number) => {
+    if (prefix.length === R - 1) {
+      out.push([...prefix, left]);
+      return;
+    }
+    for (let t = 1; t <= left; t *= 2) rec([...prefix, t], left / t);
+  };
+  rec([], 64);
+  // A tile much longer than its axis only adds padding.
+  const fits = out.filter((t) => t.every((x, a) => x <= Math.max(1, 2 ** Math.ceil(Math.log2(size[a]!)))));
+  return fits.length > 0 ? fits : out;
+}
+
+const planCache = new Map<string, number[]>();
+
+/** Tile-level statistics of a neighborhood problem for a given tile shape (what `attnkit sim` prints). */
+export function neighborhoodPlan(p: NaParams): NeighborhoodPlan {
+  return callNative('neighborhoodPlan', () => binding.naPlan(p));
+}
+
+/** The tile shape that visits the fewest tiles (partial tiles cost a little more: masking). */
+export function chooseTileShape(p: Omit<NaParams, 'tile'>): number[] {
+  const key = JSON.stringify(p);
+  const cached = planCache.get(key);
+  if (cached) return cached;
+  let best: number[] = [];
+  let bestCost = Infinity;
+  for (const tile of tileCandidates(p.size)) {
+    const plan = neighborhoodPlan({ ...p, tile });
+    const cost = plan.fullPairs + 1.15 * plan.partialPairs;
+    if (cost < bestCost) {
+      bestCost = cost;
+      best = tile;
+    }
+  }
+  planCache.set(key, best);
+  return best;
+}
+
+interface Problem {
+  rank: number;
+  spatial: number[];
+  B: number;
+  H: number;
+  Hkv: number;
+  D: number;
+  Dv: number;
+  N: number;
+  dtype: FloatDType;
+  scale: number;
+  na: NaParams;
+  stream: Stream;
+  addK: Tensor | undefined;
+  addV: Tensor | undefined;
+}
+
+function parse(op: string, rank: number, q: unknown, k: unknown, v: unknown, options: unknown): Problem {
+  const Q = checkTensor(op, 'q', q);
+  const K = checkTensor(op, 'k', k);
+  const V = checkTensor(op, 'v', v);
+  if (options === undefined || options === null || typeof options !== 'object')
+    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'options', "to be an object with at least 'kernelSize'", String(options));
+  const o = checkOptions(op, options, KNOWN);
+  const dtype = checkFloat(op, 'q', Q);
+  checkSameDType(op, 'k', K, Q, 'q');
+  checkSameDType(op, 'v', V, Q, 'q');
+  checkSameDevice(op, 'k', K, Q, 'q');
+  checkSameDevice(op, 'v', V, Q, 'q');
+  const axes = ['X', 'Y', 'Z'].slice(0, rank).join(', ');
+  checkRank(op, 'q', Q, rank + 3, `[B, ${axes}, H, D]`);
+  checkRank(op, 'k', K, rank + 3, `[B, ${axes}, Hkv, D]`);
+  checkRank(op, 'v', V, rank + 3, `[B, ${axes}, Hkv, Dv]`);
+  const B = Q.shape[0]!;
+  const spatial = Q.shape.slice(1, 1 + rank) as number[];
+  const H = Q.shape[rank + 1]!;
+  const D = Q.shape[rank + 2]!;
+  const Hkv = K.shape[rank + 1]!;
+  const Dv = V.shape[rank + 2]!;
+  checkShapeEquals(op, 'k', K, [B, ...spatial, Hkv, D]);
+  checkShapeEquals(op, 'v', V, [B, ...spatial, Hkv, Dv]);
+  if (B < 1 || H < 1 || spatial.some((x) => x < 1))
+    throw argError('ERR_ATTNKIT_SHAPE', op, 'q', 'to have B, H and every spatial extent >= 1', `[${Q.shape.join(', ')}]`);
+  if (Hkv < 1 || H % Hkv !== 0)
+    throw argError('ERR_ATTNKIT_SHAPE', op, 'k', `to have a head count that divides q's ${H} heads (GQA/MQA)`, String(Hkv));
+  checkHeadDim(op, 'q', D);
+  checkHeadDim(op, 'v', Dv);
+
+  if (o.kernelSize === undefined)
+    throw new AttnkitError('ERR_ATTNKIT_ARGUMENT', op, `${op}: missing option 'kernelSize'`, 'kernelSize');
+  const kernel = perAxis(op, 'kernelSize', o.kernelSize as PerAxis<number>, 0, rank, isPosInt, 'a positive integer');
+  const stride = perAxis(op, 'stride', o.stride as PerAxis<number> | undefined, 1, rank, isPosInt, 'a positive integer');
+  const dilation = perAxis(op, 'dilation', o.dilation as PerAxis<number> | undefined, 1, rank, isPosInt, 'a positive integer');
+  const causal = perAxis(op, 'causal', o.causal as PerAxis<boolean> | undefined, false, rank, (x) => typeof x === 'boolean', 'a boolean');
+  for (let a = 0; a < rank; a++) {
+    // NATTEN's argument rules, with the axis and the values in the message.
+    if (kernel[a]! < 2)
+      throw argError('ERR_ATTNKIT_ARGUMENT', op, 'kernelSize', `to be > 1 on axis ${a}`, String(kernel[a]));
+    if (stride[a]! > kernel[a]!)
+      throw argError('ERR_ATTNKIT_ARGUMENT', op, 'stride', `to be <= the kernel size ${kernel[a]} on axis ${a}`, String(stride[a]));
+    if (kernel[a]! * dilation[a]! > spatial[a]!)
+      throw argError(
+        'ERR_ATTNKIT_SHAPE',
+        op,
+        'kernelSize',
+        `times 'dilation' to be <= the input size ${spatial[a]} on axis ${a}`,
+        `${kernel[a]} x ${dilation[a]} = ${kernel[a]! * dilation[a]!}`,
+      );
+  }
+  const scale = checkScale(op, o.scale, 1 / Math.sqrt(D));
+  const stream = checkStream(op, o.stream, Q.device);
+  const base = { rank, size: spatial, kernel, stride, dilation, causal };
+  let tile: number[];
+  if (o.tileShape !== undefined) {
+    tile = perAxis(op, 'tileShape', o.tileShape as readonly number[], 0, rank, isPosInt, 'a positive integer');
+    if (tile.reduce((x, y) => x * y, 1) !== 64)
+      throw argError('ERR_ATTNKIT_ARGUMENT', op, 'tileShape', 'to hold 64 tokens (the product of its entries)', JSON.stringify(tile));
+  } else {
+    tile = chooseTileShape(base);
+  }
+  let addK: Tensor | undefined;
+  let addV: Tensor | undefined;
+  if ((o.additionalKeys === undefined) !== (o.additionalValues === undefined))
+    throw new AttnkitError(
+      'ERR_ATTNKIT_ARGUMENT',
+      op,
+      `${op}: 'additionalKeys' and 'additionalValues' must be given together`,
+      o.additionalKeys === undefined ? 'additionalKeys' : 'additionalValues',
+    );
+  if (o.additionalKeys !== undefined) {
+    addK = checkTensor(op, 'additionalKeys', o.additionalKeys);
+    addV = checkTensor(op, 'additionalValues', o.additionalValues);
+    checkSameDType(op, 'additionalKeys', addK, Q, 'q');
+    checkSameDType(op, 'additionalValues', addV, Q, 'q');
+    checkSameDevice(op, 'additionalKeys', addK, Q, 'q');
+    checkSameDevice(op, 'additionalValues', addV, Q, 'q');
+    checkRank(op, 'additionalKeys', addK, 4, '[B, M, Hkv, D]');
+    const M = addK.shape[1]!;
+    checkShapeEquals(op, 'additionalKeys', addK, [B, M, Hkv, D]);
+    checkShapeEquals(op, 'additionalValues', addV, [B, M, Hkv, Dv]);
+  }
+  const N = spatial.reduce((x, y) => x * y, 1);
+  return { rank, spatial, B, H, Hkv, D, Dv, N, dtype, scale, na: { ...base, tile }, stream, addK, addV };
+}
+
+function nativeParams(p: Problem) {
+  return { ...p.na, B: p.B, H: p.H, Hkv: p.Hkv, D: p.D, Dv: p.Dv, scale: p.scale };
+}
+
+// The neighborhood part alone.
+function naForward(op: string, p: Problem, q: Tensor, k: Tensor, v: Tensor): { out: Tensor; lse: Tensor } {
+  const out = empty([p.B, ...p.spatial, p.H, p.Dv], { dtype: p.dtype, device: q.device });
+  const lse = empty([p.B, ...p.spatial, p.H], { dtype: 'float32', device: q.device });
+  callNative(op, () =>
+    binding.naForward(p.stream.native, q._native(op, 'q'), k._native(op, 'k'), v._native(op, 'v'), out._native(op, 'out'), lse._native(op, 'lse'), nativeParams(p)),
+  );
+  out._setStream(p.stream);
+  lse._setStream(p.stream);
+  return { out, lse };
+}
+
+function naBackward(op: string, p: Problem, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, dOut: Tensor, dLse: Tensor | null) {
+  const dq = empty(q.shape, { dtype: p.dtype, device: q.device });
+  const dk = empty(k.shape, { dtype: p.dtype, device: q.device });
+  const dv = empty(v.shape, { dtype: p.dtype, device: q.device });
+  callNative(op, () =>
+    binding.naBackward(
+      p.stream.native,
+      q._native(op, 'q'),
+      k._native(op, 'k'),
+      v._native(op, 'v'),
+      out._native(op, 'out'),
+      lse._native(op, 'lse'),
+      dOut._native(op, 'dOut'),
+      dLse ? dLse._native(op, 'dLse') : null,
+      dq._native(op, 'dq'),
+      dk._native(op, 'dk'),
+      dv._native(op, 'dv'),
+      nativeParams(p),
+    ),
+  );
+  for (const t of [dq, dk, dv]) t._setStream(p.stream);
+  return { dq, dk, dv };
+}
+
+// q as [B, N, H, D] (a view) for the dense attention over the additional keys.
+const flat = (p: Problem, t: Tensor, heads: number, dim: number) => t.reshape([p.B, p.N, heads, dim]);
+
+function neighborhood(rank: 1 | 2 | 3, q: Tensor, k: Tensor, v: Tensor, options: NeighborhoodOptions): NeighborhoodResult {
+  const op = `na${rank}d`;
+  const p = parse(op, rank, q, k, v, options);
+  if (!p.addK) {
+    const { out, lse } = naForward(op, p, q, k, v);
+    return { out, lse, backward: (dOut, dLse) => neighborhoodBackwardImpl(op, p, q, k, v, out, lse, dOut, dLse, null) };
+  }
+  // Neighborhood part and additional part, merged by LSE; both partials are kept for the backward.
+  const na = naForward(op, p, q, k, v);
+  const x = attention(flat(p, q, p.H, p.D), p.addK, p.addV!, { scale: p.scale, stream: p.stream });
+  const merged = mergeAttention(
+    [
+      { out: na.out, lse: na.lse },
+      { out: x.out.reshape(na.out.shape), lse: x.lse.reshape(na.lse.shape) },
+    ],
+    { stream: p.stream },
+  );
+  const partials = { na, x };
+  return {
+    out: merged.out,
+    lse: merged.lse,
+    backward: (dOut, dLse) => neighborhoodBackwardImpl(op, p, q, k, v, merged.out, merged.lse, dOut, dLse, { partials, merged }),
+  };
+}
+
+function neighborhoodBackwardImpl(
+  op: string,
+  p: Problem,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  out: Tensor,
+  lse: Tensor,
+  dOut: Tensor,
+  dLse: Tensor | undefined,
+  saved: { partials: { na: { out: Tensor; lse: Tensor }; x: { out: Tensor; lse: Tensor } }; merged: ReturnType<typeof mergeAttention> } | null,
+): NeighborhoodGrads {
+  const bop = `${op}Backward`;
+  const O = checkTensor(bop, 'out', out);
+  const L = checkTensor(bop, 'lse', lse);
+  const dO = checkTensor(bop, 'dOut', dOut);
+  checkShapeEquals(bop, 'out', O, [p.B, ...p.spatial, p.H, p.Dv]);
+  checkShapeEquals(bop, 'dOut', dO, [p.B, ...p.spatial, p.H, p.Dv]);
+  checkShapeEquals(bop, 'lse', L, [p.B, ...p.spatial, p.H]);
+  checkSameDType(bop, 'out', O, q, 'q');
+  checkSameDType(bop, 'dOut', dO, q, 'q');
+  checkDType(bop, 'lse', L, 'float32');
+  let dL: Tensor | null = null;
+  if (dLse !== undefined) {
+    dL = checkTensor(bop, 'dLse', dLse);
+    checkShapeEquals(bop, 'dLse', dL, [p.B, ...p.spatial, p.H]);
+    checkDType(bop, 'dLse', dL, 'float32');
+  }
+  if (!p.addK) return naBackward(bop, p, q, k, v, O, L, dO, dL);
+  // With additional keys: backward through the merge into both partials (their LSE gradients
+  // carry the coupling), then each partial's backward. The functional form recomputes the partials.
+  const s = saved ?? recomputePartials(op, p, q, k, v);
+  const [gNa, gX] = s.merged.backward(dO, dL ?? undefined);
+  const g = naBackward(bop, p, q, k, v, s.partials.na.out, s.partials.na.lse, gNa!.dout, gNa!.dlse);
+  const gx = attentionBackward(flat(p, q, p.H, p.D), p.addK, p.addV!, s.partials.x.out, s.partials.x.lse, flat(p, gX!.dout, p.H, p.Dv), {
+    scale: p.scale,
+    stream: p.stream,
+    dLse: gX!.dlse.reshape([p.B, p.N, p.H]),
+  });
+  // dq = dq_neighborhood + dq_additional
+  const dq = empty(g.dq.shape, { dtype: p.dtype, device: q.device });
+  callNative(bop, () => p.stream.native.add(g.dq._native(bop, 'dq'), gx.dq._native(bop, 'dq'), dq._native(bop, 'dq')));
+  dq._setStream(p.stream);
+  return { dq, dk: g.dk, dv: g.dv, dAdditionalKeys: gx.dk, dAdditionalValues: gx.dv };
+}
+
+function recomputePartials(op: string, p: Problem, q: Tensor, k: Tensor, v: Tensor) {
+  const na = naForward(op, p, q, k, v);
+  const x = attention(flat(p, q, p.H, p.D), p.addK!, p.addV!, { scale: p.scale, stream: p.stream });
+  const xp = { out: x.out.reshape(na.out.shape), lse: x.lse.reshape(na.lse.shape) };
+  const merged = mergeAttention([na, xp], { stream: p.stream });
+  return { partials: { na, x }, merged };
+}
+
+/** 1-D neighborhood attention: q [B, X, H, D], k [B, X, Hkv, D], v [B, X, Hkv, Dv]. */
+export function na1d(q: Tensor, k: Tensor, v: Tensor, options: NeighborhoodOptions): NeighborhoodResult {
+  return neighborhood(1, q, k, v, options);
+}
+/** 2-D neighborhood attention: q [B, X, Y, H, D], k [B, X, Y, Hkv, D], v [B, X, Y, Hkv, Dv]. */
+export function na2d(q: Tensor, k: Tensor, v: Tensor, options: NeighborhoodOptions): NeighborhoodResult {
+  return neighborhood(2, q, k, v, options);
+}
+/** 3-D neighborhood attention: q [B, X, Y, Z, H, D], k/v likewise with Hkv heads. */
+export function na3d(q: Tensor, k: Tensor, v: Tensor, options: NeighborhoodOptions): NeighborhoodResult {
+  return neighborhood(3, q, k, v, options);
+}
+
+export interface NeighborhoodBackwardOptions extends NeighborhoodOptions {
+  dLse?: Tensor;
+}
+
+function functionalBackward(rank: 1 | 2 | 3, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, dOut: Tensor, options: NeighborhoodBackwardOptions) {
+  const op = `na${rank}d`;
+  const { dLse, ...rest } = options ?? ({} as NeighborhoodBackwardOptions);
+  const p = parse(`${op}Backward`, rank, q, k, v, rest);
+  return neighborhoodBackwardImpl(op, p, q, k, v, out, lse, dOut, dLse, null);
+}
+
+/** Functional backward of na1d (with additional keys it recomputes the two partial forwards). */
+export function na1dBackward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, dOut: Tensor, options: NeighborhoodBackwardOptions): NeighborhoodGrads {
+  return functionalBackward(1, q, k, v, out, lse, dOut, options);
+}
+/** Functional backward of na2d. */
+export function na2dBackward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, dOut: Tensor, options: NeighborhoodBackwardOptions): NeighborhoodGrads {
+  return functionalBackward(2, q, k, v, out, lse, dOut, options);
+}
+/** Functional backward of na3d. */
+export function na3dBackward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, dOut: Tensor, options: NeighborhoodBackwardOptions): NeighborhoodGrads {
+  return functionalBackward(3, q, k, v, out, lse, dOut, options);
+}
+
