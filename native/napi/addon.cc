@@ -213,6 +213,40 @@ void expect_numel(const StoragePtr& s, int64_t n, DType t, const char* op, const
   if (s->dtype != t) fail("DTYPE", op, std::string("'") + arg + "' has the wrong dtype");
 }
 
+FwdIO unwrap_fwd(const Napi::CallbackInfo& info, int i, const AttentionShape& s, const char* op) {
+  FwdIO io{unwrap(info[i], op, "q"), unwrap(info[i + 1], op, "k"), unwrap(info[i + 2], op, "v"),
+           unwrap(info[i + 3], op, "out"), unwrap(info[i + 4], op, "lse")};
+  const DType t = io.q->dtype;
+  expect_numel(io.q, s.B * s.Nq * s.H * s.D, t, op, "q");
+  expect_numel(io.k, s.B * s.Nk * s.Hkv * s.D, t, op, "k");
+  expect_numel(io.v, s.B * s.Nk * s.Hkv * s.Dv, t, op, "v");
+  expect_numel(io.out, s.B * s.Nq * s.H * s.Dv, t, op, "out");
+  expect_numel(io.lse, s.B * s.Nq * s.H, DType::Float32, op, "lse");
+  return io;
+}
+
+BwdIO unwrap_bwd(const Napi::CallbackInfo& info, int i, const AttentionShape& s, const char* op) {
+  const bool has_dlse = !(info[i + 6].IsNull() || info[i + 6].IsUndefined());
+  BwdIO io{unwrap(info[i], op, "q"),          unwrap(info[i + 1], op, "k"),
+           unwrap(info[i + 2], op, "v"),      unwrap(info[i + 3], op, "out"),
+           unwrap(info[i + 4], op, "lse"),    unwrap(info[i + 5], op, "dOut"),
+           has_dlse ? unwrap(info[i + 6], op, "dLse") : nullptr,
+           unwrap(info[i + 7], op, "dq"),     unwrap(info[i + 8], op, "dk"),
+           unwrap(info[i + 9], op, "dv")};
+  const DType t = io.q->dtype;
+  expect_numel(io.q, s.B * s.Nq * s.H * s.D, t, op, "q");
+  expect_numel(io.k, s.B * s.Nk * s.Hkv * s.D, t, op, "k");
+  expect_numel(io.v, s.B * s.Nk * s.Hkv * s.Dv, t, op, "v");
+  expect_numel(io.out, s.B * s.Nq * s.H * s.Dv, t, op, "out");
+  expect_numel(io.dout, s.B * s.Nq * s.H * s.Dv, t, op, "dOut");
+  expect_numel(io.lse, s.B * s.Nq * s.H, DType::Float32, op, "lse");
+  if (io.dlse) expect_numel(io.dlse, s.B * s.Nq * s.H, DType::Float32, op, "dLse");
+  expect_numel(io.dq, s.B * s.Nq * s.H * s.D, t, op, "dq");
+  expect_numel(io.dk, s.B * s.Nk * s.Hkv * s.D, t, op, "dk");
+  expect_numel(io.dv, s.B * s.Nk * s.Hkv * s.Dv, t, op, "dv");
+  return io;
+}
+
 AttentionShape read_shape(const Napi::Object& o, const char* op) {
   AttentionShape s;
   s.B = get_int(o, "B");
@@ -341,37 +375,18 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
     });
   }
 
-  // attentionForward(q, k, v, out, lse, {B, Nq, Nk, H, Hkv, D, Dv, dtype, scale, causal, left, right})
+  // attentionForward(q, k, v, out, lse, {B, Nq, Nk, H, Hkv, D, Dv, scale, causal, left, right})
   Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
     return boundary(info.Env(), [&] {
       const char* op = "attention";
-      StoragePtr q = unwrap(info[0], op, "q"), k = unwrap(info[1], op, "k"),
-                 v = unwrap(info[2], op, "v"), out = unwrap(info[3], op, "out"),
-                 lse = unwrap(info[4], op, "lse");
       Napi::Object o = get_obj(info[5]);
       AttentionFwdParams p;
       p.shape = read_shape(o, op);
-      p.dtype = q->dtype;
       p.scale = float(get_num(o, "scale"));
-      const auto& s = p.shape;
-      expect_numel(q, s.B * s.Nq * s.H * s.D, p.dtype, op, "q");
-      expect_numel(k, s.B * s.Nk * s.Hkv * s.D, p.dtype, op, "k");
-      expect_numel(v, s.B * s.Nk * s.Hkv * s.Dv, p.dtype, op, "v");
-      expect_numel(out, s.B * s.Nq * s.H * s.Dv, p.dtype, op, "out");
-      expect_numel(lse, s.B * s.Nq * s.H, DType::Float32, op, "lse");
-      DenseMaskOptions mask = read_mask(o);
-      cpu::Task task;
-      task.inputs = {q, k, v};
-      task.outputs = {out, lse};
-      task.run = [p, mask, q, k, v, out, lse]() mutable {
-        p.q = q->data;
-        p.k = k->data;
-        p.v = v->data;
-        p.out = out->data;
-        p.lse = static_cast<float*>(lse->data);
-        cpu::attention_forward(p, mask);
-      };
-      stream_.enqueue(std::move(task));
+      FwdIO io = unwrap_fwd(info, 0, p.shape, op);
+      p.dtype = io.q->dtype;
+      const DenseMaskOptions mask = read_mask(o);
+      enqueue_fwd(stream_, io, p, [mask](const AttentionFwdParams& x) { cpu::attention_forward(x, mask); });
       return info.Env().Undefined();
     });
   }
@@ -380,47 +395,14 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
   Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
     return boundary(info.Env(), [&] {
       const char* op = "attentionBackward";
-      StoragePtr q = unwrap(info[0], op, "q"), k = unwrap(info[1], op, "k"),
-                 v = unwrap(info[2], op, "v"), out = unwrap(info[3], op, "out"),
-                 lse = unwrap(info[4], op, "lse"), dout = unwrap(info[5], op, "dOut");
-      StoragePtr dlse = info[6].IsNull() || info[6].IsUndefined() ? nullptr : unwrap(info[6], op, "dLse");
-      StoragePtr dq = unwrap(info[7], op, "dq"), dk = unwrap(info[8], op, "dk"),
-                 dv = unwrap(info[9], op, "dv");
       Napi::Object o = get_obj(info[10]);
       AttentionBwdParams p;
       p.shape = read_shape(o, op);
-      p.dtype = q->dtype;
       p.scale = float(get_num(o, "scale"));
-      const auto& s = p.shape;
-      expect_numel(q, s.B * s.Nq * s.H * s.D, p.dtype, op, "q");
-      expect_numel(k, s.B * s.Nk * s.Hkv * s.D, p.dtype, op, "k");
-      expect_numel(v, s.B * s.Nk * s.Hkv * s.Dv, p.dtype, op, "v");
-      expect_numel(out, s.B * s.Nq * s.H * s.Dv, p.dtype, op, "out");
-      expect_numel(dout, s.B * s.Nq * s.H * s.Dv, p.dtype, op, "dOut");
-      expect_numel(lse, s.B * s.Nq * s.H, DType::Float32, op, "lse");
-      if (dlse) expect_numel(dlse, s.B * s.Nq * s.H, DType::Float32, op, "dLse");
-      expect_numel(dq, s.B * s.Nq * s.H * s.D, p.dtype, op, "dq");
-      expect_numel(dk, s.B * s.Nk * s.Hkv * s.D, p.dtype, op, "dk");
-      expect_numel(dv, s.B * s.Nk * s.Hkv * s.Dv, p.dtype, op, "dv");
-      DenseMaskOptions mask = read_mask(o);
-      cpu::Task task;
-      task.inputs = {q, k, v, out, lse, dout};
-      if (dlse) task.inputs.push_back(dlse);
-      task.outputs = {dq, dk, dv};
-      task.run = [p, mask, q, k, v, out, lse, dout, dlse, dq, dk, dv]() mutable {
-        p.q = q->data;
-        p.k = k->data;
-        p.v = v->data;
-        p.out = out->data;
-        p.lse = static_cast<const float*>(lse->data);
-        p.dout = dout->data;
-        p.dlse = dlse ? static_cast<const float*>(dlse->data) : nullptr;
-        p.dq = dq->data;
-        p.dk = dk->data;
-        p.dv = dv->data;
-        cpu::attention_backward(p, mask);
-      };
-      stream_.enqueue(std::move(task));
+      BwdIO io = unwrap_bwd(info, 0, p.shape, op);
+      p.dtype = io.q->dtype;
+      const DenseMaskOptions mask = read_mask(o);
+      enqueue_bwd(stream_, io, p, [mask](const AttentionBwdParams& x) { cpu::attention_backward(x, mask); });
       return info.Env().Undefined();
     });
   }

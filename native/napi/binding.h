@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "../cpu/stream.h"
+#include "attnkit/attention.h"
 #include "attnkit/error.h"
 
 namespace attnkit::napi {
@@ -42,6 +43,58 @@ double get_num(const Napi::Object& o, const char* key);
 bool get_bool(const Napi::Object& o, const char* key);
 // Re-check of what memory safety needs: element count and dtype of a buffer.
 void expect_numel(const cpu::StoragePtr& s, int64_t n, DType t, const char* op, const char* arg);
+
+// The buffers of a fused softmax attention forward: q, k, v, out, lse at info[first...], checked
+// against the shape (sizes and dtypes: what memory safety needs).
+struct FwdIO {
+  cpu::StoragePtr q, k, v, out, lse;
+};
+FwdIO unwrap_fwd(const Napi::CallbackInfo& info, int first, const AttentionShape& s, const char* op);
+
+// Backward: q, k, v, out, lse, dOut, dLse (or null), dq, dk, dv at info[first...].
+struct BwdIO {
+  cpu::StoragePtr q, k, v, out, lse, dout, dlse, dq, dk, dv;
+};
+BwdIO unwrap_bwd(const Napi::CallbackInfo& info, int first, const AttentionShape& s, const char* op);
+
+// Enqueue a forward/backward kernel(params) on `stream` with the buffers' pointers filled in.
+template <typename Kernel>
+void enqueue_fwd(cpu::CpuStream& stream, const FwdIO& io, AttentionFwdParams p, Kernel kernel) {
+  cpu::Task task;
+  task.inputs = {io.q, io.k, io.v};
+  task.outputs = {io.out, io.lse};
+  task.run = [p, io, kernel]() mutable {
+    p.q = io.q->data;
+    p.k = io.k->data;
+    p.v = io.v->data;
+    p.out = io.out->data;
+    p.lse = static_cast<float*>(io.lse->data);
+    kernel(p);
+  };
+  stream.enqueue(std::move(task));
+}
+
+template <typename Kernel>
+void enqueue_bwd(cpu::CpuStream& stream, const BwdIO& io, AttentionBwdParams p, Kernel kernel) {
+  cpu::Task task;
+  task.inputs = {io.q, io.k, io.v, io.out, io.lse, io.dout};
+  if (io.dlse) task.inputs.push_back(io.dlse);
+  task.outputs = {io.dq, io.dk, io.dv};
+  task.run = [p, io, kernel]() mutable {
+    p.q = io.q->data;
+    p.k = io.k->data;
+    p.v = io.v->data;
+    p.out = io.out->data;
+    p.lse = static_cast<const float*>(io.lse->data);
+    p.dout = io.dout->data;
+    p.dlse = io.dlse ? static_cast<const float*>(io.dlse->data) : nullptr;
+    p.dq = io.dq->data;
+    p.dk = io.dk->data;
+    p.dv = io.dv->data;
+    kernel(p);
+  };
+  stream.enqueue(std::move(task));
+}
 
 // Defined in families.cc: calls each op family's register function.
 void register_op_families(Napi::Env env, Napi::Object exports);

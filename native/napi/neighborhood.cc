@@ -62,32 +62,14 @@ Napi::Value NaForward(const Napi::CallbackInfo& info) {
   return boundary(info.Env(), [&] {
     const char* op = "neighborhood";
     cpu::CpuStream& stream = unwrap_stream(info[0], op);
-    auto q = unwrap(info[1], op, "q"), k = unwrap(info[2], op, "k"), v = unwrap(info[3], op, "v"),
-         out = unwrap(info[4], op, "out"), lse = unwrap(info[5], op, "lse");
     Napi::Object o = get_obj(info[6]);
-    NeighborhoodOptions na = read_na(o, op);
+    const NeighborhoodOptions na = read_na(o, op);
     AttentionFwdParams p;
     p.shape = read_na_shape(o, na, op);
-    p.dtype = q->dtype;
     p.scale = float(get_num(o, "scale"));
-    const auto& s = p.shape;
-    expect_numel(q, s.B * s.Nq * s.H * s.D, p.dtype, op, "q");
-    expect_numel(k, s.B * s.Nk * s.Hkv * s.D, p.dtype, op, "k");
-    expect_numel(v, s.B * s.Nk * s.Hkv * s.Dv, p.dtype, op, "v");
-    expect_numel(out, s.B * s.Nq * s.H * s.Dv, p.dtype, op, "out");
-    expect_numel(lse, s.B * s.Nq * s.H, DType::Float32, op, "lse");
-    cpu::Task task;
-    task.inputs = {q, k, v};
-    task.outputs = {out, lse};
-    task.run = [p, na, q, k, v, out, lse]() mutable {
-      p.q = q->data;
-      p.k = k->data;
-      p.v = v->data;
-      p.out = out->data;
-      p.lse = static_cast<float*>(lse->data);
-      cpu::neighborhood_forward(p, na);
-    };
-    stream.enqueue(std::move(task));
+    FwdIO io = unwrap_fwd(info, 1, p.shape, op);
+    p.dtype = io.q->dtype;
+    enqueue_fwd(stream, io, p, [na](const AttentionFwdParams& x) { cpu::neighborhood_forward(x, na); });
     return info.Env().Undefined();
   });
 }
@@ -97,46 +79,14 @@ Napi::Value NaBackward(const Napi::CallbackInfo& info) {
   return boundary(info.Env(), [&] {
     const char* op = "neighborhoodBackward";
     cpu::CpuStream& stream = unwrap_stream(info[0], op);
-    auto q = unwrap(info[1], op, "q"), k = unwrap(info[2], op, "k"), v = unwrap(info[3], op, "v"),
-         out = unwrap(info[4], op, "out"), lse = unwrap(info[5], op, "lse"),
-         dout = unwrap(info[6], op, "dOut");
-    cpu::StoragePtr dlse = info[7].IsNull() || info[7].IsUndefined() ? nullptr : unwrap(info[7], op, "dLse");
-    auto dq = unwrap(info[8], op, "dq"), dk = unwrap(info[9], op, "dk"), dv = unwrap(info[10], op, "dv");
     Napi::Object o = get_obj(info[11]);
-    NeighborhoodOptions na = read_na(o, op);
+    const NeighborhoodOptions na = read_na(o, op);
     AttentionBwdParams p;
     p.shape = read_na_shape(o, na, op);
-    p.dtype = q->dtype;
     p.scale = float(get_num(o, "scale"));
-    const auto& s = p.shape;
-    expect_numel(q, s.B * s.Nq * s.H * s.D, p.dtype, op, "q");
-    expect_numel(k, s.B * s.Nk * s.Hkv * s.D, p.dtype, op, "k");
-    expect_numel(v, s.B * s.Nk * s.Hkv * s.Dv, p.dtype, op, "v");
-    expect_numel(out, s.B * s.Nq * s.H * s.Dv, p.dtype, op, "out");
-    expect_numel(dout, s.B * s.Nq * s.H * s.Dv, p.dtype, op, "dOut");
-    expect_numel(lse, s.B * s.Nq * s.H, DType::Float32, op, "lse");
-    if (dlse) expect_numel(dlse, s.B * s.Nq * s.H, DType::Float32, op, "dLse");
-    expect_numel(dq, s.B * s.Nq * s.H * s.D, p.dtype, op, "dq");
-    expect_numel(dk, s.B * s.Nk * s.Hkv * s.D, p.dtype, op, "dk");
-    expect_numel(dv, s.B * s.Nk * s.Hkv * s.Dv, p.dtype, op, "dv");
-    cpu::Task task;
-    task.inputs = {q, k, v, out, lse, dout};
-    if (dlse) task.inputs.push_back(dlse);
-    task.outputs = {dq, dk, dv};
-    task.run = [p, na, q, k, v, out, lse, dout, dlse, dq, dk, dv]() mutable {
-      p.q = q->data;
-      p.k = k->data;
-      p.v = v->data;
-      p.out = out->data;
-      p.lse = static_cast<const float*>(lse->data);
-      p.dout = dout->data;
-      p.dlse = dlse ? static_cast<const float*>(dlse->data) : nullptr;
-      p.dq = dq->data;
-      p.dk = dk->data;
-      p.dv = dv->data;
-      cpu::neighborhood_backward(p, na);
-    };
-    stream.enqueue(std::move(task));
+    BwdIO io = unwrap_bwd(info, 1, p.shape, op);
+    p.dtype = io.q->dtype;
+    enqueue_bwd(stream, io, p, [na](const AttentionBwdParams& x) { cpu::neighborhood_backward(x, na); });
     return info.Env().Undefined();
   });
 }
