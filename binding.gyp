@@ -6,6 +6,7 @@
       "target_name": "attnkit",
       "sources": [
         "native/cpu/attention.cc",
+        "native/cpu/block_sparse.cc",
         "native/cpu/convert.cc",
         "native/cpu/isa.cc",
         "native/cpu/kernels_amx.cc",
@@ -18,6 +19,7 @@
         "native/cpu/stream.cc",
         "native/cpu/thread_pool.cc",
         "native/napi/addon.cc",
+        "native/napi/block_sparse.cc",
         "native/napi/families.cc",
         "native/napi/linear.cc",
         "native/napi/neighborhood.cc",

@@ -53,5 +53,13 @@ export {
   type NaParams,
   type PerAxis,
 } from './ops/neighborhood.js';
+export { BlockMask, type BlockMaskData, type BlockMaskGeometry, type BlockSizes } from './masks/block-mask.js';
+export {
+  blockSparseAttention,
+  blockSparseAttentionBackward,
+  type BlockSparseOptions,
+  type BlockSparseBackwardOptions,
+  type BlockSparseResult,
+} from './ops/block-sparse.js';
 export { info, cuda, cpu, type Info } from './info.js';
 export * as reference from './reference/index.js';

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "attnkit/attention.h"
 #include "attnkit/mask.h"
@@ -68,7 +69,7 @@ void forward(const AttentionFwdParams& p, const Mask& mask, const char* op) {
   pool.parallel_for(ntiles, [&](int64_t t, int) {
     const int64_t kt = t % nkt, rest = t / nkt, g = rest % G, bh = rest / G;
     const int64_t b = bh / Hkv, hk = bh % Hkv;
-    const auto gp = mask.group(g);
+    const auto gp = mask.group(g, b, hk * group);
     float row[1024];
     if (dot) {
       uint16_t* kd = KTb.get() + t * kt_elems;
@@ -111,11 +112,26 @@ void forward(const AttentionFwdParams& p, const Mask& mask, const char* op) {
   const int64_t per_worker = q_elems + 2 * s_elems + o_elems + 17 * BQ + 2 * BQ;
   Scratch<float> work(size_t(pool.size() * per_worker), op);
 
-  pool.parallel_for(B * H * G * nqt, [&](int64_t t, int worker) {
-    // Heaviest tiles first (under a causal mask the last query tiles see the most keys).
-    const int64_t qt = nqt - 1 - t % nqt, rest = t / nqt, g = rest % G, bh = rest / G;
+  // Tasks in decreasing order of the key tiles they visit (longest first), so that ragged
+  // workloads (causal, top-k block selections) balance over the pool's dynamic schedule.
+  const int64_t ntasks = B * H * G * nqt;
+  std::vector<int64_t> order(static_cast<size_t>(ntasks));
+  {
+    std::vector<int64_t> cost(static_cast<size_t>(ntasks));
+    for (int64_t t = 0; t < ntasks; ++t) {
+      const int64_t qt = t % nqt, rest = t / nqt, g = rest % G, bh = rest / G;
+      const auto gp = mask.group(g, bh / H, bh % H);
+      cost[size_t(t)] = qt < gp.q_tiles() ? gp.kv_count(qt) : -1;
+      order[size_t(t)] = t;
+    }
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int64_t a, int64_t b) { return cost[size_t(a)] > cost[size_t(b)]; });
+  }
+  pool.parallel_for(ntasks, [&](int64_t i, int worker) {
+    const int64_t t = order[size_t(i)];
+    const int64_t qt = t % nqt, rest = t / nqt, g = rest % G, bh = rest / G;
     const int64_t b = bh / H, h = bh % H, hk = h / group;
-    const auto gp = mask.group(g);
+    const auto gp = mask.group(g, b, h);
     if (qt >= gp.q_tiles()) return;
     const int64_t kvbase = ((b * Hkv + hk) * G + g) * nkt;
     const int64_t rows = gp.q_rows(qt);
@@ -198,7 +214,7 @@ void reduce_dq(const AttentionBwdParams& p, const Mask& mask, const float* dQp, 
   const int64_t G = mask.groups(), nqt = mask.max_q_tiles(), Pq = nqt * BQ;
   ThreadPool::instance().parallel_for(B * H * G * nqt, [&](int64_t t, int) {
     const int64_t qt = t % nqt, bhg = t / nqt, g = bhg % G, bh = bhg / G, b = bh / H, h = bh % H;
-    const auto gp = mask.group(g);
+    const auto gp = mask.group(g, b, h);
     if (qt >= gp.q_tiles()) return;
     float row[1024];
     int64_t toks[BQ];
@@ -238,7 +254,7 @@ void backward_f32(const AttentionBwdParams& p, const Mask& mask, const char* op)
   Scratch<float> delta(size_t(qrows), op), lse2(size_t(qrows), op);
   pool.parallel_for(B * H * G * nqt, [&](int64_t t, int) {
     const int64_t qt = t % nqt, bhg = t / nqt, g = bhg % G, bh = bhg / G, b = bh / H, h = bh % H;
-    const auto gp = mask.group(g);
+    const auto gp = mask.group(g, b, h);
     float orow[1024];
     int64_t toks[BQ];
     if (qt < gp.q_tiles()) gp.q_tile_tokens(qt, toks);
@@ -273,7 +289,7 @@ void backward_f32(const AttentionBwdParams& p, const Mask& mask, const char* op)
   pool.parallel_for(ntiles, [&](int64_t t, int) {
     const int64_t kt = t % nkt, rest = t / nkt, g = rest % G, bh = rest / G;
     const int64_t b = bh / Hkv, hk = bh % Hkv;
-    const auto gp = mask.group(g);
+    const auto gp = mask.group(g, b, hk * group);
     float* kr = Kr.get() + t * kr_elems;
     float* kd = KT.get() + t * kt_elems;
     float* vd = VT.get() + t * vt_elems;
@@ -309,7 +325,7 @@ void backward_f32(const AttentionBwdParams& p, const Mask& mask, const char* op)
   pool.parallel_for(units * chunks, [&](int64_t t, int worker) {
     const int64_t chunk = t % chunks, unit = t / chunks, g = unit % G, bhk = unit / G;
     const int64_t b = bhk / Hkv, hk = bhk % Hkv;
-    const auto gp = mask.group(g);
+    const auto gp = mask.group(g, b, hk * group);
     float* dK = work.get() + worker * per_worker;
     float* dV = dK + BK * D16;
     float* S = dV + BK * Dv16;  // scores
@@ -325,20 +341,21 @@ void backward_f32(const AttentionBwdParams& p, const Mask& mask, const char* op)
       const float* kd = KT.get() + kidx * kt_elems;
       const float* vd = VT.get() + kidx * vt_elems;
       std::fill(dK, dK + acc_elems, 0.f);
-      const int64_t qcount = gp.q_count(kt);
-      for (int64_t h = hk * group; h < (hk + 1) * group && qcount > 0; ++h) {
+      for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
+        const auto gh = mask.group(g, b, h);  // the query lists may differ per head
+        const int64_t qcount = gh.q_count(kt);
         const int64_t rowbase = ((b * H + h) * G + g) * Pq;
         for (int64_t i = 0; i < qcount; ++i) {
-          const int64_t qt = gp.q_at(kt, i);
-          const TileClass cls = gp.classify(qt, kt);
+          const int64_t qt = gh.q_at(kt, i);
+          const TileClass cls = gh.classify(qt, kt);
           if (cls == TileClass::Skip) continue;
-          const int64_t q0 = qt * BQ, rows = gp.q_rows(qt);
+          const int64_t q0 = qt * BQ, rows = gh.q_rows(qt);
           const float* Q = Qf.get() + (rowbase + q0) * D16;
           const float* dO = dOf.get() + (rowbase + q0) * Dv16;
           kern.gemm_f32(rows, BK, D, Q, D16, kd, BK, S, BK, false);
           kern.bwd_probs(rows, BK, S, BK, c, lse2.get() + rowbase + q0, P, BK);
           if (cls == TileClass::Partial) {
-            gp.tile_masks(qt, kt, masks);
+            gh.tile_masks(qt, kt, masks);
             kern.mask_rows(rows, P, BK, masks, 0.f);
           }
           // dV += P^T dO
@@ -404,7 +421,7 @@ void backward_bf16(const AttentionBwdParams& p, const Mask& mask, const char* op
   Scratch<float> delta(size_t(qrows), op), lse2(size_t(qrows), op);
   pool.parallel_for(nqtiles, [&](int64_t t, int) {
     const int64_t qt = t % nqt, bhg = t / nqt, g = bhg % G, bh = bhg / G, b = bh / H, h = bh % H;
-    const auto gp = mask.group(g);
+    const auto gp = mask.group(g, b, h);
     uint16_t* qr = Qr.get() + t * qr_elems;
     uint16_t* dr = dOr.get() + t * dor_elems;
     uint16_t* qtr = Qt.get() + t * qt_elems;
@@ -447,7 +464,7 @@ void backward_bf16(const AttentionBwdParams& p, const Mask& mask, const char* op
   pool.parallel_for(ntiles, [&](int64_t t, int) {
     const int64_t kt = t % nkt, rest = t / nkt, g = rest % G, bh = rest / G;
     const int64_t b = bh / Hkv, hk = bh % Hkv;
-    const auto gp = mask.group(g);
+    const auto gp = mask.group(g, b, hk * group);
     uint16_t* ktp = KTp.get() + t * ktp_elems;
     uint16_t* vtp = VTp.get() + t * vtp_elems;
     uint16_t* kp = Kp.get() + t * kp_elems;
@@ -486,7 +503,7 @@ void backward_bf16(const AttentionBwdParams& p, const Mask& mask, const char* op
   pool.parallel_for(units * chunks, [&](int64_t t, int worker) {
     const int64_t chunk = t % chunks, unit = t / chunks, g = unit % G, bhk = unit / G;
     const int64_t b = bhk / Hkv, hk = bhk % Hkv;
-    const auto gp = mask.group(g);
+    const auto gp = mask.group(g, b, hk * group);
     float* dKt = work.get() + worker * per_worker;
     float* dVt = dKt + D16 * BK;
     float* P = dVt + Dv16 * BK;
@@ -503,19 +520,20 @@ void backward_bf16(const AttentionBwdParams& p, const Mask& mask, const char* op
       const uint16_t* vtp = VTp.get() + kidx * vtp_elems;
       const uint16_t* kp = Kp.get() + kidx * kp_elems;
       std::fill(dKt, dKt + (D16 + Dv16) * BK, 0.f);
-      const int64_t qcount = gp.q_count(kt);
-      for (int64_t h = hk * group; h < (hk + 1) * group && qcount > 0; ++h) {
+      for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
+        const auto gh = mask.group(g, b, h);  // the query lists may differ per head
+        const int64_t qcount = gh.q_count(kt);
         const int64_t bhg = (b * H + h) * G + g;
         for (int64_t i = 0; i < qcount; ++i) {
-          const int64_t qt = gp.q_at(kt, i);
-          const TileClass cls = gp.classify(qt, kt);
+          const int64_t qt = gh.q_at(kt, i);
+          const TileClass cls = gh.classify(qt, kt);
           if (cls == TileClass::Skip) continue;
-          const int64_t q0 = qt * BQ, rows = gp.q_rows(qt), qidx = bhg * nqt + qt;
+          const int64_t q0 = qt * BQ, rows = gh.q_rows(qt), qidx = bhg * nqt + qt;
           const int64_t row0 = bhg * Pq + q0;
           kern.gemm_bf16(rows, BK, DK / 2, Qr.get() + qidx * qr_elems, DK, ktp, P, BK, false);
           kern.bwd_probs(rows, BK, P, BK, c, lse2.get() + row0, P, BK);
           if (cls == TileClass::Partial) {
-            gp.tile_masks(qt, kt, masks);
+            gh.tile_masks(qt, kt, masks);
             kern.mask_rows(rows, P, BK, masks, 0.f);
           }
           kern.pack_row_pairs_bf16(rows, BQ / 2, BK, P, BK, Pp);

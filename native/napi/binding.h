@@ -58,10 +58,16 @@ struct BwdIO {
 BwdIO unwrap_bwd(const Napi::CallbackInfo& info, int first, const AttentionShape& s, const char* op);
 
 // Enqueue a forward/backward kernel(params) on `stream` with the buffers' pointers filled in.
+// Problem shape {B, Nq, Nk, H, Hkv, D, Dv} of a fused-attention call.
+AttentionShape read_shape(const Napi::Object& o, const char* op);
+
+// `extra` inputs (e.g. a block mask's buffers) are waited for and kept alive like q, k, v.
 template <typename Kernel>
-void enqueue_fwd(cpu::CpuStream& stream, const FwdIO& io, AttentionFwdParams p, Kernel kernel) {
+void enqueue_fwd(cpu::CpuStream& stream, const FwdIO& io, AttentionFwdParams p, Kernel kernel,
+                 const std::vector<cpu::StoragePtr>& extra = {}) {
   cpu::Task task;
   task.inputs = {io.q, io.k, io.v};
+  task.inputs.insert(task.inputs.end(), extra.begin(), extra.end());
   task.outputs = {io.out, io.lse};
   task.run = [p, io, kernel]() mutable {
     p.q = io.q->data;
@@ -75,10 +81,12 @@ void enqueue_fwd(cpu::CpuStream& stream, const FwdIO& io, AttentionFwdParams p, 
 }
 
 template <typename Kernel>
-void enqueue_bwd(cpu::CpuStream& stream, const BwdIO& io, AttentionBwdParams p, Kernel kernel) {
+void enqueue_bwd(cpu::CpuStream& stream, const BwdIO& io, AttentionBwdParams p, Kernel kernel,
+                 const std::vector<cpu::StoragePtr>& extra = {}) {
   cpu::Task task;
   task.inputs = {io.q, io.k, io.v, io.out, io.lse, io.dout};
   if (io.dlse) task.inputs.push_back(io.dlse);
+  task.inputs.insert(task.inputs.end(), extra.begin(), extra.end());
   task.outputs = {io.dq, io.dk, io.dv};
   task.run = [p, io, kernel]() mutable {
     p.q = io.q->data;

@@ -28,11 +28,11 @@ export interface RefMaskOptions {
    * Visibility of key j to query i, replacing causal/window (how other ops' references, e.g.
    * neighborhood attention, reuse this dense masked attention).
    */
-  allows?: (i: number, j: number) => boolean;
+  allows?: (i: number, j: number, b: number, h: number) => boolean;
 }
 
-function visible(i: number, j: number, Nq: number, Nk: number, opts: RefMaskOptions): boolean {
-  return opts.allows ? opts.allows(i, j) : attentionAllows(i, j, Nq, Nk, opts);
+function visible(i: number, j: number, Nq: number, Nk: number, opts: RefMaskOptions, b: number, h: number): boolean {
+  return opts.allows ? opts.allows(i, j, b, h) : attentionAllows(i, j, Nq, Nk, opts);
 }
 
 /**
@@ -70,7 +70,7 @@ export function referenceAttention(p: RefProblem, opts: RefMaskOptions = {}): Re
         const qo = ((b * Nq + i) * H + h) * D;
         let mx = -Infinity;
         for (let j = 0; j < Nk; j++) {
-          if (!visible(i, j, Nq, Nk, opts)) {
+          if (!visible(i, j, Nq, Nk, opts, b, h)) {
             s[j] = -Infinity;
             continue;
           }
@@ -138,7 +138,7 @@ export function referenceAttentionBackward(
         for (let j = 0; j < Nk; j++) {
           P[j] = 0;
           dP[j] = 0;
-          if (!visible(i, j, Nq, Nk, opts)) continue;
+          if (!visible(i, j, Nq, Nk, opts, b, h)) continue;
           const ko = ((b * Nk + j) * Hkv + hk) * D;
           const vo = ((b * Nk + j) * Hkv + hk) * Dv;
           let dot = 0;

@@ -2,6 +2,8 @@
 //
 // Kernels see a problem as one or more *groups* (dense: one; neighborhood: one per dilation group),
 // each a sequence of query positions and key positions cut into tiles of kTile = 64 positions.
+// group(g, b, h) is the view for batch b and head h (block-sparse masks differ per batch and head;
+// the token mapping never does).
 // A position maps to a token of the tensors (q_token/k_token) or to padding (-1). Per group a policy
 // answers, host and device alike:
 //   allows(qp, kp)        may query position qp see key position kp? (what the references mean)

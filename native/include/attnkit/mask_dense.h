@@ -69,6 +69,8 @@ struct DenseMask {
   // ---- tile interface (mask.h); a dense problem is a single group.
   ATTNKIT_HD int64_t groups() const { return 1; }
   ATTNKIT_HD const DenseMask& group(int64_t) const { return *this; }
+  // The view kernels use for batch b, head h (the same for every b and h here).
+  ATTNKIT_HD const DenseMask& group(int64_t, int64_t, int64_t) const { return *this; }
   ATTNKIT_HD int64_t max_q_tiles() const { return ceil_div(nq, kTile); }
   ATTNKIT_HD int64_t max_k_tiles() const { return ceil_div(nk, kTile); }
   ATTNKIT_HD int64_t q_tiles() const { return max_q_tiles(); }

@@ -344,6 +344,8 @@ struct NeighborhoodMask {
     out.init_patterns();
     return out;
   }
+  // The view kernels use for batch b, head h (the same for every b and h here).
+  ATTNKIT_HD NaGroup<R> group(int64_t g, int64_t, int64_t) const { return group(g); }
   // Group 0 is the largest on every axis.
   ATTNKIT_HD int64_t max_q_tiles() const { return group(0).q_tiles(); }
   ATTNKIT_HD int64_t max_k_tiles() const { return max_q_tiles(); }

@@ -1,0 +1,393 @@
+/**
+ * BlockMask (DESIGN §4): which key blocks each query block attends, in the kernel-friendly form the
+ * block-sparse attention kernels read. Block sizes blockQ x blockK are powers of two in 16..128
+ * (need not be square). For every (b|1, h|1) and query block there is a sorted list of **full** key
+ * blocks (every in-range element visible) and a sorted list of **partial** key blocks, each with its
+ * element bitmap (blockQ rows of blockK bits, ceil(blockK/32) 32-bit words per row, bit j of row r =
+ * query q0 + r sees key k0 + j). Tail blocks (N not a multiple of the block size) hold only the
+ * in-range tokens. The transposed lists the backward needs are derived by the kernels.
+ *
+ * Storage is five int32 tensors (`buffers`), the form ops consume; builders also keep the host
+ * arrays so that inspection (`toDense`, `density`) and set operations (`and`, `or`) are immediate.
+ * Masks produced by enqueued work (mobaMask, xattentionMask) fetch theirs with `await mask.host()`.
+ */
+import { AttnkitError, argError } from '../errors.js';
+import { tensor, type Tensor } from '../tensor.js';
+import type { Device } from '../stream.js';
+import * as builders from './builders.js';
+
+/** Host copy of a mask's lists (see the module comment for the layout). */
+export interface BlockMaskData {
+  fullOffsets: Int32Array;
+  fullIndices: Int32Array;
+  partialOffsets: Int32Array;
+  partialIndices: Int32Array;
+  partialBits: Uint32Array;
+}
+
+export interface BlockMaskGeometry {
+  /** Mask batch extent: 1 (shared) or the problem's B. */
+  B: number;
+  /** Mask head extent: 1 (shared) or the problem's query heads H. */
+  H: number;
+  Nq: number;
+  Nk: number;
+  blockQ: number;
+  blockK: number;
+}
+
+export interface BlockSizes {
+  blockQ?: number;
+  blockK?: number;
+}
+
+const isBlock = (x: unknown) => typeof x === 'number' && [16, 32, 64, 128].includes(x);
+
+function checkGeometry(op: string, g: BlockMaskGeometry): void {
+  for (const [name, v] of [['B', g.B], ['H', g.H]] as const)
+    if (!Number.isInteger(v) || v < 1) throw argError('ERR_ATTNKIT_SHAPE', op, name, 'to be a positive integer', String(v));
+  for (const [name, v] of [['Nq', g.Nq], ['Nk', g.Nk]] as const)
+    if (!Number.isInteger(v) || v < 0) throw argError('ERR_ATTNKIT_SHAPE', op, name, 'to be a non-negative integer', String(v));
+  for (const [name, v] of [['blockQ', g.blockQ], ['blockK', g.blockK]] as const)
+    if (!isBlock(v)) throw argError('ERR_ATTNKIT_ARGUMENT', op, name, 'to be a power of two between 16 and 128', String(v));
+}
+
+export class BlockMask {
+  readonly B: number;
+  readonly H: number;
+  readonly Nq: number;
+  readonly Nk: number;
+  readonly blockQ: number;
+  readonly blockK: number;
+  readonly device: Device;
+  /** Number of query blocks: ceil(Nq / blockQ). */
+  readonly qBlocks: number;
+  /** Number of key blocks: ceil(Nk / blockK). */
+  readonly kBlocks: number;
+  #buffers: Tensor[] | null = null;
+  #host: BlockMaskData | null;
+
+  /** @internal Use the builders, or `BlockMask.fromData`. */
+  constructor(g: BlockMaskGeometry, host: BlockMaskData | null, buffers: Tensor[] | null, device: Device = 'cpu') {
+    this.B = g.B;
+    this.H = g.H;
+    this.Nq = g.Nq;
+    this.Nk = g.Nk;
+    this.blockQ = g.blockQ;
+    this.blockK = g.blockK;
+    this.device = device;
+    this.qBlocks = Math.ceil(g.Nq / g.blockQ);
+    this.kBlocks = Math.ceil(g.Nk / g.blockK);
+    this.#host = host;
+    this.#buffers = buffers;
+  }
+
+  /** Words per bitmap row. */
+  get wordsPerRow(): number {
+    return Math.ceil(this.blockK / 32);
+  }
+
+  get geometry(): BlockMaskGeometry {
+    return { B: this.B, H: this.H, Nq: this.Nq, Nk: this.Nk, blockQ: this.blockQ, blockK: this.blockK };
+  }
+
+  /** Causal, bottom-right aligned (query i sees keys j <= i + Nk - Nq). */
+  static causal = (Nq: number, Nk: number, opts?: BlockSizes): BlockMask => builders.causal(Nq, Nk, opts);
+  /** Sliding window [left, right] around i + Nk - Nq (-1 = unbounded), optionally causal. */
+  static slidingWindow = (Nq: number, Nk: number, left: number, right: number, opts?: BlockSizes & { causal?: boolean }): BlockMask =>
+    builders.slidingWindow(Nq, Nk, left, right, opts);
+  /** Packed variable-length documents (block-diagonal), optionally causal. */
+  static documents = (seqLens: readonly number[], opts?: BlockSizes & { causal?: boolean }): BlockMask => builders.documents(seqLens, opts);
+  /** The neighborhood-attention pattern over a 1-D/2-D/3-D grid (NATTEN semantics). */
+  static neighborhood = (...args: Parameters<typeof builders.neighborhood>): BlockMask => builders.neighborhood(...args);
+  /** From a block-level boolean grid [B|1, H|1, Qb, Kb]; listed blocks are full. */
+  static fromBlocks = (...args: Parameters<typeof builders.fromBlocks>): BlockMask => builders.fromBlocks(...args);
+  /** From a predicate (b, h, q, k) => boolean evaluated once per element. */
+  static fromPredicate = (...args: Parameters<typeof builders.fromPredicate>): BlockMask => builders.fromPredicate(...args);
+
+  /** A mask from explicit lists (validated: offsets, sorted in-range indices, bitmap size). */
+  static fromData(g: BlockMaskGeometry, d: BlockMaskData): BlockMask {
+    const op = 'BlockMask.fromData';
+    checkGeometry(op, g);
+    const m = new BlockMask(g, d, null);
+    const rows = g.B * g.H * m.qBlocks;
+    for (const [name, off, idx] of [
+      ['full', d.fullOffsets, d.fullIndices],
+      ['partial', d.partialOffsets, d.partialIndices],
+    ] as const) {
+      if (off.length !== rows + 1 || off[0] !== 0 || off[rows] !== idx.length)
+        throw argError('ERR_ATTNKIT_SHAPE', op, `${name}Offsets`, `to have ${rows + 1} entries from 0 to the index count ${idx.length}`, `${off.length} entries ending at ${off[rows]}`);
+      for (let r = 0; r < rows; r++)
+        for (let i = off[r]!; i < off[r + 1]!; i++)
+          if (idx[i]! < 0 || idx[i]! >= m.kBlocks || (i > off[r]! && idx[i]! <= idx[i - 1]!))
+            throw argError('ERR_ATTNKIT_ARGUMENT', op, `${name}Indices`, `to be increasing key block indices in [0, ${m.kBlocks}) per row`, `${idx[i]} in row ${r}`);
+    }
+    const words = d.partialIndices.length * g.blockQ * m.wordsPerRow;
+    if (d.partialBits.length !== words)
+      throw argError('ERR_ATTNKIT_SHAPE', op, 'partialBits', `to have ${words} words (blockQ x ceil(blockK/32) per partial block)`, String(d.partialBits.length));
+    return m;
+  }
+
+  /** The five int32 tensors the kernels read: full offsets/indices, partial offsets/indices, bitmaps. */
+  buffers(): Tensor[] {
+    if (!this.#buffers) {
+      const d = this.#host!;
+      const i32 = (a: Int32Array | Uint32Array) => tensor(new Int32Array(a.buffer, a.byteOffset, a.length), [a.length], { dtype: 'int32', device: this.device });
+      this.#buffers = [d.fullOffsets, d.fullIndices, d.partialOffsets, d.partialIndices, d.partialBits].map(i32);
+    }
+    return this.#buffers;
+  }
+
+  /** The host lists (reads them back once when the mask was produced by enqueued work). */
+  async host(): Promise<BlockMaskData> {
+    if (!this.#host) {
+      const [fo, fi, po, pi, pb] = await Promise.all(this.#buffers!.map((t) => t.toArray() as Promise<Int32Array>));
+      // Selection ops allocate index lists for the worst case; the offsets say how much is used.
+      const rows = this.B * this.H * this.qBlocks;
+      this.#host = {
+        fullOffsets: fo!,
+        fullIndices: fi!.slice(0, fo![rows]),
+        partialOffsets: po!,
+        partialIndices: pi!.slice(0, po![rows]),
+        partialBits: new Uint32Array(pb!.buffer, 0, po![rows]! * this.blockQ * this.wordsPerRow).slice(),
+      };
+    }
+    return this.#host;
+  }
+
+  #requireHost(op: string): BlockMaskData {
+    if (!this.#host)
+      throw new AttnkitError('ERR_ATTNKIT_UNSUPPORTED', op, `${op}: this mask was produced by enqueued work; call 'await mask.host()' first`);
+    return this.#host;
+  }
+
+  /** Visibility as a dense matrix [B|1, H|1, Nq, Nk] (1 = visible). For inspection of small masks. */
+  async toDense(): Promise<Uint8Array> {
+    const d = await this.host();
+    const { Nq, Nk, blockQ, blockK, qBlocks } = this;
+    const out = new Uint8Array(this.B * this.H * Nq * Nk);
+    const W = this.wordsPerRow;
+    for (let bh = 0; bh < this.B * this.H; bh++)
+      for (let qb = 0; qb < qBlocks; qb++) {
+        const r = bh * qBlocks + qb;
+        const q0 = qb * blockQ;
+        const q1 = Math.min(Nq, q0 + blockQ);
+        for (let i = d.fullOffsets[r]!; i < d.fullOffsets[r + 1]!; i++) {
+          const k0 = d.fullIndices[i]! * blockK;
+          const k1 = Math.min(Nk, k0 + blockK);
+          for (let q = q0; q < q1; q++) out.fill(1, (bh * Nq + q) * Nk + k0, (bh * Nq + q) * Nk + k1);
+        }
+        for (let i = d.partialOffsets[r]!; i < d.partialOffsets[r + 1]!; i++) {
+          const k0 = d.partialIndices[i]! * blockK;
+          for (let q = q0; q < q1; q++)
+            for (let j = 0; j < blockK && k0 + j < Nk; j++) {
+              const w = d.partialBits[(i * blockQ + (q - q0)) * W + (j >> 5)]!;
+              if ((w >>> (j & 31)) & 1) out[(bh * Nq + q) * Nk + k0 + j] = 1;
+            }
+        }
+      }
+    return out;
+  }
+
+  /** Fraction of visible (query, key) pairs, averaged over the mask's (b, h) entries. */
+  async density(): Promise<number> {
+    const dense = await this.toDense();
+    let n = 0;
+    for (const x of dense) n += x;
+    return dense.length === 0 ? 0 : n / dense.length;
+  }
+
+  /** Fraction of (query block, key block) pairs listed (full or partial). */
+  async blockDensity(): Promise<number> {
+    const d = await this.host();
+    const total = this.B * this.H * this.qBlocks * this.kBlocks;
+    return total === 0 ? 0 : (d.fullIndices.length + d.partialIndices.length) / total;
+  }
+
+  /** Full and partial block counts. */
+  async counts(): Promise<{ full: number; partial: number }> {
+    const d = await this.host();
+    return { full: d.fullIndices.length, partial: d.partialIndices.length };
+  }
+
+  /** Elements visible in both masks (same geometry; B/H of 1 broadcast). */
+  and(other: BlockMask): BlockMask {
+    return combine('BlockMask.and', this, other, (a, b) => a & b);
+  }
+
+  /** Elements visible in either mask (same geometry; B/H of 1 broadcast). */
+  or(other: BlockMask): BlockMask {
+    return combine('BlockMask.or', this, other, (a, b) => a | b);
+  }
+
+  /** @internal */
+  _host(op: string): BlockMaskData {
+    return this.#requireHost(op);
+  }
+
+  /** Releases the device buffers (idempotent). */
+  dispose(): void {
+    this.#buffers?.forEach((t) => t.dispose());
+    this.#buffers = null;
+  }
+}
+
+/** One block of a row being built: status and, for partial blocks, blockQ rows of bits. */
+export class MaskBuilder {
+  readonly g: BlockMaskGeometry;
+  readonly qBlocks: number;
+  readonly kBlocks: number;
+  readonly words: number;
+  #fullOff: number[] = [0];
+  #fullIdx: Int32Array = new Int32Array(1024);
+  #nFull = 0;
+  #partOff: number[] = [0];
+  #partIdx: Int32Array = new Int32Array(256);
+  #nPart = 0;
+  #bits: Uint32Array;
+
+  constructor(op: string, g: BlockMaskGeometry) {
+    checkGeometry(op, g);
+    this.g = g;
+    this.qBlocks = Math.ceil(g.Nq / g.blockQ);
+    this.kBlocks = Math.ceil(g.Nk / g.blockK);
+    this.words = Math.ceil(g.blockK / 32);
+    this.#bits = new Uint32Array(256 * g.blockQ * this.words);
+  }
+
+  /** Appends a full block to the current row (key blocks in increasing order). */
+  full(kb: number): void {
+    if (this.#nFull === this.#fullIdx.length) {
+      const n = new Int32Array(this.#fullIdx.length * 2);
+      n.set(this.#fullIdx);
+      this.#fullIdx = n;
+    }
+    this.#fullIdx[this.#nFull++] = kb;
+  }
+
+  /** Appends a partial block; returns its bitmap (blockQ rows x words) to fill in. */
+  partial(kb: number): Uint32Array {
+    if (this.#nPart === this.#partIdx.length) {
+      const n = new Int32Array(this.#partIdx.length * 2);
+      n.set(this.#partIdx);
+      this.#partIdx = n;
+      const b = new Uint32Array(this.#bits.length * 2);
+      b.set(this.#bits);
+      this.#bits = b;
+    }
+    this.#partIdx[this.#nPart] = kb;
+    const per = this.g.blockQ * this.words;
+    const view = this.#bits.subarray(this.#nPart * per, (this.#nPart + 1) * per);
+    view.fill(0);
+    this.#nPart++;
+    return view;
+  }
+
+  /** Drops the last partial block (when its bitmap turned out empty). */
+  dropPartial(): void {
+    this.#nPart--;
+  }
+
+  /** Ends the current (b, h, query block) row. */
+  endRow(): void {
+    this.#fullOff.push(this.#nFull);
+    this.#partOff.push(this.#nPart);
+  }
+
+  build(): BlockMask {
+    const per = this.g.blockQ * this.words;
+    return new BlockMask(
+      this.g,
+      {
+        fullOffsets: Int32Array.from(this.#fullOff),
+        fullIndices: this.#fullIdx.slice(0, this.#nFull),
+        partialOffsets: Int32Array.from(this.#partOff),
+        partialIndices: this.#partIdx.slice(0, this.#nPart),
+        partialBits: this.#bits.slice(0, this.#nPart * per),
+      },
+      null,
+    );
+  }
+}
+
+/** Bitmap words of one block row: all in-range columns of key block kb visible. */
+function fullRow(blockK: number, Nk: number, kb: number, words: number): Uint32Array {
+  const row = new Uint32Array(words);
+  const cols = Math.min(blockK, Nk - kb * blockK);
+  for (let j = 0; j < cols; j++) row[j >> 5]! |= 1 << (j & 31);
+  return row;
+}
+
+/**
+ * Appends key block kb to the builder's current row from its per-row bitmaps (`rows` in-range query
+ * rows): as full when every row equals `full`, skipped when all are empty, else as partial.
+ */
+export function appendBlock(out: MaskBuilder, kb: number, rows: number, full: Uint32Array, rowBits: (r: number) => Uint32Array): void {
+  let allFull = true;
+  let any = false;
+  for (let r = 0; r < rows; r++) {
+    const x = rowBits(r);
+    for (let w = 0; w < full.length; w++) {
+      if (x[w] !== full[w]) allFull = false;
+      if (x[w] !== 0) any = true;
+    }
+  }
+  if (!any) return;
+  if (allFull) {
+    out.full(kb);
+    return;
+  }
+  const bits = out.partial(kb);
+  for (let r = 0; r < rows; r++) bits.set(rowBits(r), r * full.length);
+}
+
+// Per-element combination of two masks, block by block (only blocks listed in either are visited).
+function combine(op: string, ma: BlockMask, mb: BlockMask, f: (x: number, y: number) => number): BlockMask {
+  if (ma.Nq !== mb.Nq || ma.Nk !== mb.Nk || ma.blockQ !== mb.blockQ || ma.blockK !== mb.blockK)
+    throw argError('ERR_ATTNKIT_SHAPE', op, 'other', `to have the geometry of this mask (Nq ${ma.Nq}, Nk ${ma.Nk}, blocks ${ma.blockQ}x${ma.blockK})`, `Nq ${mb.Nq}, Nk ${mb.Nk}, blocks ${mb.blockQ}x${mb.blockK}`);
+  for (const [name, x, y] of [['B', ma.B, mb.B], ['H', ma.H, mb.H]] as const)
+    if (x !== y && x !== 1 && y !== 1) throw argError('ERR_ATTNKIT_SHAPE', op, 'other', `to have ${name} = ${x} or 1`, String(y));
+  const da = ma._host(op);
+  const db = mb._host(op);
+  const B = Math.max(ma.B, mb.B);
+  const H = Math.max(ma.H, mb.H);
+  const out = new MaskBuilder(op, { B, H, Nq: ma.Nq, Nk: ma.Nk, blockQ: ma.blockQ, blockK: ma.blockK });
+  const W = out.words;
+  const zero = new Uint32Array(W);
+  // Bitmap row qr of block kb in mask row r of m: a full row, the partial bitmap, or zeros.
+  const source = (m: BlockMask, d: BlockMaskData, r: number, kb: number): ((qr: number) => Uint32Array) => {
+    for (let i = d.fullOffsets[r]!; i < d.fullOffsets[r + 1]!; i++)
+      if (d.fullIndices[i] === kb) {
+        const full = fullRow(m.blockK, m.Nk, kb, W);
+        return () => full;
+      }
+    for (let i = d.partialOffsets[r]!; i < d.partialOffsets[r + 1]!; i++)
+      if (d.partialIndices[i] === kb) return (qr) => d.partialBits.subarray((i * m.blockQ + qr) * W, (i * m.blockQ + qr + 1) * W);
+    return () => zero;
+  };
+  const listed = (d: BlockMaskData, r: number) => [
+    ...d.fullIndices.subarray(d.fullOffsets[r]!, d.fullOffsets[r + 1]!),
+    ...d.partialIndices.subarray(d.partialOffsets[r]!, d.partialOffsets[r + 1]!),
+  ];
+  const tmp = new Uint32Array(W);
+  for (let b = 0; b < B; b++)
+    for (let h = 0; h < H; h++)
+      for (let qb = 0; qb < out.qBlocks; qb++) {
+        const ra = ((b % ma.B) * ma.H + (h % ma.H)) * ma.qBlocks + qb;
+        const rb = ((b % mb.B) * mb.H + (h % mb.H)) * mb.qBlocks + qb;
+        const rows = Math.min(ma.blockQ, ma.Nq - qb * ma.blockQ);
+        const kbs = [...new Set([...listed(da, ra), ...listed(db, rb)])].sort((x, y) => x - y);
+        for (const kb of kbs) {
+          const sa = source(ma, da, ra, kb);
+          const sb = source(mb, db, rb, kb);
+          appendBlock(out, kb, rows, fullRow(ma.blockK, ma.Nk, kb, W), (qr) => {
+            const x = sa(qr);
+            const y = sb(qr);
+            for (let w = 0; w < W; w++) tmp[w] = f(x[w]!, y[w]!) >>> 0;
+            return tmp;
+          });
+        }
+        out.endRow();
+      }
+  return out.build();
+}

@@ -1,0 +1,212 @@
+/**
+ * BlockMask builders. Structured masks (causal, sliding window, documents) are built from per-row
+ * key intervals whose ends never decrease with the row, so a block is classified from its first and
+ * last rows in O(1) and only boundary blocks get bitmaps: N = 65536 with 64 x 64 blocks builds in a
+ * fraction of a second. General masks (neighborhood, predicates) are built from per-row key sets or
+ * by evaluating the predicate once per element.
+ */
+import { argError } from '../errors.js';
+import { neighborhoodOf, type RefNaParams } from '../reference/neighborhood.js';
+import { appendBlock, BlockMask, MaskBuilder, type BlockMaskGeometry, type BlockSizes } from './block-mask.js';
+
+const sizes = (o: BlockSizes | undefined) => ({ blockQ: o?.blockQ ?? 64, blockK: o?.blockK ?? 64 });
+
+function checkCount(op: string, arg: string, v: unknown): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0)
+    throw argError('ERR_ATTNKIT_SHAPE', op, arg, 'to be a non-negative integer', String(v));
+  return v;
+}
+
+/**
+ * Mask from visible key intervals [lo(q), hi(q)] (inclusive; empty when lo > hi) whose ends never
+ * decrease with q. Shared by every (b, h).
+ */
+export function fromRowIntervals(op: string, g: BlockMaskGeometry, lo: (q: number) => number, hi: (q: number) => number): BlockMask {
+  const mb = new MaskBuilder(op, g);
+  const { Nq, Nk, blockQ, blockK } = g;
+  const W = mb.words;
+  for (let qb = 0; qb < mb.qBlocks; qb++) {
+    const q0 = qb * blockQ;
+    const q1 = Math.min(Nq, q0 + blockQ);
+    // Rows are monotone: the first row has the smallest ends, the last the largest.
+    const kbFirst = Math.max(0, Math.floor(Math.max(0, lo(q0)) / blockK));
+    const kbLast = Math.min(mb.kBlocks - 1, Math.floor(Math.min(Nk - 1, hi(q1 - 1)) / blockK));
+    for (let kb = kbFirst; kb <= kbLast; kb++) {
+      const k0 = kb * blockK;
+      const k1 = Math.min(Nk, k0 + blockK);
+      if (hi(q1 - 1) < k0 || lo(q0) > k1 - 1) continue;
+      let allFull = true;
+      for (const q of [q0, q1 - 1]) if (!(lo(q) <= k0 && hi(q) >= k1 - 1)) allFull = false;
+      if (allFull) {
+        mb.full(kb);
+        continue;
+      }
+      const bits = mb.partial(kb);
+      let any = false;
+      for (let q = q0; q < q1; q++) {
+        const a = Math.max(lo(q), k0) - k0;
+        const b = Math.min(hi(q), k1 - 1) - k0;
+        for (let j = a; j <= b; j++) bits[(q - q0) * W + (j >> 5)]! |= 1 << (j & 31);
+        if (a <= b) any = true;
+      }
+      if (!any) mb.dropPartial();
+    }
+    mb.endRow();
+  }
+  return mb.build();
+}
+
+/** Causal mask, aligned bottom-right like attention's: query i sees keys j <= i + Nk - Nq. */
+export function causal(Nq: number, Nk: number, opts?: BlockSizes): BlockMask {
+  const op = 'BlockMask.causal';
+  checkCount(op, 'Nq', Nq);
+  checkCount(op, 'Nk', Nk);
+  return fromRowIntervals(op, { B: 1, H: 1, Nq, Nk, ...sizes(opts) }, () => 0, (q) => q + Nk - Nq);
+}
+
+/**
+ * Sliding window (FlashAttention convention, bottom-right aligned): query i, aligned at
+ * a = i + Nk - Nq, sees keys a - left ... a + right; -1 = unbounded on that side. With
+ * `causal`, right is clamped to 0.
+ */
+export function slidingWindow(Nq: number, Nk: number, left: number, right: number, opts?: BlockSizes & { causal?: boolean }): BlockMask {
+  const op = 'BlockMask.slidingWindow';
+  checkCount(op, 'Nq', Nq);
+  checkCount(op, 'Nk', Nk);
+  for (const [name, v] of [['left', left], ['right', right]] as const)
+    if (!Number.isInteger(v) || v < -1) throw argError('ERR_ATTNKIT_ARGUMENT', op, name, 'to be an integer >= -1 (-1 = unbounded)', String(v));
+  const r = opts?.causal ? (right < 0 ? 0 : Math.min(right, 0)) : right;
+  return fromRowIntervals(
+    op,
+    { B: 1, H: 1, Nq, Nk, ...sizes(opts) },
+    (q) => (left < 0 ? 0 : q + Nk - Nq - left),
+    (q) => (r < 0 ? Nk - 1 : q + Nk - Nq + r),
+  );
+}
+
+/**
+ * Packed variable-length sequences: tokens attend within their own document (block-diagonal),
+ * optionally causally. Lengths may be 0 (no tokens) or 1.
+ */
+export function documents(seqLens: readonly number[], opts?: BlockSizes & { causal?: boolean }): BlockMask {
+  const op = 'BlockMask.documents';
+  if (!Array.isArray(seqLens)) throw argError('ERR_ATTNKIT_ARGUMENT', op, 'seqLens', 'to be an array of lengths', typeof seqLens);
+  seqLens.forEach((l, i) => checkCount(op, `seqLens[${i}]`, l));
+  const N = seqLens.reduce((a, b) => a + b, 0);
+  const start = new Int32Array(N);
+  const end = new Int32Array(N);
+  let pos = 0;
+  for (const l of seqLens) {
+    for (let i = 0; i < l; i++) {
+      start[pos + i] = pos;
+      end[pos + i] = pos + l - 1;
+    }
+    pos += l;
+  }
+  return fromRowIntervals(op, { B: 1, H: 1, Nq: N, Nk: N, ...sizes(opts) }, (q) => start[q]!, (q) => (opts?.causal ? q : end[q]!));
+}
+
+/** Mask from each row's visible keys (sorted ascending); shared by every (b, h). */
+export function fromRowSets(op: string, g: BlockMaskGeometry, keysOf: (q: number) => readonly number[], onProgress?: (fraction: number) => void): BlockMask {
+  const mb = new MaskBuilder(op, g);
+  const W = mb.words;
+  for (let qb = 0; qb < mb.qBlocks; qb++) {
+    const q0 = qb * g.blockQ;
+    const rows = Math.min(g.blockQ, g.Nq - q0);
+    const perBlock = new Map<number, Uint32Array>();  // key block -> bitmap
+    for (let r = 0; r < rows; r++)
+      for (const k of keysOf(q0 + r)) {
+        const kb = Math.floor(k / g.blockK);
+        let bits = perBlock.get(kb);
+        if (!bits) perBlock.set(kb, (bits = new Uint32Array(g.blockQ * W)));
+        const j = k - kb * g.blockK;
+        bits[r * W + (j >> 5)]! |= 1 << (j & 31);
+      }
+    for (const kb of [...perBlock.keys()].sort((a, b) => a - b)) {
+      const bits = perBlock.get(kb)!;
+      const full = new Uint32Array(W);
+      for (let j = 0; j < Math.min(g.blockK, g.Nk - kb * g.blockK); j++) full[j >> 5]! |= 1 << (j & 31);
+      appendBlock(mb, kb, rows, full, (r) => bits.subarray(r * W, (r + 1) * W));
+    }
+    mb.endRow();
+    onProgress?.((qb + 1) / mb.qBlocks);
+  }
+  return mb.build();
+}
+
+/** The neighborhood-attention pattern (NATTEN semantics) over a grid's tokens in row-major order. */
+export function neighborhood(
+  params: { size: readonly number[]; kernelSize: readonly number[]; stride?: readonly number[]; dilation?: readonly number[]; causal?: readonly boolean[] },
+  opts?: BlockSizes,
+): BlockMask {
+  const op = 'BlockMask.neighborhood';
+  const R = params.size.length;
+  const p: RefNaParams = {
+    size: params.size,
+    kernelSize: params.kernelSize,
+    stride: params.stride ?? new Array(R).fill(1),
+    dilation: params.dilation ?? new Array(R).fill(1),
+    causal: params.causal ?? new Array(R).fill(false),
+  };
+  const N = p.size.reduce((a, b) => a * b, 1);
+  return fromRowSets(op, { B: 1, H: 1, Nq: N, Nk: N, ...sizes(opts) }, (q) => neighborhoodOf(q, p));
+}
+
+/**
+ * Mask from a block-level boolean grid [B|1, H|1, Qb, Kb] (row-major, nonzero = the block is
+ * visible): listed blocks are full (every in-range element visible).
+ */
+export function fromBlocks(blocks: ArrayLike<number | boolean>, shape: readonly [number, number, number, number], opts: { Nq: number; Nk: number } & BlockSizes): BlockMask {
+  const op = 'BlockMask.fromBlocks';
+  const [B, H, Qb, Kb] = shape;
+  const g = { B, H, Nq: checkCount(op, 'Nq', opts.Nq), Nk: checkCount(op, 'Nk', opts.Nk), ...sizes(opts) };
+  const mb = new MaskBuilder(op, g);
+  if (Qb !== mb.qBlocks || Kb !== mb.kBlocks)
+    throw argError('ERR_ATTNKIT_SHAPE', op, 'shape', `to be [B, H, ${mb.qBlocks}, ${mb.kBlocks}] (ceil(Nq/blockQ), ceil(Nk/blockK))`, `[${shape.join(', ')}]`);
+  if (blocks.length !== B * H * Qb * Kb)
+    throw argError('ERR_ATTNKIT_SHAPE', op, 'blocks', `to hold ${B * H * Qb * Kb} entries (the shape's product)`, String(blocks.length));
+  for (let r = 0; r < B * H * Qb; r++) {
+    for (let kb = 0; kb < Kb; kb++) if (blocks[r * Kb + kb]) mb.full(kb);
+    mb.endRow();
+  }
+  return mb.build();
+}
+
+/**
+ * Mask from a predicate evaluated once per element at build time (B*H*Nq*Nk calls):
+ * fn(b, h, q, k) says whether query q of batch b, head h sees key k. `onProgress(fraction)` is
+ * called after every query block for large masks.
+ */
+export function fromPredicate(
+  fn: (b: number, h: number, q: number, k: number) => boolean,
+  opts: { B?: number; H?: number; Nq: number; Nk: number; onProgress?: (fraction: number) => void } & BlockSizes,
+): BlockMask {
+  const op = 'BlockMask.fromPredicate';
+  if (typeof fn !== 'function') throw argError('ERR_ATTNKIT_ARGUMENT', op, 'fn', 'to be a function (b, h, q, k) => boolean', typeof fn);
+  const g = { B: opts.B ?? 1, H: opts.H ?? 1, Nq: checkCount(op, 'Nq', opts.Nq), Nk: checkCount(op, 'Nk', opts.Nk), ...sizes(opts) };
+  const mb = new MaskBuilder(op, g);
+  const W = mb.words;
+  const bits = new Uint32Array(g.blockQ * W);
+  const full = new Uint32Array(W);
+  const total = g.B * g.H * mb.qBlocks;
+  let done = 0;
+  for (let b = 0; b < g.B; b++)
+    for (let h = 0; h < g.H; h++)
+      for (let qb = 0; qb < mb.qBlocks; qb++) {
+        const q0 = qb * g.blockQ;
+        const rows = Math.min(g.blockQ, g.Nq - q0);
+        for (let kb = 0; kb < mb.kBlocks; kb++) {
+          const k0 = kb * g.blockK;
+          const cols = Math.min(g.blockK, g.Nk - k0);
+          bits.fill(0);
+          full.fill(0);
+          for (let j = 0; j < cols; j++) full[j >> 5]! |= 1 << (j & 31);
+          for (let r = 0; r < rows; r++)
+            for (let j = 0; j < cols; j++) if (fn(b, h, q0 + r, k0 + j)) bits[r * W + (j >> 5)]! |= 1 << (j & 31);
+          appendBlock(mb, kb, rows, full, (r) => bits.subarray(r * W, (r + 1) * W));
+        }
+        mb.endRow();
+        opts.onProgress?.(++done / total);
+      }
+  return mb.build();
+}

@@ -1,0 +1,183 @@
+/**
+ * Block-sparse attention: softmax attention restricted to a BlockMask (FlexAttention-style full and
+ * partial blocks). Layout [B, N, H, D]; GQA; Nq != Nk; float32/float16/bfloat16. The CPU kernel is
+ * the fused attention driver with the block-sparse tile policy
+ * (native/include/attnkit/mask_block_sparse.h); it visits only tiles holding listed blocks, skips
+ * element masking on full tiles, and schedules query tiles longest-first. Rows with no visible key
+ * give out 0 and LSE -Infinity. See docs/block-sparse.md.
+ */
+import { AttnkitError, callNative } from '../errors.js';
+import { native, type NativeBinding, type NativeStorage, type NativeStream, type ShapeParams } from '../native.js';
+import { empty, type Tensor } from '../tensor.js';
+import type { Stream } from '../stream.js';
+import { BlockMask } from '../masks/block-mask.js';
+import type { AttentionGrads } from './attention.js';
+import {
+  checkDType,
+  checkFloat,
+  checkHeadDim,
+  checkOptions,
+  checkRank,
+  checkSameDevice,
+  checkSameDType,
+  checkScale,
+  checkShapeEquals,
+  checkStream,
+  checkTensor,
+  checkDim,
+} from './validate.js';
+
+export interface BlockSparseOptions {
+  /** Softmax scale; default 1/sqrt(D). */
+  scale?: number;
+  stream?: Stream;
+}
+
+export interface BlockSparseResult {
+  /** [B, Nq, H, Dv] */
+  out: Tensor;
+  /** [B, Nq, H] float32, natural log; -Infinity for rows with no visible key. */
+  lse: Tensor;
+  backward(dOut: Tensor, dLse?: Tensor): AttentionGrads;
+}
+
+interface BsBinding {
+  bsForward(s: NativeStream, q: NativeStorage, k: NativeStorage, v: NativeStorage, out: NativeStorage, lse: NativeStorage, mask: NativeStorage[], p: object): void;
+  bsBackward(
+    s: NativeStream,
+    q: NativeStorage,
+    k: NativeStorage,
+    v: NativeStorage,
+    out: NativeStorage,
+    lse: NativeStorage,
+    dout: NativeStorage,
+    dlse: NativeStorage | null,
+    dq: NativeStorage,
+    dk: NativeStorage,
+    dv: NativeStorage,
+    mask: NativeStorage[],
+    p: object,
+  ): void;
+}
+const binding = native as NativeBinding & BsBinding;
+
+interface Problem {
+  shape: ShapeParams;
+  scale: number;
+  dtype: 'float32' | 'float16' | 'bfloat16';
+  stream: Stream;
+  mask: BlockMask;
+}
+
+function parse(op: string, q: unknown, k: unknown, v: unknown, mask: unknown, options: unknown, known: readonly string[]): Problem {
+  const Q = checkTensor(op, 'q', q);
+  const K = checkTensor(op, 'k', k);
+  const V = checkTensor(op, 'v', v);
+  const o = checkOptions(op, options, known);
+  const dtype = checkFloat(op, 'q', Q);
+  checkSameDType(op, 'k', K, Q, 'q');
+  checkSameDType(op, 'v', V, Q, 'q');
+  checkSameDevice(op, 'k', K, Q, 'q');
+  checkSameDevice(op, 'v', V, Q, 'q');
+  checkRank(op, 'q', Q, 4, '[B, Nq, H, D]');
+  checkRank(op, 'k', K, 4, '[B, Nk, Hkv, D]');
+  checkRank(op, 'v', V, 4, '[B, Nk, Hkv, Dv]');
+  const [B, Nq, H, D] = Q.shape as [number, number, number, number];
+  const [, Nk, Hkv] = K.shape as [number, number, number, number];
+  const Dv = V.shape[3]!;
+  checkDim(op, 'k', 'batch size', K.shape[0]!, B, "q's batch");
+  checkDim(op, 'v', 'batch size', V.shape[0]!, B, "q's batch");
+  checkDim(op, 'k', 'head dim', K.shape[3]!, D, "q's head dim");
+  checkDim(op, 'v', 'sequence length', V.shape[1]!, Nk, "k's sequence length");
+  checkDim(op, 'v', 'kv head count', V.shape[2]!, Hkv, "k's head count");
+  if (Hkv < 1 || H % Hkv !== 0)
+    throw new AttnkitError('ERR_ATTNKIT_SHAPE', op, `${op}: expected 'k' to have a head count that divides q's ${H} heads (GQA/MQA), received ${Hkv}`, 'k');
+  checkHeadDim(op, 'q', D);
+  checkHeadDim(op, 'v', Dv);
+  if (!(mask instanceof BlockMask))
+    throw new AttnkitError('ERR_ATTNKIT_ARGUMENT', op, `${op}: expected 'mask' to be a BlockMask, received ${mask === null ? 'null' : typeof mask}`, 'mask');
+  if (mask.device !== Q.device)
+    throw new AttnkitError('ERR_ATTNKIT_DEVICE', op, `${op}: expected 'mask' to be on the device of 'q' (${Q.device}), received ${mask.device}`, 'mask');
+  if (mask.Nq !== Nq || mask.Nk !== Nk)
+    throw new AttnkitError('ERR_ATTNKIT_SHAPE', op, `${op}: expected 'mask' to cover Nq = ${Nq} and Nk = ${Nk} tokens, received Nq = ${mask.Nq}, Nk = ${mask.Nk}`, 'mask');
+  if ((mask.B !== 1 && mask.B !== B) || (mask.H !== 1 && mask.H !== H))
+    throw new AttnkitError('ERR_ATTNKIT_SHAPE', op, `${op}: expected 'mask' to have B = 1 or ${B} and H = 1 or ${H} (query heads), received B = ${mask.B}, H = ${mask.H}`, 'mask');
+  const scale = checkScale(op, o.scale, 1 / Math.sqrt(D));
+  const stream = checkStream(op, o.stream, Q.device);
+  return { shape: { B, Nq, Nk, H, Hkv, D, Dv }, scale, dtype, stream, mask };
+}
+
+const params = (p: Problem) => ({ ...p.shape, scale: p.scale, maskB: p.mask.B, maskH: p.mask.H, blockQ: p.mask.blockQ, blockK: p.mask.blockK });
+const maskStorages = (op: string, m: BlockMask) => m.buffers().map((t, i) => t._native(op, `mask.buffers[${i}]`));
+
+/** Attention of q [B, Nq, H, D] over k, v [B, Nk, Hkv, D|Dv] restricted to `mask`. */
+export function blockSparseAttention(q: Tensor, k: Tensor, v: Tensor, mask: BlockMask, options: BlockSparseOptions = {}): BlockSparseResult {
+  const op = 'blockSparseAttention';
+  const p = parse(op, q, k, v, mask, options, ['scale', 'stream']);
+  const { B, Nq, H, Dv } = p.shape;
+  const out = empty([B, Nq, H, Dv], { dtype: p.dtype, device: q.device });
+  const lse = empty([B, Nq, H], { dtype: 'float32', device: q.device });
+  callNative(op, () =>
+    binding.bsForward(p.stream.native, q._native(op, 'q'), k._native(op, 'k'), v._native(op, 'v'), out._native(op, 'out'), lse._native(op, 'lse'), maskStorages(op, mask), params(p)),
+  );
+  out._setStream(p.stream);
+  lse._setStream(p.stream);
+  return { out, lse, backward: (dOut, dLse) => blockSparseAttentionBackward(q, k, v, mask, out, lse, dOut, { ...options, dLse }) };
+}
+
+export interface BlockSparseBackwardOptions extends BlockSparseOptions {
+  dLse?: Tensor;
+}
+
+/** Functional backward of blockSparseAttention. */
+export function blockSparseAttentionBackward(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  mask: BlockMask,
+  out: Tensor,
+  lse: Tensor,
+  dOut: Tensor,
+  options: BlockSparseBackwardOptions = {},
+): AttentionGrads {
+  const op = 'blockSparseAttentionBackward';
+  const p = parse(op, q, k, v, mask, options, ['scale', 'stream', 'dLse']);
+  const { B, Nq, H, Dv } = p.shape;
+  const O = checkTensor(op, 'out', out);
+  const L = checkTensor(op, 'lse', lse);
+  const dO = checkTensor(op, 'dOut', dOut);
+  checkShapeEquals(op, 'out', O, [B, Nq, H, Dv]);
+  checkShapeEquals(op, 'dOut', dO, [B, Nq, H, Dv]);
+  checkShapeEquals(op, 'lse', L, [B, Nq, H]);
+  checkSameDType(op, 'out', O, q, 'q');
+  checkSameDType(op, 'dOut', dO, q, 'q');
+  checkDType(op, 'lse', L, 'float32');
+  let dL: Tensor | null = null;
+  if (options.dLse !== undefined) {
+    dL = checkTensor(op, 'dLse', options.dLse);
+    checkShapeEquals(op, 'dLse', dL, [B, Nq, H]);
+    checkDType(op, 'dLse', dL, 'float32');
+  }
+  const dq = empty(q.shape, { dtype: p.dtype, device: q.device });
+  const dk = empty(k.shape, { dtype: p.dtype, device: q.device });
+  const dv = empty(v.shape, { dtype: p.dtype, device: q.device });
+  callNative(op, () =>
+    binding.bsBackward(
+      p.stream.native,
+      q._native(op, 'q'),
+      k._native(op, 'k'),
+      v._native(op, 'v'),
+      O._native(op, 'out'),
+      L._native(op, 'lse'),
+      dO._native(op, 'dOut'),
+      dL ? dL._native(op, 'dLse') : null,
+      dq._native(op, 'dq'),
+      dk._native(op, 'dk'),
+      dv._native(op, 'dv'),
+      maskStorages(op, mask),
+      params(p),
+    ),
+  );
+  for (const t of [dq, dk, dv]) t._setStream(p.stream);
+  return { dq, dk, dv };
+}
