@@ -16,6 +16,7 @@
         "native/cpu/kernels_generic.cc",
         "native/cpu/linear.cc",
         "native/cpu/neighborhood.cc",
+        "native/cpu/selection.cc",
         "native/cpu/stream.cc",
         "native/cpu/thread_pool.cc",
         "native/napi/addon.cc",
@@ -23,6 +24,7 @@
         "native/napi/families.cc",
         "native/napi/linear.cc",
         "native/napi/neighborhood.cc",
+        "native/napi/selection.cc",
         "native/cuda/runtime_stub.cc"
       ],
       "include_dirs": [

@@ -61,5 +61,13 @@ export {
   type BlockSparseBackwardOptions,
   type BlockSparseResult,
 } from './ops/block-sparse.js';
+export {
+  mobaMask,
+  xattentionMask,
+  type MobaOptions,
+  type MobaResult,
+  type XattentionOptions,
+  type XattentionResult,
+} from './ops/selection.js';
 export { info, cuda, cpu, type Info } from './info.js';
 export * as reference from './reference/index.js';

@@ -104,6 +104,13 @@ void enqueue_bwd(cpu::CpuStream& stream, const BwdIO& io, AttentionBwdParams p, 
   stream.enqueue(std::move(task));
 }
 
+// A BlockMask's five int32 buffers (full offsets/indices, partial offsets/indices, bitmaps), from
+// a JS array of storages (block_sparse.cc).
+struct MaskIO {
+  cpu::StoragePtr full_off, full_idx, part_off, part_idx, part_bits;
+};
+MaskIO unwrap_mask(const Napi::Value& v, const char* op);
+
 // Defined in families.cc: calls each op family's register function.
 void register_op_families(Napi::Env env, Napi::Object exports);
 

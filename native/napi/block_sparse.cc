@@ -7,11 +7,6 @@
 #include "../cpu/block_sparse.h"
 
 namespace attnkit::napi {
-namespace {
-
-struct MaskIO {
-  cpu::StoragePtr full_off, full_idx, part_off, part_idx, part_bits;
-};
 
 MaskIO unwrap_mask(const Napi::Value& v, const char* op) {
   Napi::Array a = v.As<Napi::Array>();
@@ -24,10 +19,13 @@ MaskIO unwrap_mask(const Napi::Value& v, const char* op) {
   return io;
 }
 
+namespace {
+
 void check_lists(const int32_t* off, int64_t rows, const cpu::StoragePtr& idx_s, int64_t kb,
                  const char* op, const char* what) {
   const int32_t* idx = static_cast<const int32_t*>(idx_s->data);
-  if (off[0] != 0 || off[rows] != idx_s->numel)
+  // Lists may have spare capacity past off[rows] (selection ops allocate for the worst case).
+  if (off[0] != 0 || off[rows] > idx_s->numel)
     fail("ARGUMENT", op, std::string("mask ") + what + " offsets do not match the index list");
   for (int64_t r = 0; r < rows; ++r) {
     if (off[r + 1] < off[r]) fail("ARGUMENT", op, std::string("mask ") + what + " offsets decrease");
@@ -54,7 +52,7 @@ BlockMaskView view_of(const MaskIO& io, const Napi::Object& o, const AttentionSh
   const int64_t rows = m.B * m.H * m.qb;
   if (io.full_off->numel != rows + 1 || io.part_off->numel != rows + 1)
     fail("SHAPE", op, "mask offsets do not match its geometry");
-  if (io.part_bits->numel != io.part_idx->numel * m.bq * m.words())
+  if (io.part_bits->numel < io.part_idx->numel * m.bq * m.words())
     fail("SHAPE", op, "mask bitmaps do not match its partial blocks");
   m.full_off = static_cast<const int32_t*>(io.full_off->data);
   m.full_idx = static_cast<const int32_t*>(io.full_idx->data);

@@ -7,11 +7,13 @@ namespace attnkit::napi {
 void register_linear(Napi::Env env, Napi::Object exports);        // linear.cc
 void register_neighborhood(Napi::Env env, Napi::Object exports);  // neighborhood.cc
 void register_block_sparse(Napi::Env env, Napi::Object exports);  // block_sparse.cc
+void register_selection(Napi::Env env, Napi::Object exports);     // selection.cc
 
 void register_op_families(Napi::Env env, Napi::Object exports) {
   register_linear(env, exports);
   register_neighborhood(env, exports);
   register_block_sparse(env, exports);
+  register_selection(env, exports);
 }
 
 }  // namespace attnkit::napi
