@@ -81,13 +81,25 @@ void forward(const AttentionFwdParams& p, const Mask& mask, const char* op) {
       const uint16_t* vin = static_cast<const uint16_t*>(p.v);
       int64_t toks[BK];
       gp.k_tile_tokens(kt, toks);
+      // K^T pairs: 32-bit words (k[j][2i], k[j][2i+1]) moved whole; V pairs interleave rows 2i and
+      // 2i+1 word by word. (Packing is O(N D) but shows at low block-sparse densities.)
+      uint32_t* kd32 = reinterpret_cast<uint32_t*>(kd);
+      uint32_t* vd32 = reinterpret_cast<uint32_t*>(vd);
+      const uint16_t zero_row[1024] = {};
       for (int64_t j = 0; j < BK; ++j) {
         const int64_t n = toks[j];
         if (n < 0) continue;
         const uint16_t* kr = kin + tok(b, n, hk, Nk, Hkv, D);
-        for (int64_t d = 0; d < D; ++d) kd[((d >> 1) * BK + j) * 2 + (d & 1)] = kr[d];
-        const uint16_t* vr = vin + tok(b, n, hk, Nk, Hkv, Dv);
-        for (int64_t e = 0; e < Dv; ++e) vd[((j >> 1) * Dv16 + e) * 2 + (j & 1)] = vr[e];
+        for (int64_t d = 0; d + 1 < D; d += 2) kd32[(d >> 1) * BK + j] = uint32_t(kr[d]) | uint32_t(kr[d + 1]) << 16;
+        if (D & 1) kd[((D >> 1) * BK + j) * 2] = kr[D - 1];
+      }
+      for (int64_t j = 0; j < BK; j += 2) {
+        const int64_t n0 = toks[j], n1 = toks[j + 1];
+        if (n0 < 0 && n1 < 0) continue;
+        const uint16_t* v0 = n0 < 0 ? zero_row : vin + tok(b, n0, hk, Nk, Hkv, Dv);
+        const uint16_t* v1 = n1 < 0 ? zero_row : vin + tok(b, n1, hk, Nk, Hkv, Dv);
+        uint32_t* dst = vd32 + (j >> 1) * Dv16;
+        for (int64_t e = 0; e < Dv; ++e) dst[e] = uint32_t(v0[e]) | uint32_t(v1[e]) << 16;
       }
     } else {
       float* kd = KT.get() + t * kt_elems;

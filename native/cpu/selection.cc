@@ -35,6 +35,14 @@ struct LocalMask {
   std::vector<uint32_t> bits;
 };
 
+// Sets bits [lo, hi] (inclusive) of a bitmap row.
+void set_range(uint32_t* row, int64_t lo, int64_t hi) {
+  for (int64_t w = lo >> 5; w <= (hi >> 5) && lo <= hi; ++w) {
+    const int64_t a = imax(lo, w * 32) - w * 32, b = imin(hi, w * 32 + 31) - w * 32;
+    row[w] |= (b == 31 ? ~0u : ((1u << (b + 1)) - 1u)) & ~((1u << a) - 1u);
+  }
+}
+
 // Appends block kb with per-row bitmaps (rows x words) to `m`: full, partial or nothing.
 void append_block(LocalMask& m, int64_t qb, int64_t kb, int64_t rows, int64_t bq, int64_t words,
                   const uint32_t* full_row, const std::vector<uint32_t>& rowbits) {
@@ -181,15 +189,15 @@ void moba_select(const MobaParams& p) {
       for (int64_t kb : kbs) {
         const int64_t k0 = kb * bk, k1 = imin(Nk, k0 + bk), j = k0 / C;  // MoBA block of kb
         std::fill(full_row.begin(), full_row.end(), 0u);
-        for (int64_t x = 0; x < k1 - k0; ++x) full_row[size_t(x >> 5)] |= 1u << (x & 31);
+        set_range(full_row.data(), 0, k1 - k0 - 1);
         std::fill(rowbits.begin(), rowbits.end(), 0u);
         for (int64_t r = 0; r < rows; ++r) {
           const int32_t* sel = p.selected + ((b * Nq + q0 + r) * H + h) * p.topk;
           bool chosen = false;
-          for (int64_t i = 0; i < p.topk && sel[i] >= 0; ++i) chosen = chosen || sel[i] == j;
+          for (int64_t i = 0; i < p.topk && sel[i] >= 0 && !chosen; ++i) chosen = sel[i] == j;
           if (!chosen) continue;
           const int64_t hi = p.causal ? imin(k1 - 1, q0 + r + (Nk - Nq)) : k1 - 1;  // token causal
-          for (int64_t x = k0; x <= hi; ++x) rowbits[size_t(r * words + ((x - k0) >> 5))] |= 1u << ((x - k0) & 31);
+          set_range(rowbits.data() + r * words, 0, hi - k0);
         }
         append_block(m, qb, kb, rows, bq, words, full_row.data(), rowbits);
       }
@@ -213,54 +221,92 @@ void xattention_select(const XattnParams& p) {
   const CpuKernels& kern = active_kernels();
   ThreadPool& pool = ThreadPool::instance();
 
-  // K~^T per (b, kv head): [S*D][Mr16], K~[u] = concat_i k[uS + i] (zero past the end).
-  Scratch<float> KT(size_t(B * Hkv * SD * Mr16), op, /*zero=*/true);
-  pool.parallel_for(B * Hkv, [&](int64_t t, int) {
-    const int64_t b = t / Hkv, hk = t % Hkv;
-    float* kt = KT.get() + t * SD * Mr16;
-    std::vector<float> row(static_cast<size_t>(D));
-    for (int64_t u = 0; u < Mr; ++u)
+  // bfloat16 inputs score on the bf16 GEMM where it runs on AMX (XAttention's own estimator uses
+  // bf16 GEMMs too); otherwise float32.
+  const bool dot = in.dtype == DType::BFloat16 && kern.isa == Isa::Amx && SD % kern.bf16_k_align == 0;
+  // K~^T per (b, kv head): [S*D][Mr16], K~[u] = concat_i k[uS + i] (zero past the end); for the
+  // bf16 path as pairs along S*D: [S*D/2][Mr16][2].
+  Scratch<float> KT(size_t(dot ? 1 : B * Hkv * SD * Mr16), op, /*zero=*/!dot);
+  Scratch<uint16_t> KTb(size_t(dot ? B * Hkv * SD * Mr16 : 1), op, /*zero=*/dot);
+  // Transposed in groups of 16 columns u, so that every write is a 16-wide contiguous run (a plain
+  // element-wise transpose here was cache-miss bound).
+  const int64_t ugroups = ceil_div(Mr, 16);
+  pool.parallel_for(B * Hkv * ugroups, [&](int64_t t, int) {
+    const int64_t ug = t % ugroups, bhk = t / ugroups, b = bhk / Hkv, hk = bhk % Hkv;
+    const int64_t u0 = ug * 16, un = imin(16, Mr - u0);
+    std::vector<float> tile(static_cast<size_t>(16 * SD), 0.f);  // [u][c]
+    for (int64_t uu = 0; uu < un; ++uu)
       for (int64_t i = 0; i < S; ++i) {
-        const int64_t x = u * S + i;
-        if (x >= Nk) continue;
-        load_f32(in.k, in.dtype, tok(b, x, hk, Nk, Hkv, D), D, row.data());
-        for (int64_t d = 0; d < D; ++d) kt[(i * D + d) * Mr16 + u] = row[size_t(d)];
+        const int64_t x = (u0 + uu) * S + i;
+        if (x < Nk) load_f32(in.k, in.dtype, tok(b, x, hk, Nk, Hkv, D), D, tile.data() + uu * SD + i * D);
       }
+    if (dot) {
+      uint16_t* ktb = KTb.get() + bhk * SD * Mr16;
+      for (int64_t c = 0; c < SD; ++c)
+        for (int64_t uu = 0; uu < un; ++uu)
+          ktb[((c >> 1) * Mr16 + u0 + uu) * 2 + (c & 1)] = f32_to_bf16(tile[size_t(uu * SD + c)]);  // exact: inputs are bf16
+    } else {
+      float* kt = KT.get() + bhk * SD * Mr16;
+      for (int64_t c = 0; c < SD; ++c)
+        for (int64_t uu = 0; uu < un; ++uu) kt[c * Mr16 + u0 + uu] = tile[size_t(uu * SD + c)];
+    }
   });
 
-  // Block scores: per (b, h, query block) the reshaped rows of the block, softmax over u.
+  // Block scores. A task takes ~64 reshaped rows (several query blocks) so that K~ streams through
+  // the GEMM once per 64 rows, not once per block; each row's softmax over u is accumulated into
+  // its query block's scores.
   std::vector<LocalMask> parts(static_cast<size_t>(B * H));
   const int64_t rows_per_block = bs / S;
-  pool.parallel_for(B * H * Qb, [&](int64_t t, int) {
-    const int64_t qb = t % Qb, bh = t / Qb, b = bh / H, h = bh % H, hk = h / group;
-    const int64_t t0 = qb * rows_per_block, n = imin(rows_per_block, Nr - t0);
-    std::vector<float> Qt(static_cast<size_t>(imax(n, 1) * SD)), A(static_cast<size_t>(imax(n, 1) * Mr16)), row(static_cast<size_t>(D));
+  const int64_t blocks_per_task = imax(1, 64 / rows_per_block);
+  const int64_t tasks_per_head = ceil_div(Qb, blocks_per_task);
+  pool.parallel_for(B * H * tasks_per_head, [&](int64_t t, int) {
+    const int64_t c = t % tasks_per_head, bh = t / tasks_per_head, b = bh / H, h = bh % H, hk = h / group;
+    const int64_t qb0 = c * blocks_per_task, qb1 = imin(Qb, qb0 + blocks_per_task);
+    const int64_t t0 = qb0 * rows_per_block, n = imax(0, imin(qb1 * rows_per_block, Nr) - t0);
+    const int64_t nrows = round_up(imax(n, 1), 16);  // the AMX GEMM reads whole 16-row tiles
+    std::vector<float> Qt(static_cast<size_t>(dot ? 1 : nrows * SD)), A(static_cast<size_t>(nrows * Mr16));
+    std::vector<uint16_t> Qtb(static_cast<size_t>(dot ? nrows * SD : 1), uint16_t(0));
     for (int64_t r = 0; r < n; ++r)
       for (int64_t i = 0; i < S; ++i) {  // Q~[t] = concat_i q[tS + S - 1 - i]
         const int64_t x = (t0 + r) * S + S - 1 - i;
+        if (dot) {
+          if (x < Nq) {
+            const uint16_t* qr = static_cast<const uint16_t*>(in.q) + tok(b, x, h, Nq, H, D);
+            std::copy(qr, qr + D, Qtb.data() + r * SD + i * D);
+          }
+          continue;
+        }
         float* dst = Qt.data() + r * SD + i * D;
         if (x < Nq) load_f32(in.q, in.dtype, tok(b, x, h, Nq, H, D), D, dst);
         else std::fill(dst, dst + D, 0.f);
       }
-    float* score = p.scores + (bh * Qb + qb) * Kb;
-    std::fill(score, score + Kb, 0.f);
-    if (n > 0)
-      kern.gemm_f32(n, Mr16, SD, Qt.data(), SD, KT.get() + (b * Hkv + hk) * SD * Mr16, Mr16, A.data(), Mr16, false);
+    std::fill(p.scores + (bh * Qb + qb0) * Kb, p.scores + (bh * Qb + qb1) * Kb, 0.f);
+    // Causal rows never look past column (last row) + off: skip those columns (about half).
+    const int64_t ncols = p.causal ? imin(Mr16, round_up(imax(t0 + n + off, 1), 16)) : Mr16;
+    if (n > 0 && t0 + n + off > 0) {
+      if (dot)
+        // (gemm_bf16 derives B's row stride from N, so it runs over all Mr16 columns.)
+        kern.gemm_bf16(n, Mr16, SD / 2, Qtb.data(), SD, KTb.get() + (b * Hkv + hk) * SD * Mr16, A.data(), Mr16, false);
+      else
+        kern.gemm_f32(n, ncols, SD, Qt.data(), SD, KT.get() + (b * Hkv + hk) * SD * Mr16, Mr16, A.data(), Mr16, false);
+    }
     for (int64_t r = 0; r < n; ++r) {
       const int64_t tr = t0 + r, last = p.causal ? imin(Mr - 1, tr + off) : Mr - 1;
       if (last < 0) continue;
-      const float* a = A.data() + r * Mr16;
+      float* a = A.data() + r * Mr16;
       float mx = -std::numeric_limits<float>::infinity();
       for (int64_t u = 0; u <= last; ++u) mx = std::max(mx, a[u] * scale);
-      double sum = 0;
-      for (int64_t u = 0; u <= last; ++u) sum += std::exp(double(a[u] * scale - mx));
-      for (int64_t u = 0; u <= last; ++u) score[(u * S) / bs] += float(std::exp(double(a[u] * scale - mx)) / sum);
+      float sum = 0.f;
+      for (int64_t u = 0; u <= last; ++u) sum += (a[u] = std::exp(a[u] * scale - mx));
+      float* score = p.scores + (bh * Qb + (tr * S) / bs) * Kb;
+      const float inv = 1.f / sum;
+      for (int64_t u = 0; u <= last; ++u) score[(u * S) / bs] += a[u] * inv;
     }
   });
 
   // Selection and the mask, per (b, h).
   pool.parallel_for(B * H, [&](int64_t bh, int) {
-    LocalMask& m = parts[size_t(bh)];
+    LocalMask& m = parts[static_cast<size_t>(bh)];
     m.full_count.assign(size_t(Qb), 0);
     m.part_count.assign(size_t(Qb), 0);
     std::vector<int64_t> order;
@@ -296,11 +342,11 @@ void xattention_select(const XattnParams& p) {
         if (!sel[kb]) continue;
         const int64_t k0 = kb * bs, k1 = imin(Nk, k0 + bs);
         std::fill(full_row.begin(), full_row.end(), 0u);
-        for (int64_t x = 0; x < k1 - k0; ++x) full_row[size_t(x >> 5)] |= 1u << (x & 31);
+        set_range(full_row.data(), 0, k1 - k0 - 1);
         std::fill(rowbits.begin(), rowbits.end(), 0u);
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t hi = p.causal ? imin(k1 - 1, q0 + r + (Nk - Nq)) : k1 - 1;
-          for (int64_t x = k0; x <= hi; ++x) rowbits[size_t(r * words + ((x - k0) >> 5))] |= 1u << ((x - k0) & 31);
+          set_range(rowbits.data() + r * words, 0, hi - k0);
         }
         append_block(m, qb, kb, rows, bs, words, full_row.data(), rowbits);
       }
