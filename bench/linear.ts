@@ -71,6 +71,11 @@ export interface LinearBenchRow {
   gflops: number;
   /** median time / (B * N) in microseconds */
   usPerToken: number;
+  /**
+   * least process CPU time of a timed run / pool threads: about the wall time on an idle machine.
+   * A wall time well above it means other work shared the cores during the measurement.
+   */
+  cpuMsPerThread: number;
   /** dense causal attention on the same shape (forward rows of linearAttention only) */
   denseMs: number | null;
   denseEstimated: boolean;
@@ -132,18 +137,31 @@ async function validate(dtype: FloatDType, D: number, decay: number) {
   return { dtype, ok: Object.values(errors).every((e) => e <= tolerance), errors, tolerance };
 }
 
-async function time(run: () => ak.Tensor[], warmup: number, repeats: number, step: () => void): Promise<number[]> {
-  const times: number[] = [];
+/** Wall times of the timed runs, and the least process CPU time of a run divided by the pool size. */
+async function time(
+  run: () => ak.Tensor[],
+  warmup: number,
+  repeats: number,
+  threads: number,
+  step: () => void,
+): Promise<{ wall: number[]; cpu: number }> {
+  const wall: number[] = [];
+  let cpu = Infinity;
   for (let i = 0; i < warmup + repeats; i++) {
+    const c0 = process.cpuUsage();
     const t0 = process.hrtime.bigint();
     const outs = run();
     await ak.synchronize();
     const ms = msSince(t0);
+    const c = process.cpuUsage(c0);
     for (const t of outs) t.dispose();
-    if (i >= warmup) times.push(ms);
+    if (i >= warmup) {
+      wall.push(ms);
+      cpu = Math.min(cpu, (c.user + c.system) / 1e3 / threads);
+    }
     step();
   }
-  return times;
+  return { wall, cpu };
 }
 
 /** Validates, then times linear attention (and dense attention for the crossover). */
@@ -185,8 +203,9 @@ export async function benchLinear(options: LinearBenchOptions = {}): Promise<Lin
       const q = ak.randn(shape, { dtype, seed: 1 }), k = ak.randn(shape, { dtype, seed: 2 }), v = ak.randn(shape, { dtype, seed: 3 });
       await ak.synchronize();
       const label = `linear ${dtype} B=${B} N=${N}`;
-      const fwd = await time(() => [ak.linearAttention(q, k, v, { decay }).out], warmup, repeats, () => step(`${label} forward`));
+      const fwd = await time(() => [ak.linearAttention(q, k, v, { decay }).out], warmup, repeats, threads, () => step(`${label} forward`));
       let denseMs: number | null = null;
+      let denseCpu = 0;
       let denseEstimated = false;
       if (doDense) {
         if (N <= denseMaxN) {
@@ -198,28 +217,30 @@ export async function benchLinear(options: LinearBenchOptions = {}): Promise<Lin
             },
             Math.min(warmup, 1),
             Math.min(repeats, 2),
+            threads,
             () => step(`dense ${dtype} B=${B} N=${N}`),
           );
-          denseMs = median(t);
+          denseMs = median(t.wall);
+          denseCpu = t.cpu;
           denseRef = { N, ms: denseMs };
         } else if (denseRef) {
           denseMs = (denseRef.ms * N) / denseRef.N;
           denseEstimated = true;
         }
       }
-      const med = median(fwd);
+      const med = median(fwd.wall);
       const flop = linearFlop(B, N, H, D, D, 'forward');
       rows.push({
         op: 'linearAttention', pass: 'forward', dtype, B, N, H, D,
-        medianMs: med, minMs: Math.min(...fwd), flop, gflops: flop / (med * 1e6), usPerToken: (med * 1e3) / T,
-        denseMs, denseEstimated, speedup: denseMs === null ? null : denseMs / med,
+        medianMs: med, minMs: Math.min(...fwd.wall), flop, gflops: flop / (med * 1e6), usPerToken: (med * 1e3) / T,
+        cpuMsPerThread: fwd.cpu, denseMs, denseEstimated, speedup: denseMs === null ? null : denseMs / med,
       });
       if (denseMs !== null && !denseEstimated) {
         const dflop = denseCausalFlop(B, N, H, D);
         rows.push({
           op: 'attention', pass: 'forward', dtype, B, N, H, D,
           medianMs: denseMs, minMs: denseMs, flop: dflop, gflops: dflop / (denseMs * 1e6), usPerToken: (denseMs * 1e3) / T,
-          denseMs: null, denseEstimated: false, speedup: null,
+          cpuMsPerThread: denseCpu, denseMs: null, denseEstimated: false, speedup: null,
         });
       }
       if (options.backward && Ns.includes(N)) {
@@ -231,14 +252,15 @@ export async function benchLinear(options: LinearBenchOptions = {}): Promise<Lin
           },
           warmup,
           repeats,
+          threads,
           () => step(`${label} backward`),
         );
-        const bm = median(bwd);
+        const bm = median(bwd.wall);
         const bflop = linearFlop(B, N, H, D, D, 'backward');
         rows.push({
           op: 'linearAttention', pass: 'backward', dtype, B, N, H, D,
-          medianMs: bm, minMs: Math.min(...bwd), flop: bflop, gflops: bflop / (bm * 1e6), usPerToken: (bm * 1e3) / T,
-          denseMs: null, denseEstimated: false, speedup: null,
+          medianMs: bm, minMs: Math.min(...bwd.wall), flop: bflop, gflops: bflop / (bm * 1e6), usPerToken: (bm * 1e3) / T,
+          cpuMsPerThread: bwd.cpu, denseMs: null, denseEstimated: false, speedup: null,
         });
         dO.dispose();
       }
@@ -268,7 +290,7 @@ export async function benchLinear(options: LinearBenchOptions = {}): Promise<Lin
 
 /** The report as a plain-text table plus the summary lines. */
 export function formatLinearReport(rep: LinearBenchReport): string {
-  const head = ['op', 'pass', 'dtype', 'B', 'N', 'ms', 'best ms', 'GFLOP/s', 'us/token', 'dense ms', 'speedup'];
+  const head = ['op', 'pass', 'dtype', 'B', 'N', 'ms', 'best ms', 'cpu/thr ms', 'GFLOP/s', 'us/token', 'dense ms', 'speedup'];
   const body = rep.rows.map((r) => [
     r.op,
     r.pass,
@@ -277,6 +299,7 @@ export function formatLinearReport(rep: LinearBenchReport): string {
     String(r.N),
     fmt(r.medianMs),
     fmt(r.minMs),
+    fmt(r.cpuMsPerThread),
     fmt(r.gflops),
     fmt(r.usPerToken),
     r.denseMs === null ? '' : `${fmt(r.denseMs)}${r.denseEstimated ? ' (est.)' : ''}`,
@@ -285,13 +308,19 @@ export function formatLinearReport(rep: LinearBenchReport): string {
   const lines = [
     `linear attention bench: cpu, kernel level ${rep.isa}, ${rep.threads} threads; H=${rep.rows[0]?.H}, D=${rep.rows[0]?.D}, ` +
       `B*N=${rep.rows[0] ? rep.rows[0].B * rep.rows[0].N : 0}`,
-    formatTable([head, ...body], new Set([3, 4, 5, 6, 7, 8, 9, 10])),
+    formatTable([head, ...body], new Set([3, 4, 5, 6, 7, 8, 9, 10, 11])),
   ];
   for (const [dtype, f] of Object.entries(rep.flatness))
     lines.push(`${dtype}: per-token forward time within ±${f!.toFixed(1)}% of its mean over N = 1024..65536 (goal ±15%)`);
   for (const [dtype, n] of Object.entries(rep.crossoverN))
     lines.push(`${dtype}: linear attention beats dense causal attention from N = ${n ?? 'n/a (not within the timed range)'}`);
   const g = rep.rows.find((r) => r.op === 'linearAttention' && r.pass === 'forward' && r.dtype === 'float32' && r.N === 16384);
+  const busy = rep.rows.filter((r) => r.minMs > 1.3 * r.cpuMsPerThread).length;
+  if (busy > 0)
+    lines.push(
+      `note: ${busy} of ${rep.rows.length} rows took > 1.3x their CPU time per thread: other work shared the cores, ` +
+        'their wall times are inflated',
+    );
   if (g)
     lines.push(
       `float32 causal forward at N = 16384: ${fmt(g.gflops)} GFLOP/s median, ${fmt(g.flop / (g.minMs * 1e6))} best (goal >= 100)`,

@@ -3,7 +3,7 @@
  * describes the binding's surface. Only this module and the classes that wrap handles talk to it.
  */
 import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AttnkitError } from './errors.js';
@@ -165,7 +165,7 @@ export interface LinearParams {
   scale: number;
   eps: number;
   /** [H] per query head, in (0, 1] */
-  decay: Float32Array;
+  decay: Float64Array;
 }
 
 /** The package root (the folder holding package.json), from src/ or dist/src/. */
@@ -179,6 +179,29 @@ export function packageRoot(): string {
   return dir;
 }
 
+/** Where node-gyp-build looked for the addon, in its order, and what each place held. */
+function searchedPlaces(root: string): string[] {
+  const tuple = `${process.platform}-${process.arch}`;
+  const lines: string[] = [];
+  const nodeFiles = (dir: string): string => {
+    if (!existsSync(dir)) return 'missing';
+    const files = readdirSync(dir).filter((f) => f.endsWith('.node'));
+    return files.length > 0 ? `found ${files.join(', ')}` : 'no .node file';
+  };
+  let dir = root;
+  const override = process.env.ATTNKIT_PREBUILD;
+  if (override) {
+    lines.push(`ATTNKIT_PREBUILD=${override} (searched instead of ${root})`);
+    dir = override;
+  }
+  if (process.env.PREBUILDS_ONLY) lines.push('build/Release and build/Debug: skipped (PREBUILDS_ONLY is set)');
+  else for (const d of ['build/Release', 'build/Debug']) lines.push(`${join(dir, d)}: ${nodeFiles(join(dir, d))}`);
+  lines.push(`${join(dir, 'prebuilds', tuple)}: ${nodeFiles(join(dir, 'prebuilds', tuple))}`);
+  const nearby = join(dirname(process.execPath), 'prebuilds', tuple);
+  lines.push(`${nearby}: ${nodeFiles(nearby)}`);
+  return lines;
+}
+
 function load(): NativeBinding {
   const require = createRequire(import.meta.url);
   const root = packageRoot();
@@ -186,13 +209,30 @@ function load(): NativeBinding {
   try {
     return gypBuild(root);
   } catch (e) {
+    const cause = (e as Error).message.trim();
+    const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
+    const glibc = header?.glibcVersionRuntime;
+    const hints: string[] = [];
+    if (/GLIBC(XX)?_[0-9.]+' not found/.test(cause))
+      hints.push(`This system's C library is too old for the binary${glibc ? ` (glibc ${glibc})` : ''}: the linux-x64 prebuild needs glibc >= 2.34. Build from source (below).`);
+    if (process.platform === 'linux' && glibc === undefined)
+      hints.push('This looks like a musl system (Alpine): the shipped prebuild is for glibc. Build from source (below).');
     throw new AttnkitError(
       'ERR_ATTNKIT_LOAD',
       'load',
-      `attnkit: could not load the native addon from ${root} (looked in build/Release, build/Debug ` +
-        `and prebuilds/${process.platform}-${process.arch}). Build it with \`npm run build\` ` +
-        `(cmake-js; CUDA when nvcc is found) or \`npm run build:gyp\` (node-gyp, CPU only). ` +
-        `Cause: ${(e as Error).message}`,
+      [
+        `attnkit: could not load the native addon for ${process.platform}-${process.arch} (Node ${process.version}).`,
+        'Looked in, in this order:',
+        ...searchedPlaces(root).map((l) => `  - ${l}`),
+        `Cause: ${cause.replace(/\s*\n\s*/g, ' ')}`,
+        ...hints,
+        'Prebuilt binaries ship for linux-x64 (glibc >= 2.34). Elsewhere, build from source:',
+        '  - in a git clone: `npm install` (or `npm run build:native`; CMake >= 3.18 and a C++17 compiler, CUDA when nvcc is found;',
+        '    without CMake it falls back to the CPU-only node-gyp build, also `npm run build:gyp`);',
+        `  - as a dependency: \`npm install --no-save cmake-js@8 node-addon-api@8\`, then \`node ${join(root, 'scripts', 'build-native.mjs')}\``,
+        '    (add --gyp for the CPU-only node-gyp build when CMake is missing).',
+        'Details: docs/install.md.',
+      ].join('\n'),
     );
   }
 }

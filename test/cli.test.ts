@@ -136,7 +136,7 @@ describe('attnkit bench', () => {
     for (const args of [
       ['--shape', '1,128,2'],
       ['--shape', '1,0,2,32'],
-      ['--op', 'na2d'],
+      ['--op', 'na4d'],
       ['--repeats', '0'],
     ]) {
       const r = run(['bench', ...args]);
@@ -151,5 +151,158 @@ describe('attnkit bench', () => {
     expect(r.status).toBe(1);
     expect(r.stdout).toBe('');
     expect(r.stderr).toMatch(/ERR_ATTNKIT_UNSUPPORTED.*head dim/);
+  });
+});
+
+describe('attnkit sim (neighborhood attention)', () => {
+  it('--json: FLOP-ratio and tile-level bounds, full/partial tile counts, every candidate tile', () => {
+    const r = run(['sim', '--op', 'na2d', '--input', '56,56', '--kernel', '7,7', '--json']);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    const s = JSON.parse(r.stdout);
+    expect(s).toMatchObject({ op: 'na2d', input: [56, 56], kernel: [7, 7], stride: [1, 1], dilation: [1, 1], causal: [false, false] });
+    expect(s.tokens).toBe(3136);
+    // every query sees exactly 7 x 7 keys (non-causal windows are shifted, never truncated)
+    expect(s.visible).toBe(3136 * 49);
+    expect(s.flopBound).toBeCloseTo((3136 * 3136) / (3136 * 49), 10);
+    const sel = s.selected;
+    expect(sel.tile).toEqual(s.chosenTile);
+    expect(sel.densePairs).toBe(49 * 49);
+    expect(sel.tileBound).toBeCloseTo(sel.densePairs / (sel.fullPairs + sel.partialPairs), 10);
+    expect(sel.fullyBlockSparse).toBe(sel.partialPairs === 0);
+    expect(sel.tileBound).toBeLessThanOrEqual(s.flopBound);
+    // the candidates are 2-D tiles of 64 tokens; the chosen one is among them and visits no more pairs than any
+    expect(s.candidates.length).toBe(7);
+    for (const c of s.candidates) expect(c.tile[0] * c.tile[1]).toBe(64);
+    const chosen = s.candidates.find((c: { tile: number[] }) => c.tile.join() === s.chosenTile.join());
+    expect(chosen).toEqual(sel);
+  });
+
+  it('1-D 32K, window 2048, stride 256 is fully block-sparse: the tile bound reaches the FLOP bound (16x)', () => {
+    const r = run(['sim', '--op', 'na1d', '--input', '32768', '--kernel', '2048', '--stride', '256', '--json']);
+    expect(r.status).toBe(0);
+    const s = JSON.parse(r.stdout);
+    expect(s.flopBound).toBe(16);
+    expect(s.selected).toMatchObject({ tile: [64], partialPairs: 0, fullyBlockSparse: true, tileBound: 16 });
+    // stride 1: partial tiles at every window edge, a lower tile bound
+    const r1 = JSON.parse(run(['sim', '--op', 'na1d', '--input', '32768', '--kernel', '2048', '--json']).stdout);
+    expect(r1.selected.fullyBlockSparse).toBe(false);
+    expect(r1.selected.tileBound).toBeLessThan(16);
+  });
+
+  it('--tile reports that tile only; per-axis stride, dilation and causal are taken as given', () => {
+    const r = run(['sim', '--op', 'na3d', '--input', '8,12,10', '--kernel', '3', '--stride', '1,2,3', '--dilation', '2,1,1', '--causal', '1,0,0', '--tile', '2,4,8', '--json']);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    const s = JSON.parse(r.stdout);
+    expect(s).toMatchObject({ kernel: [3, 3, 3], stride: [1, 2, 3], dilation: [2, 1, 1], causal: [true, false, false] });
+    expect(s.selected.tile).toEqual([2, 4, 8]);
+    expect(s.candidates).toEqual([]);
+    // a bare --causal makes every axis causal
+    const c = JSON.parse(run(['sim', '--op', 'na2d', '--input', '9,9', '--kernel', '3', '--causal', '--json']).stdout);
+    expect(c.causal).toEqual([true, true]);
+    // causal windows hold at most k keys per axis: fewer visible pairs than non-causal
+    expect(c.visible).toBeLessThan(81 * 9);
+  });
+
+  it('prints the bounds and the candidate table without --json', () => {
+    const r = run(['sim', '--op', 'na2d', '--input', '56,56', '--kernel', '7,7']);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/FLOP-ratio upper bound .*64\.00x/);
+    expect(r.stdout).toMatch(/tile-level upper bound .*\d\.\d+x/);
+    expect(r.stdout).toMatch(/\d+ full \+ \d+ partial tile pairs of 2401 dense/);
+    expect(r.stdout).toMatch(/fully block-sparse: no/);
+    expect(r.stdout).toMatch(/<- chosen/);
+  });
+
+  it('rejects invalid problems with the axis and the values, and malformed arguments', () => {
+    let r = run(['sim', '--op', 'na2d', '--input', '13,17', '--kernel', '5,7', '--dilation', '1,3']);
+    expect(r.status).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toContain("sim: expected '--kernel' times '--dilation' to be <= the input size 17 on axis 1, received 7 x 3 = 21");
+    r = run(['sim', '--op', 'na1d', '--input', '20', '--kernel', '5', '--stride', '6']);
+    expect(r.stderr).toContain("sim: expected '--stride' to be <= the kernel size 5 on axis 0, received 6");
+    r = run(['sim', '--op', 'na2d', '--input', '13,17', '--kernel', '1,3']);
+    expect(r.stderr).toContain("sim: expected '--kernel' to be > 1 on axis 0, received 1");
+    r = run(['sim', '--op', 'na2d', '--input', '13,17', '--kernel', '3', '--tile', '4,8']);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/--tile.*64 tokens/);
+    r = run(['sim', '--op', 'na2d', '--input', '13,17,5', '--kernel', '3']);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/--input has 3 entries, expected 1 or 2/);
+    for (const args of [
+      ['--op', 'attention', '--input', '8', '--kernel', '3'],
+      ['--op', 'na2d', '--input', '8,x', '--kernel', '3'],
+      ['--op', 'na2d', '--input', '8,8', '--kernel', '3', '--causal', 'yes'],
+    ]) {
+      r = run(['sim', ...args]);
+      expect(r.status, args.join(' ')).not.toBe(0);
+      expect(r.stdout, args.join(' ')).toBe('');
+      expect(r.stderr, args.join(' ')).toMatch(/is invalid/);
+    }
+    r = run(['sim', '--op', 'na2d', '--kernel', '3']);
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/--input/);
+  });
+});
+
+describe('attnkit bench --op na1d|na2d|na3d', () => {
+  it('--json: validates, then times NA and dense attention on the same tokens, with the sim bound', async () => {
+    const r = run(['bench', '--op', 'na2d', '--input', '12,13', '--kernel', '5,3', '--stride', '1,3', '--causal', '0,1', '--heads', '2', '--head-dim', '16', '--dtype', 'float32', '--backward', '--repeats', '2', '--json']);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    const rep = JSON.parse(r.stdout);
+    expect(rep.ok).toBe(true);
+    expect(rep.validation).toHaveLength(1);
+    expect(rep.validation[0]).toMatchObject({ op: 'na2d', dtype: 'float32', backward: true, ok: true, causal: [false, true] });
+    expect(Object.keys(rep.validation[0].errors).sort()).toEqual(['dk', 'dq', 'dv', 'lse', 'out']);
+    expect(rep.results).toHaveLength(2);
+    const [fwd, bwd] = rep.results;
+    expect(fwd).toMatchObject({ op: 'na2d', input: [12, 13], kernel: [5, 3], stride: [1, 3], causal: [false, true], B: 1, H: 2, D: 16, pass: 'forward' });
+    expect(bwd.pass).toBe('backward');
+    // visible pairs from the reference: the FLOP count is 4 * B * H * visible * D
+    const { neighborhoodOf } = await import('../src/reference/neighborhood.ts');
+    const p = { size: [12, 13], kernelSize: [5, 3], stride: [1, 3], dilation: [1, 1], causal: [false, true] };
+    let visible = 0;
+    for (let t = 0; t < 156; t++) visible += neighborhoodOf(t, p).length;
+    expect(fwd.visible).toBe(visible);
+    expect(fwd.flop).toBe(4 * 2 * visible * 16);
+    expect(bwd.flop).toBe(2.5 * fwd.flop);
+    expect(fwd.flopBound).toBeCloseTo((156 * 156) / visible, 10);
+    for (const t of [fwd, bwd]) {
+      expect(t.na.repeats).toBe(2);
+      for (const x of [t.na.medianMs, t.na.gflops, t.dense.medianMs, t.speedup, t.tileBound]) expect(x > 0 && Number.isFinite(x)).toBe(true);
+      expect(t.speedup).toBeCloseTo(t.dense.medianMs / t.na.medianMs, 10);
+      expect(t.ratio).toBeCloseTo(t.speedup / t.tileBound, 10);
+      expect(t.ratioBest).toBeCloseTo(t.dense.minMs / t.na.minMs / t.tileBound, 10);
+      expect(t.tile[0] * t.tile[1]).toBe(64);
+    }
+    expect(fwd.backwardOverForward).toBeNull();
+    expect(bwd.backwardOverForward).toBeCloseTo(bwd.na.medianMs / fwd.na.medianMs, 10);
+  });
+
+  it('prints a table without --json (1-D, bfloat16, explicit tile)', () => {
+    const r = run(['bench', '--op', 'na1d', '--input', '300', '--kernel', '33', '--dilation', '2', '--tile', '64', '--heads', '1', '--head-dim', '8', '--dtype', 'bfloat16', '--repeats', '1']);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain('speedup');
+    expect(r.stdout).toContain('tile bound');
+    expect(r.stdout).toMatch(/na1d +300 +33 +1 +2 +0 +64 +bfloat16 +fwd/);
+  });
+
+  it('rejects invalid problems and options that do not belong to the op', () => {
+    let r = run(['bench', '--op', 'na2d', '--input', '8,8', '--kernel', '9,3']);
+    expect(r.status).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toContain("bench: expected '--kernel' times '--dilation' to be <= the input size 8 on axis 0, received 9 x 1 = 9");
+    r = run(['bench', '--op', 'attention', '--input', '8', '--repeats', '1']);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/--input applies to --op na1d\|na2d\|na3d only/);
+    r = run(['bench', '--op', 'na3d', '--stride', '2']);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/need --input and --kernel/);
+    r = run(['bench', '--op', 'na2d', '--input', '8,8', '--kernel', '3', '--tile', '8,4']);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/--tile must have 2 entries holding 64 tokens/);
   });
 });

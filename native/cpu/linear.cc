@@ -72,9 +72,9 @@ inline void feature_grad(FeatureMap f, const float* raw, float* g, int64_t n) {
 struct Powers {
   float pw[C + 1];
   bool one;  // lambda == 1: every Lq/Lk/chunk scaling is skipped
-  explicit Powers(float lambda) : one(lambda == 1.f) {
+  explicit Powers(double lambda) : one(lambda == 1.0) {
     for (int64_t m = 0; m <= C; ++m) {
-      const double x = std::pow(double(lambda), double(m));
+      const double x = std::pow(lambda, double(m));
       pw[m] = x < 1e-30 ? 0.f : float(x);
     }
   }
@@ -156,11 +156,10 @@ struct Carve {
 };
 
 // The columns of the state / value one task owns: value columns [e0, e0 + w) plus, with
-// normalize, the key-sum column (global index Dv) at local index w. Wp = padded width.
+// normalize, the key-sum column (global index Dv) at local index w.
 struct Tile {
   int64_t e0, w;
   bool norm;
-  int64_t wn() const { return w + (norm ? 1 : 0); }
 };
 
 // Hs [D x ld] <- state tile of (bh); zero when S is null. Padding columns are zeroed too.
@@ -257,7 +256,7 @@ void forward_impl(const LinearFwdParams& p) {
     float* M = cv.take(C * C);    // [C x C] decay matrix
     float* Hs = cv.take(D * Wp);  // [D x Wp] running state
     float* orow = cv.take(Wp);
-    const Powers pw(causal ? p.opt.decay[h] : 1.f);
+    const Powers pw(causal ? p.opt.decay[h] : 1.0);
     if (causal) decay_matrix(pw, false, M);
     load_state(p.state_in, bh, D, Dv, Ds, tile, Hs, Wp);
 
@@ -322,7 +321,7 @@ struct BwdBuffers {
       *Hs, *HT, *dS, *dQ, *dK, *dV;
   static int64_t elems(int64_t D, int64_t D16, int64_t Dp) {
     return 2 * round_up(C * D, 16) + 3 * C * D16 + 4 * round_up(D * C, 16) + 4 * C * Dp +
-           2 * Dp * C + 4 * C * C + 2 * D * Dp + Dp * D16 + C * D16 + 256;
+           2 * Dp * C + 4 * C * C + 2 * D * Dp + Dp * D16 + 256;
   }
   BwdBuffers(float* base, int64_t D, int64_t D16, int64_t Dp) {
     Carve cv{base};
@@ -423,9 +422,9 @@ void backward_impl(const LinearBwdParams& p) {
       }
     }
   };
-  auto load_chunk = [&](const BwdBuffers& w, int64_t b, int64_t h, int64_t n0, int64_t n) {
+  auto load_chunk = [&](const BwdBuffers& w, int64_t b, int64_t h, int64_t n0, int64_t n, bool with_q = true) {
     const int64_t hk = h / group;
-    load_features(p.q, p.dtype, b, n0, n, h, N, H, D, fm, scale, w.Qraw, w.Qt, D16, D16);
+    if (with_q) load_features(p.q, p.dtype, b, n0, n, h, N, H, D, fm, scale, w.Qraw, w.Qt, D16, D16);
     load_features(p.k, p.dtype, b, n0, n, hk, N, Hkv, D, fm, 1.f, w.Kraw, w.Kr, D16, D16);
     load_values(p.v, p.dtype, b, n0, n, hk, N, Hkv, Dv, full, w.Vt, Dp);
   };
@@ -512,7 +511,7 @@ void backward_impl(const LinearBwdParams& p) {
     load_state(p.state_in, bh, D, Dv, Ds, full, S, Dp);
     for (int64_t c = 0; c < nch; ++c) {
       const int64_t n0 = c * C, n = std::min(C, N - n0);
-      load_chunk(w, b, h, n0, n);
+      load_chunk(w, b, h, n0, n, /*with_q=*/false);
       transpose(w.Kr, D16, n, D, w.KT, C);
       kern.gemm_f32(D, Dp, n, w.KT, C, w.Vt, Dp, S, Dp, true);
     }
@@ -535,7 +534,7 @@ void backward_impl(const LinearBwdParams& p) {
     transpose(dS, Dp, D, Ds, w.HT, D16);  // dS^T
     for (int64_t c = 0; c < nch; ++c) {
       const int64_t n0 = c * C, n = std::min(C, N - n0);
-      load_chunk(w, b, h, n0, n);
+      load_chunk(w, b, h, n0, n, /*with_q=*/false);
       kern.gemm_f32(n, D16, Ds, w.Vt, Dp, w.HT, D16, w.dK, D16, false);
       kern.gemm_f32(n, Dp, D, w.Kr, D16, dS, Dp, w.dV, Dp, false);
       store_dkv(w, b, h, n0, n);
@@ -606,7 +605,7 @@ void linear_step(const LinearStepParams& p) {
     if (norm) v[size_t(Dv)] = 1.f;
     feature(p.opt.feature_map, q.data(), D);
     feature(p.opt.feature_map, k.data(), D);
-    const float lambda = p.opt.decay[h];
+    const float lambda = float(p.opt.decay[h]);
     for (int64_t d = 0; d < D; ++d) {
       const float* in = p.state_in ? p.state_in + (bh * D + d) * Ds : nullptr;
       float* out = p.state_out + (bh * D + d) * Ds;

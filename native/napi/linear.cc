@@ -22,10 +22,10 @@ StoragePtr unwrap_opt(const Napi::Value& v, const char* op, const char* arg) {
 struct Problem {
   LinearShape shape;
   LinearOptions opt;
-  std::shared_ptr<std::vector<float>> decay;
+  std::shared_ptr<std::vector<double>> decay;
 };
 
-// {B, N, H, Hkv, D, Dv, normalize, causal, featureMap, scale, eps, decay: Float32Array[H]}
+// {B, N, H, Hkv, D, Dv, normalize, causal, featureMap, scale, eps, decay: Float64Array[H]}
 Problem read_problem(const Napi::Value& v, const char* op) {
   if (!v.IsObject()) fail("ARGUMENT", op, "expected the problem descriptor to be an object");
   Napi::Object o = get_obj(v);
@@ -48,13 +48,13 @@ Problem read_problem(const Napi::Value& v, const char* op) {
   p.opt.scale = float(get_num(o, "scale"));
   p.opt.eps = float(get_num(o, "eps"));
   Napi::Value d = o.Get("decay");
-  if (!d.IsTypedArray() || d.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
-    fail("ARGUMENT", op, "expected 'decay' to be a Float32Array");
-  Napi::Float32Array da = d.As<Napi::Float32Array>();
+  if (!d.IsTypedArray() || d.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+    fail("ARGUMENT", op, "expected 'decay' to be a Float64Array");
+  Napi::Float64Array da = d.As<Napi::Float64Array>();
   if (int64_t(da.ElementLength()) != s.H) fail("SHAPE", op, "'decay' must hold one value per head");
-  p.decay = std::make_shared<std::vector<float>>(da.Data(), da.Data() + da.ElementLength());
-  for (float x : *p.decay)
-    if (!(x > 0.f && x <= 1.f)) fail("ARGUMENT", op, "'decay' values must lie in (0, 1]");
+  p.decay = std::make_shared<std::vector<double>>(da.Data(), da.Data() + da.ElementLength());
+  for (double x : *p.decay)
+    if (!(x > 0.0 && x <= 1.0)) fail("ARGUMENT", op, "'decay' values must lie in (0, 1]");
   return p;
 }
 

@@ -4,11 +4,15 @@
  *
  *   attnkit info [--json]     version, CPU kernel level (in use and detected), threads, CUDA status
  *   attnkit bench [options]   validated timings of the ops, as a table or JSON
+ *   attnkit sim [options]     upper bounds of the neighborhood-attention speedup over dense attention
+ *                             (FLOP ratio, tile level) and whether the tiles are fully block-sparse
  *
  * `attnkit bench` with no --op runs the main benchmark: attention in float32 and bfloat16, without
  * and with the causal mask, forward and backward, at the default shape [B, N, H, D] = [1, 4096, 4,
  * 64]. With `--op attention` the other options choose what to time (default: float32, no mask,
- * forward, N in 1024, 2048, 4096).
+ * forward, N in 1024, 2048, 4096). With `--op na1d|na2d|na3d` it times neighborhood attention and
+ * dense attention on the same tokens (bench/neighborhood.ts); without --input, the configurations of
+ * the neighborhood issue for that op, in float32 and bfloat16.
  *
  * The library is imported only once the arguments are parsed, so that `--threads` can set
  * ATTNKIT_NUM_THREADS before the native thread pool starts.
@@ -20,11 +24,18 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { Presets, SingleBar } from 'cli-progress';
 import type { FloatDType } from '../dtype.js';
 import type { AttentionBenchReport, BenchShape, MaskName } from '../../bench/attention.js';
+import type { NaBenchConfig, NaOp, NaProblem } from '../../bench/neighborhood.js';
 // bench/common.ts does not load the addon, so it can be imported before --threads applies.
 import { fmt, formatTable, PEAK_GFLOPS_PER_THREAD } from '../../bench/common.js';
 
 const DTYPE_CHOICES = ['float32', 'bfloat16', 'float16'] as const;
-const OPS = ['attention'] as const;
+const OPS = ['attention', 'na1d', 'na2d', 'na3d'] as const;
+const NA_OPS = ['na1d', 'na2d', 'na3d'] as const;
+const NA_DEFAULT_HEADS = 4;
+const NA_DEFAULT_HEAD_DIM = 64;
+const NA_DEFAULT_REPEATS = 5;
+// Dense attention at N = 32768 takes seconds per run: its timed runs stop after this budget.
+const NA_DENSE_BUDGET_MS = 3000;
 const DEFAULT_SHAPE = { B: 1, H: 4, D: 64 } as const;
 const DEFAULT_N = 4096;
 const SWEEP_N = [1024, 2048, 4096] as const;
@@ -58,6 +69,60 @@ function parseShape(value: string): BenchShape {
     throw new InvalidArgumentError('expected four positive integers B,N,H,D (e.g. 1,4096,4,64).');
   const [B, N, H, D] = nums as [number, number, number, number];
   return { B, N, H, D };
+}
+
+/** A comma-separated list of positive integers: one per axis, or one for every axis. */
+function parseAxes(value: string): number[] {
+  const parts = value.split(',').map((x) => x.trim());
+  if (parts.length < 1 || parts.length > 3 || parts.some((x) => !/^\d+$/.test(x) || Number(x) < 1))
+    throw new InvalidArgumentError('expected one to three positive integers separated by commas (e.g. 56,56).');
+  return parts.map(Number);
+}
+
+/** Per-axis causal flags: 1/0/true/false, comma-separated; a bare flag means every axis. */
+function parseCausal(value: string | true): boolean[] | true {
+  if (value === true) return true;
+  const parts = value.split(',').map((x) => x.trim().toLowerCase());
+  if (parts.length > 3 || parts.some((x) => !['1', '0', 'true', 'false'].includes(x)))
+    throw new InvalidArgumentError('expected 1, 0, true or false per axis, separated by commas (e.g. 1,0).');
+  return parts.map((x) => x === '1' || x === 'true');
+}
+
+/** One value per axis: `v` given for every axis (one entry) or per axis; `dflt` when absent. */
+function perAxis<T>(name: string, v: T[] | undefined, dflt: T, rank: number): T[] {
+  if (v === undefined) return new Array<T>(rank).fill(dflt);
+  if (v.length === 1) return new Array<T>(rank).fill(v[0]!);
+  if (v.length !== rank) throw new Error(`${name} has ${v.length} entries, expected 1 or ${rank} (one per axis).`);
+  return v;
+}
+
+interface NaCliOpts {
+  op?: string;
+  input?: number[];
+  kernel?: number[];
+  stride?: number[];
+  dilation?: number[];
+  causal?: boolean[] | true;
+  tile?: number[];
+}
+
+/** The neighborhood problem of the command line (rank from --op). */
+function naProblem(o: NaCliOpts, dflt?: { input: number[]; kernel: number[] }): NaProblem {
+  const op = o.op as NaOp;
+  const rank = op === 'na1d' ? 1 : op === 'na2d' ? 2 : 3;
+  const input = o.input ?? dflt?.input;
+  const kernel = o.kernel ?? dflt?.kernel;
+  if (!input) throw new Error(`--input is required for --op ${op}.`);
+  if (!kernel) throw new Error(`--kernel is required for --op ${op}.`);
+  const causal = o.causal === true ? [true] : o.causal;
+  return {
+    op,
+    input: perAxis('--input', input, 0, rank),
+    kernel: perAxis('--kernel', kernel, 0, rank),
+    stride: perAxis('--stride', o.stride, 1, rank),
+    dilation: perAxis('--dilation', o.dilation, 1, rank),
+    causal: perAxis('--causal', causal, false, rank),
+  };
 }
 
 /** Estimated peak GFLOP/s of this machine, per compute kind, or null when unknown. */
@@ -116,11 +181,13 @@ async function infoCommand(opts: { json?: boolean }): Promise<void> {
 
 // ------------------------------------------------------------------ bench
 
-interface BenchOpts {
+interface BenchOpts extends NaCliOpts {
   op?: (typeof OPS)[number];
   dtype?: FloatDType;
-  causal?: boolean;
+  causal?: boolean[] | true;
   backward?: boolean;
+  heads?: number;
+  headDim?: number;
   shape?: BenchShape;
   repeats?: number;
   threads?: number;
@@ -130,6 +197,11 @@ interface BenchOpts {
 
 async function benchCommand(opts: BenchOpts): Promise<void> {
   if (opts.threads !== undefined) process.env.ATTNKIT_NUM_THREADS = String(opts.threads);
+  if (opts.op !== undefined && (NA_OPS as readonly string[]).includes(opts.op)) return naBenchCommand(opts);
+  for (const key of ['input', 'kernel', 'stride', 'dilation', 'tile', 'heads', 'headDim'] as const)
+    if (opts[key] !== undefined)
+      throw new Error(`--${key === 'headDim' ? 'head-dim' : key} applies to --op ${NA_OPS.join('|')} only.`);
+  if (Array.isArray(opts.causal)) throw new Error('--causal takes no value for --op attention.');
   const ak = await import('../index.js');
   const { benchAttention, countSteps, ValidationFailure, VALIDATION_N } = await import('../../bench/attention.js');
 
@@ -245,12 +317,153 @@ async function benchCommand(opts: BenchOpts): Promise<void> {
   );
 }
 
+// ------------------------------------------------------------------ neighborhood: sim and bench
+
+const axesStr = (xs: readonly (number | boolean)[]) => xs.map((x) => (typeof x === 'boolean' ? (x ? 1 : 0) : x)).join('x');
+
+async function simCommand(opts: NaCliOpts & { json?: boolean }): Promise<void> {
+  const p = naProblem(opts);
+  const { simulate } = await import('../../bench/neighborhood.js');
+  const r = simulate(p, opts.tile);
+  if (opts.json) {
+    console.log(JSON.stringify(r, null, 2));
+    return;
+  }
+  const yes = (b: boolean) => (b ? 'yes' : 'no');
+  const s = r.selected;
+  const lines = [
+    `attnkit sim: ${p.op} input ${axesStr(p.input)}, kernel ${axesStr(p.kernel)}, stride ${axesStr(p.stride)}, ` +
+      `dilation ${axesStr(p.dilation)}, causal ${axesStr(p.causal)}`,
+    `tokens ${r.tokens}, visible pairs ${r.visible} (${fmt(r.visible / r.tokens, 4)} per query)`,
+    `FLOP-ratio upper bound (N^2 / visible):             ${fmt(r.flopBound, 4)}x`,
+    `tile ${axesStr(s.tile)}${opts.tile ? '' : ' (the kernel\'s choice)'}: ${s.fullPairs} full + ${s.partialPairs} partial tile pairs ` +
+      `of ${s.densePairs} dense`,
+    `tile-level upper bound (dense / visited tile pairs): ${fmt(s.tileBound, 4)}x`,
+    `fully block-sparse: ${yes(s.fullyBlockSparse)}${s.fullyBlockSparse ? ' (no element masking)' : ` (${s.partialPairs} tile pairs need element masks)`}`,
+  ];
+  if (r.candidates.length > 1) {
+    const rows = [
+      ['tile', 'full', 'partial', 'tile bound', 'block-sparse', 'note'],
+      ...r.candidates.map((c) => [
+        axesStr(c.tile),
+        String(c.fullPairs),
+        String(c.partialPairs),
+        `${fmt(c.tileBound, 4)}x`,
+        yes(c.fullyBlockSparse),
+        c.tile.join() === r.chosenTile.join() ? '<- chosen' : '',
+      ]),
+    ];
+    lines.push('', 'every candidate tile shape (64 tokens, powers of two):', formatTable(rows, new Set([1, 2, 3])));
+  }
+  console.log(lines.join('\n'));
+}
+
+async function naBenchCommand(opts: BenchOpts): Promise<void> {
+  const ak = await import('../index.js');
+  const nb = await import('../../bench/neighborhood.js');
+  const op = opts.op as NaOp;
+  const custom = opts.input !== undefined || opts.kernel !== undefined;
+  const H = opts.heads ?? NA_DEFAULT_HEADS;
+  let configs: NaBenchConfig[];
+  if (custom) {
+    const p = naProblem(opts);
+    nb.checkProblem('bench', p);
+    configs = [{ ...p, B: 1, H, D: opts.headDim ?? NA_DEFAULT_HEAD_DIM, ...(opts.tile ? { tile: opts.tile } : {}) }];
+  } else {
+    if (opts.stride || opts.dilation || opts.causal)
+      throw new Error('--stride, --dilation and --causal need --input and --kernel.');
+    configs = nb.DEFAULT_CONFIGS[op].map((c) => ({
+      ...c,
+      ...(opts.heads ? { H: opts.heads } : {}),
+      ...(opts.headDim ? { D: opts.headDim } : {}),
+      ...(opts.tile ? { tile: opts.tile } : {}),
+    }));
+  }
+  for (const c of configs)
+    if (c.tile && (c.tile.length !== c.input.length || c.tile.reduce((a, b) => a * b, 1) !== 64))
+      throw new Error(`--tile must have ${c.input.length} entries holding 64 tokens (their product).`);
+  const dtypes: FloatDType[] = opts.dtype ? [opts.dtype] : ['float32', 'bfloat16'];
+  const repeats = opts.repeats ?? (opts.quick ? QUICK_REPEATS : NA_DEFAULT_REPEATS);
+  const config = { configs, dtypes, backward: opts.backward === true, repeats, warmup: WARMUP, denseBudgetMs: NA_DENSE_BUDGET_MS };
+  const bar =
+    process.stdout.isTTY && !opts.json
+      ? new SingleBar({ format: 'bench [{bar}] {value}/{total}  {task}', clearOnComplete: true, hideCursor: true }, Presets.shades_classic)
+      : null;
+  bar?.start(nb.countNaSteps(config), 0, { task: 'validating' });
+  let report;
+  try {
+    report = await nb.benchNeighborhood({ ...config, onStep: (task) => bar?.increment(1, { task }) });
+  } catch (e) {
+    bar?.stop();
+    if (e instanceof nb.NaValidationFailure) {
+      if (opts.json) console.log(JSON.stringify({ ok: false, error: e.message, validation: e.validation }, null, 2));
+      process.stderr.write(`attnkit bench: ${e.message}\n`);
+      process.exitCode = 1;
+      return;
+    }
+    throw e;
+  }
+  bar?.stop();
+  const i = ak.info();
+  if (opts.json) {
+    console.log(
+      JSON.stringify(
+        { ok: true, version: i.version, device: 'cpu', isa: report.isa, threads: report.threads, warmup: WARMUP, validation: report.validation, results: report.results },
+        null,
+        2,
+      ),
+    );
+    return;
+  }
+  const rows = [
+    ['op', 'input', 'kernel', 'stride', 'dil', 'causal', 'tile', 'dtype', 'pass', 'NA ms', 'GFLOP/s', 'dense ms', 'runs', 'speedup', 'tile bound', 'ratio', 'best', 'bwd/fwd'],
+    ...report.results.map((r) => [
+      r.op,
+      axesStr(r.input),
+      axesStr(r.kernel),
+      axesStr(r.stride),
+      axesStr(r.dilation),
+      axesStr(r.causal),
+      axesStr(r.tile),
+      r.dtype,
+      r.pass === 'forward' ? 'fwd' : 'bwd',
+      fmt(r.na.medianMs, 4),
+      fmt(r.na.gflops, 4),
+      fmt(r.dense.medianMs, 4),
+      String(r.dense.repeats),
+      `${fmt(r.speedup, 3)}x`,
+      `${fmt(r.tileBound, 3)}x${r.fullyBlockSparse ? '*' : ''}`,
+      `${Math.round(100 * r.ratio)}%`,
+      `${Math.round(100 * r.ratioBest)}%`,
+      r.backwardOverForward === null ? '' : `${fmt(r.backwardOverForward, 3)}x`,
+    ]),
+  ];
+  const worst = (key: string) => Math.max(...report.validation.map((v) => v.errors[key] ?? 0));
+  const checked = ['out', 'lse', ...(config.backward ? ['dq', 'dk', 'dv'] : [])];
+  console.log(
+    [
+      `attnkit ${i.version} bench: cpu, kernel level ${report.isa}, ${report.threads} threads; B=1, H=${configs[0]!.H}; ` +
+        `neighborhood: median of ${repeats} runs after ${WARMUP} warm-up; dense attention on the same tokens: ` +
+        `median of the runs column (stopped after ${NA_DENSE_BUDGET_MS / 1000} s)`,
+      'validated against the float64 reference on a small instance of each configuration, worst errors ' +
+        '(relative to the largest reference value; lse absolute): ' +
+        checked.map((k) => `${k} ${worst(k).toExponential(1)}`).join(', '),
+      '',
+      formatTable(rows, new Set([9, 10, 11, 12, 13, 14, 15, 16, 17])),
+      '',
+      'GFLOP/s counts visible pairs only: forward = 4 x visible pairs x D, backward = 2.5 x forward.',
+      'speedup = dense ms / NA ms; tile bound = dense tile pairs / visited tile pairs (`attnkit sim`, * = fully ' +
+        'block-sparse); ratio = speedup / tile bound (medians); best = the same from the fastest run of each.',
+    ].join('\n'),
+  );
+}
+
 // ------------------------------------------------------------------ program
 
 const program = new Command();
 program
   .name('attnkit')
-  .description('Fused attention kernels for Node.js: machine information and benchmarks.')
+  .description('Fused attention kernels for Node.js: machine information, benchmarks and the neighborhood simulator.')
   .version(packageVersion())
   .showHelpAfterError('(add --help for usage)');
 
@@ -267,9 +480,16 @@ program
       `with the causal mask, forward and backward, at [B,N,H,D] = [1,${DEFAULT_N},4,64]`,
   )
   .addOption(new Option('--op <name>', 'operation to benchmark').choices(OPS))
-  .addOption(new Option('--dtype <dtype>', 'element type (default float32)').choices(DTYPE_CHOICES))
-  .option('--causal', 'causal mask')
+  .addOption(new Option('--dtype <dtype>', 'element type (default float32; neighborhood: float32 and bfloat16)').choices(DTYPE_CHOICES))
+  .option('--causal [axes]', 'causal mask; neighborhood: per axis (1,0), bare = every axis', parseCausal)
   .option('--backward', 'time the backward as well')
+  .option('--input <X[,Y[,Z]]>', 'neighborhood: input size per axis (default: the issue configurations)', parseAxes)
+  .option('--kernel <k>', 'neighborhood: kernel size, one or per axis', parseAxes)
+  .option('--stride <s>', 'neighborhood: stride, one or per axis (default 1)', parseAxes)
+  .option('--dilation <d>', 'neighborhood: dilation, one or per axis (default 1)', parseAxes)
+  .option('--tile <t>', 'neighborhood: tile shape, 64 tokens (default: the one the kernel picks)', parseAxes)
+  .option('--heads <H>', `neighborhood: heads (default ${NA_DEFAULT_HEADS})`, positiveInt)
+  .option('--head-dim <D>', `neighborhood: head dim (default ${NA_DEFAULT_HEAD_DIM})`, positiveInt)
   .option(
     '--shape <B,N,H,D>',
     `one shape instead of the default (N in ${SWEEP_N.join(', ')} with B=1, H=4, D=64)`,
@@ -280,6 +500,22 @@ program
   .option('--json', 'machine-readable output')
   .option('--quick', `a short run: N = ${QUICK_N} only, ${QUICK_REPEATS} repeats`)
   .action(benchCommand);
+
+program
+  .command('sim')
+  .description(
+    'neighborhood attention: upper bounds of the speedup over dense attention (FLOP ratio and ' +
+      'tile level) for the tile shapes the kernel uses, and whether the configuration is fully block-sparse',
+  )
+  .addOption(new Option('--op <name>', 'neighborhood op').choices(NA_OPS).makeOptionMandatory())
+  .requiredOption('--input <X[,Y[,Z]]>', 'input size per axis', parseAxes)
+  .requiredOption('--kernel <k>', 'kernel size, one or per axis', parseAxes)
+  .option('--stride <s>', 'stride, one or per axis (default 1)', parseAxes)
+  .option('--dilation <d>', 'dilation, one or per axis (default 1)', parseAxes)
+  .option('--causal [axes]', 'causal per axis (1,0); bare = every axis', parseCausal)
+  .option('--tile <t>', 'tile shape (64 tokens); default: the one the kernel picks, with every candidate listed', parseAxes)
+  .option('--json', 'machine-readable output')
+  .action(simCommand);
 
 try {
   await program.parseAsync(process.argv);

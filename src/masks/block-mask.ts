@@ -116,7 +116,10 @@ export class BlockMask {
       ['partial', d.partialOffsets, d.partialIndices],
     ] as const) {
       if (off.length !== rows + 1 || off[0] !== 0 || off[rows] !== idx.length)
-        throw argError('ERR_ATTNKIT_SHAPE', op, `${name}Offsets`, `to have ${rows + 1} entries from 0 to the index count ${idx.length}`, `${off.length} entries ending at ${off[rows]}`);
+        throw argError('ERR_ATTNKIT_SHAPE', op, `${name}Offsets`, `to have ${rows + 1} entries from 0 to the index count ${idx.length}`, `${off.length} entries ending at ${off[off.length - 1]}`);
+      for (let r = 0; r < rows; r++)
+        if (off[r + 1]! < off[r]!)
+          throw argError('ERR_ATTNKIT_ARGUMENT', op, `${name}Offsets`, 'to be non-decreasing', `${off[r]} then ${off[r + 1]} at row ${r}`);
       for (let r = 0; r < rows; r++)
         for (let i = off[r]!; i < off[r + 1]!; i++)
           if (idx[i]! < 0 || idx[i]! >= m.kBlocks || (i > off[r]! && idx[i]! <= idx[i - 1]!))

@@ -3,3 +3,4 @@ export * from './attention.js';
 export * from './neighborhood.js';
 export * from './linear.js';
 export * from './block-sparse.js';
+export * from './selection.js';

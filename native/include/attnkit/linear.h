@@ -23,7 +23,7 @@ struct LinearOptions {
   FeatureMap feature_map = FeatureMap::Identity;
   float scale = 1.f;
   float eps = 1e-6f;              // normalize: out = num / (den + eps)
-  const float* decay = nullptr;   // [H], per query head, in (0, 1]
+  const double* decay = nullptr;  // [H], per query head, in (0, 1] (powers are taken in double)
 };
 
 struct LinearFwdParams {

@@ -1,0 +1,213 @@
+/**
+ * The Layer-1 compile gate (scripts/compile-gate.mjs, docs/gpu-verification.md). Its parsers of
+ * ptxas and PTX output are checked on canned text everywhere; with nvcc present the gate itself runs
+ * on the emulator's sample kernels: the tensor-core GEMM tile (native/simt/tests/gemm_tile.cu) passes
+ * for sm_80 and sm_90 with no spills and mma.sync in its PTX, and the negative samples
+ * (gate_negative.cu) fail for local memory, spills and a missing mma.sync. Skipped visibly without
+ * nvcc.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const script = join(root, 'scripts', 'compile-gate.mjs');
+const SAMPLE = 'native/simt/tests/gemm_tile.cu';
+const NEGATIVE = 'native/simt/tests/gate_negative.cu';
+
+interface KernelRow {
+  kernel: string;
+  arch: string;
+  entry: boolean;
+  registers: number;
+  smem: number;
+  dynamicSmem: number;
+  spillStores: number;
+  spillLoads: number;
+  stackFrame: number;
+  mma: number;
+  ldmatrix: number;
+  cpAsync: number;
+  tensorCore: boolean;
+  violations: string[];
+}
+interface Report {
+  ok: boolean;
+  archs: string[];
+  kernels: KernelRow[];
+  violations: string[];
+}
+interface GateModule {
+  findNvcc(explicit?: string): string | null;
+  parsePtxasOutput(text: string): {
+    mangled: string;
+    entry: boolean;
+    registers: number | null;
+    barriers: number | null;
+    smem: number;
+    stackFrame: number;
+    spillStores: number;
+    spillLoads: number;
+    warnings: string[];
+  }[];
+  ptxFunctions(ptx: string): Map<string, { entry: boolean; mma: number; totals: { mma: number; ldmatrix: number; cpAsync: number } }>;
+}
+
+const gateModule = (await import(pathToFileURL(script).href)) as GateModule;
+const nvcc = gateModule.findNvcc();
+
+function gate(args: string[]): { status: number | null; stdout: string; stderr: string; report: Report | null } {
+  const dir = mkdtempSync(join(tmpdir(), 'attnkit-gate-test-'));
+  const out = join(dir, 'report.json');
+  try {
+    const r = spawnSync(process.execPath, [script, '--out', out, ...args], { cwd: root, encoding: 'utf8', timeout: 300_000 });
+    let report: Report | null = null;
+    try {
+      report = JSON.parse(readFileSync(out, 'utf8')) as Report;
+    } catch {
+      report = null;
+    }
+    return { status: r.status, stdout: r.stdout, stderr: r.stderr, report };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+describe('compile gate: parsers', () => {
+  it('reads registers, barriers, smem, stack frames, spills and warnings from ptxas -v', () => {
+    const text = [
+      "ptxas warning : Local memory used for function '_Z1bv', size of stack frame: 64 bytes",
+      "ptxas warning : Registers are spilled to local memory in function '_Z1bv', 8 bytes spill stores, 4 bytes spill loads",
+      'ptxas info    : 0 bytes gmem',
+      "ptxas info    : Compiling entry function '_Z1av' for 'sm_80'",
+      'ptxas info    : Function properties for _Z1av',
+      '    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads',
+      'ptxas info    : Used 72 registers, used 1 barriers, 20480 bytes smem, 388 bytes cmem[0]',
+      "ptxas info    : Compiling entry function '_Z1bv' for 'sm_80'",
+      'ptxas info    : Function properties for _Z1bv',
+      '    64 bytes stack frame, 8 bytes spill stores, 4 bytes spill loads',
+      'ptxas info    : Used 32 registers, used 0 barriers, 64 bytes cumulative stack size, 360 bytes cmem[0]',
+      'ptxas info    : Function properties for _Z6helperf',
+      '    16 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads',
+    ].join('\n');
+    const fns = gateModule.parsePtxasOutput(text);
+    const a = fns.find((f) => f.mangled === '_Z1av')!;
+    const b = fns.find((f) => f.mangled === '_Z1bv')!;
+    const h = fns.find((f) => f.mangled === '_Z6helperf')!;
+    expect(a).toMatchObject({ entry: true, registers: 72, barriers: 1, smem: 20480, stackFrame: 0, spillStores: 0 });
+    expect(b).toMatchObject({ entry: true, registers: 32, smem: 0, stackFrame: 64, spillStores: 8, spillLoads: 4 });
+    expect(b.warnings).toHaveLength(2);
+    expect(h).toMatchObject({ entry: false, stackFrame: 16 });
+  });
+
+  it('counts mma.sync, ldmatrix and cp.async per PTX entry, through called functions', () => {
+    const ptx = [
+      '.func  (.param .b32 func_retval0) _Z4leafv(',
+      ')',
+      '{',
+      '\tmma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%f1, %f2, %f3, %f4}, {%r1, %r2, %r3, %r4}, {%r5, %r6}, {%f5, %f6, %f7, %f8};',
+      '}',
+      '.visible .entry _Z3tcav(',
+      '\t.param .u64 _Z3tcav_param_0',
+      ')',
+      '.maxntid 128, 1, 1',
+      '{',
+      '\tldmatrix.sync.aligned.m8n8.x4.shared.b16 {%r1, %r2, %r3, %r4}, [%r5];',
+      '\tcp.async.cg.shared.global [%r6], [%rd1], 16;',
+      '\t{ // callseq 0, 0',
+      '\tcall.uni (retval0), ',
+      '\t_Z4leafv,',
+      '\t();',
+      '\t}',
+      '}',
+      '.visible .entry _Z5plainv()',
+      '{',
+      '\tret;',
+      '}',
+    ].join('\n');
+    const fns = gateModule.ptxFunctions(ptx);
+    expect(fns.get('_Z3tcav')!.totals).toEqual({ mma: 1, ldmatrix: 1, cpAsync: 1 });
+    expect(fns.get('_Z3tcav')!.mma).toBe(0);
+    expect(fns.get('_Z5plainv')!.totals.mma).toBe(0);
+    expect(fns.get('_Z4leafv')!.entry).toBe(false);
+  });
+
+  it('rejects bad arguments with exit status 2', () => {
+    const r = spawnSync(process.execPath, [script, '--arch', 'sm_eighty', SAMPLE], { cwd: root, encoding: 'utf8' });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain("bad --arch value 'eighty'");
+  });
+});
+
+describe.skipIf(nvcc === null)(`compile gate with nvcc${nvcc === null ? ' (skipped: nvcc not found)' : ''}`, () => {
+  it('passes the sample GEMM tile for sm_80 and sm_90: no spills, no local memory, mma.sync in the PTX', () => {
+    const r = gate(['--arch', '80,90', '--tensor-core', 'gemm_tile', '--dynamic-smem', '19456', '--max-smem', '49152',
+      '--max-registers', '128', SAMPLE]);
+    expect(r.status, `${r.stdout}${r.stderr}`).toBe(0);
+    const report = r.report!;
+    expect(report.ok).toBe(true);
+    expect(report.archs).toEqual(['sm_80', 'sm_90']);
+    const rows = report.kernels.filter((k) => k.entry);
+    expect(rows).toHaveLength(4);  // f16 and bf16, two archs
+    for (const k of rows) {
+      expect(k.kernel).toMatch(/gemm_tile<(__half|__nv_bfloat16)>/);
+      expect(k).toMatchObject({ spillStores: 0, spillLoads: 0, stackFrame: 0, tensorCore: true, dynamicSmem: 19456 });
+      expect(k.registers).toBeGreaterThan(0);
+      expect(k.registers).toBeLessThanOrEqual(128);
+      expect(k.mma).toBeGreaterThan(0);
+      expect(k.ldmatrix).toBeGreaterThan(0);
+      expect(k.cpAsync).toBeGreaterThan(0);
+    }
+    console.log(
+      'compile gate, sample kernels:\n' +
+        rows.map((k) => `  ${k.arch} ${k.kernel.replace(/\(.*$/, '')}: ${k.registers} registers, ${k.smem} B static + ` +
+          `${k.dynamicSmem} B dynamic smem, spills ${k.spillStores}/${k.spillLoads}, stack ${k.stackFrame}, mma ${k.mma}`).join('\n'),
+    );
+  });
+
+  it('compiles the sample with its host launcher (ATTNKIT_LAUNCH is <<<>>> under nvcc)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'attnkit-gate-host-'));
+    try {
+      const r = spawnSync(nvcc!, ['-c', '-std=c++17', '-arch=sm_80', join(root, SAMPLE), '-o', join(dir, 'gemm_tile.o')], {
+        cwd: root,
+        encoding: 'utf8',
+        timeout: 300_000,
+      });
+      expect(r.status, `${r.stdout}${r.stderr}`).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('fails on local memory, on spills and on a tensor-core kernel without mma.sync (both archs)', () => {
+    const r = gate(['--tensor-core', 'gate_no_tensor_cores', NEGATIVE]);
+    expect(r.status).toBe(1);
+    const v = r.report!.violations.join('\n');
+    for (const arch of ['sm_80', 'sm_90']) {
+      expect(v).toMatch(new RegExp(`${arch} gate_local_memory.*uses local memory \\(4096-byte stack frame\\)`));
+      expect(v).toMatch(new RegExp(`${arch} gate_spills.*spills registers`));
+      expect(v).toMatch(new RegExp(`${arch} gate_no_tensor_cores.*no mma\\.sync`));
+    }
+    expect(r.stderr).toContain('compile gate FAILED');
+  });
+
+  it('takes a manifest; fails on a register budget and on a tensor-core pattern that matches nothing', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'attnkit-gate-manifest-'));
+    try {
+      const manifest = join(dir, 'kernels.json');
+      writeFileSync(manifest, JSON.stringify({
+        entries: [{ file: join(root, SAMPLE), tensorCore: ['gemm_tile', 'no_such_kernel'], maxRegisters: 32 }],
+      }));
+      const r = gate(['--arch', '80', '--manifest', manifest]);
+      expect(r.status).toBe(1);
+      const v = r.report!.violations.join('\n');
+      expect(v).toMatch(/registers \(budget 32\)/);
+      expect(v).toContain('no kernel matches the tensor-core pattern /no_such_kernel/');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

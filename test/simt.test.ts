@@ -1,0 +1,247 @@
+/**
+ * The SIMT host emulator (native/simt/, docs/gpu-verification.md) and the host paths of
+ * native/cuda/ptx.cuh, through their C++ test programs in native/simt/tests/: built here with g++
+ * into build/simt/ (cached by a hash of every source, header and flag), every case run in forward and
+ * in reversed thread order, every program run once more under AddressSanitizer, plus the diagnostics
+ * that end a process (an out-of-bounds shared-memory write under ASan, a fiber stack overflow).
+ * Skipped visibly without x86-64 Linux, g++ or the CUDA headers (cuda_fp16.h).
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { beforeAll, describe, expect, it } from 'vitest';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const SIMT = join(root, 'native', 'simt');
+const TESTS = join(SIMT, 'tests');
+const OUT = join(root, 'build', 'simt');
+
+/** The CUDA include directory (its host headers give __half, __nv_bfloat16, dim3 under g++). */
+function cudaInclude(): string | null {
+  const dirs = [process.env.CUDA_PATH, process.env.CUDA_HOME, '/usr/local/cuda']
+    .filter((d): d is string => !!d)
+    .map((d) => join(d, 'include'));
+  return dirs.find((d) => existsSync(join(d, 'cuda_fp16.h'))) ?? null;
+}
+
+const cudaInc = cudaInclude();
+const gxxVersion = spawnSync('g++', ['--version'], { encoding: 'utf8' });
+const skipReason =
+  process.platform !== 'linux' || process.arch !== 'x64'
+    ? 'the emulator runs on x86-64 Linux only'
+    : gxxVersion.status !== 0
+      ? 'g++ not found'
+      : cudaInc === null
+        ? 'CUDA headers not found (set CUDA_PATH)'
+        : null;
+
+type Flavor = 'opt' | 'asan';
+const FLAVOR_FLAGS: Record<Flavor, string[]> = {
+  opt: ['-O2', '-g'],
+  asan: ['-O1', '-g', '-fsanitize=address', '-fno-omit-frame-pointer'],
+};
+const COMMON_FLAGS = ['-std=c++17', '-Wall', '-Wextra', '-Wno-unknown-pragmas', '-pthread', `-I${cudaInc}`];
+const RUNTIME = ['runtime.cc', 'fiber.cc', 'switch_x86_64.S'];
+const PROGRAMS = ['selftest', 'ptx_test', 'gemm_tile_test', 'crash_test'] as const;
+type Program = (typeof PROGRAMS)[number];
+
+/** Every file whose change must rebuild: the emulator, its tests, the CUDA headers kernels include. */
+function inputsDigest(): string {
+  const h = createHash('sha256');
+  const files: string[] = [];
+  const walk = (dir: string) => {
+    if (!existsSync(dir)) return;
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      const p = join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (/\.(h|cuh|cc|cu|S|inc)$/.test(e.name)) files.push(p);
+    }
+  };
+  walk(SIMT);
+  walk(join(root, 'native', 'cuda'));
+  walk(join(root, 'native', 'include'));
+  for (const f of files.sort()) h.update(f).update('\0').update(readFileSync(f)).update('\0');
+  return h.digest('hex');
+}
+
+function exec(cmd: string, args: string[]): Promise<{ status: number | null; output: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { cwd: root });
+    let output = '';
+    child.stdout.on('data', (d) => (output += d));
+    child.stderr.on('data', (d) => (output += d));
+    child.on('error', (e) => resolve({ status: -1, output: output + String(e) }));
+    child.on('close', (status) => resolve({ status, output }));
+  });
+}
+
+async function inParallel<T>(tasks: (() => Promise<T>)[]): Promise<T[]> {
+  const results: T[] = new Array(tasks.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < tasks.length) {
+      const i = next++;
+      results[i] = await tasks[i]!();
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(availableParallelism(), tasks.length) }, worker));
+  return results;
+}
+
+/**
+ * Builds the runtime objects, then the programs, of each flavor into build/simt/<flavor>/, named by
+ * a digest of inputs, compiler and flags: unchanged sources cost nothing, and files of older digests
+ * are removed. Writes go to a temporary name first, so an interrupted build never leaves a binary.
+ */
+async function build(flavors: Flavor[]): Promise<Record<Flavor, Record<Program, string>>> {
+  const inputs = inputsDigest();
+  const out = {} as Record<Flavor, Record<Program, string>>;
+  const steps: { target: string; args: string[] }[][] = [[], []];
+  for (const flavor of flavors) {
+    const flags = [...COMMON_FLAGS, ...FLAVOR_FLAGS[flavor]];
+    const key = createHash('sha256').update(inputs).update(gxxVersion.stdout).update(flags.join(' ')).digest('hex').slice(0, 16);
+    const dir = join(OUT, flavor);
+    mkdirSync(dir, { recursive: true });
+    for (const f of readdirSync(dir)) if (!f.includes(key)) rmSync(join(dir, f), { force: true });
+    const objects = RUNTIME.map((src) => {
+      const target = join(dir, `${src.replace(/\.\w+$/, '')}-${key}.o`);
+      steps[0]!.push({ target, args: [...flags, '-c', join(SIMT, src), '-o'] });
+      return target;
+    });
+    out[flavor] = {} as Record<Program, string>;
+    for (const p of PROGRAMS) {
+      const target = join(dir, `${p}-${key}`);
+      steps[1]!.push({ target, args: [...flags, join(TESTS, `${p}.cc`), ...objects, '-ldl', '-o'] });
+      out[flavor][p] = target;
+    }
+  }
+  for (const step of steps) {
+    const results = await inParallel(
+      step
+        .filter((s) => !existsSync(s.target))
+        .map((s) => async () => {
+          const tmp = `${s.target}.tmp-${process.pid}`;
+          const r = await exec('g++', [...s.args, tmp]);
+          if (r.status !== 0) return `g++ ${s.args.join(' ')} ${tmp}\n${r.output}`;
+          renameSync(tmp, s.target);
+          return null;
+        }),
+    );
+    const errors = results.filter((e): e is string => e !== null);
+    if (errors.length > 0) throw new Error(`building the emulator tests failed:\n${errors.join('\n')}`);
+  }
+  return out;
+}
+
+/** The case names of a test program, from its SIMT_TEST(name) lines. */
+function cases(p: Program): string[] {
+  const text = readFileSync(join(TESTS, `${p}.cc`), 'utf8');
+  return [...text.matchAll(/^SIMT_TEST\((\w+)\)/gm)].map((m) => m[1]!);
+}
+
+/** The line of `marker` in a test source (for expectations on reported file:line). */
+function lineOf(p: Program, marker: string): number {
+  const lines = readFileSync(join(TESTS, `${p}.cc`), 'utf8').split('\n');
+  const i = lines.findIndex((l) => l.includes(marker));
+  if (i < 0) throw new Error(`${marker} not found in ${p}.cc`);
+  return i + 1;
+}
+
+interface Run {
+  status: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+function runProgram(bin: string, args: string[], env: Record<string, string> = {}): Run {
+  const r = spawnSync(bin, args, {
+    cwd: root,
+    encoding: 'utf8',
+    timeout: 120_000,
+    env: { ...process.env, ...env },
+  });
+  return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
+}
+
+function notes(r: Run): Record<string, string> {
+  return Object.fromEntries([...r.stdout.matchAll(/^note (\w+)=(.*)$/gm)].map((m) => [m[1]!, m[2]!]));
+}
+
+const ORDERS = ['forward', 'reverse'] as const;
+const SUITES: Program[] = ['selftest', 'ptx_test', 'gemm_tile_test'];
+
+describe.skipIf(skipReason !== null)(`SIMT emulator${skipReason ? ` (skipped: ${skipReason})` : ''}`, () => {
+  let bins: Record<Flavor, Record<Program, string>>;
+
+  beforeAll(async () => {
+    bins = await build(['opt', 'asan']);
+  }, 600_000);
+
+  for (const order of ORDERS) {
+    describe(`${order} thread order`, () => {
+      for (const p of SUITES) {
+        for (const c of cases(p)) {
+          it(`${p}: ${c}`, () => {
+            const r = runProgram(bins.opt[p], [c], { SIMT_ORDER: order });
+            expect(r.status, `${r.stdout}${r.stderr}`).toBe(0);
+            expect(r.stdout).toContain(`ok ${c}\n`);
+          });
+        }
+      }
+    });
+  }
+
+  it('a missing __syncthreads gives a wrong result in at least one thread order', () => {
+    const seen = ORDERS.map((order) => {
+      const r = runProgram(bins.opt.selftest, ['race_missing_barrier', 'reduction_with_barriers'], { SIMT_ORDER: order });
+      expect(r.status, r.stdout).toBe(0);
+      return notes(r).race_missing_barrier;
+    });
+    expect(seen).toContain('wrong');
+  });
+
+  it('the emulator runs the sample GEMM tile at a useful speed', () => {
+    const r = runProgram(bins.opt.gemm_tile_test, ['gemm_tile_throughput'], { SIMT_WORKERS: '1' });
+    expect(r.status, r.stdout).toBe(0);
+    const rate = Number(notes(r).warp_mmas_per_second);
+    console.log(`SIMT emulator: ${rate} warp-MMAs/s on one core (gemm_tile, cp.async + ldmatrix + mma.sync)`);
+    expect(rate).toBeGreaterThan(5_000);
+  });
+
+  it('a fiber stack overflow names the CUDA thread, then the process dies of SIGSEGV', () => {
+    const r = runProgram(bins.opt.crash_test, ['stack_overflow']);
+    expect(r.signal).toBe('SIGSEGV');
+    expect(r.stderr).toContain("simt: fiber stack overflow in kernel 'k', block (0,0,0), thread 7 (7,0,0)");
+    expect(r.stdout).not.toContain('not detected');
+  });
+
+  it('rejects an unknown SIMT_ORDER', () => {
+    const r = runProgram(bins.opt.selftest, ['builtins'], { SIMT_ORDER: 'sideways' });
+    expect(r.status).toBe(1);
+    expect(r.stdout).toContain("SIMT_ORDER must be 'forward' or 'reverse', not 'sideways'");
+  });
+
+  describe('under AddressSanitizer', () => {
+    for (const p of SUITES) {
+      it(`${p}: every case, one run`, () => {
+        const r = runProgram(bins.asan[p], []);
+        expect(r.status, `${r.stdout}${r.stderr}`).toBe(0);
+        expect(r.stderr).not.toContain('AddressSanitizer');
+        expect(r.stdout).toContain(`${cases(p).length} case(s), 0 failed`);
+      });
+    }
+
+    it('an out-of-bounds shared-memory write is reported at the kernel line', () => {
+      const r = runProgram(bins.asan.crash_test, ['oob_shared_write']);
+      expect(r.status).not.toBe(0);
+      expect(r.stderr).toContain('ERROR: AddressSanitizer: heap-buffer-overflow');
+      expect(r.stderr).toContain('WRITE of size 4');
+      expect(r.stderr).toMatch(new RegExp(`in oob_shared_kernel .*crash_test\\.cc:${lineOf('crash_test', 'OOB_WRITE')}`));
+      expect(r.stdout).not.toContain('not detected');
+    });
+  });
+});
