@@ -261,8 +261,11 @@ void backward_f32(const AttentionBwdParams& p, const Mask& mask, const char* op)
 
   // Pre-pass over queries: float32 Q [.][Pq][D16] and dO [.][Pq][Dv16] (zero padded), the row
   // terms delta = rowsum(dO * O) - dLSE, and LSE in log2 units (-inf on padding rows).
+  // Also Q^T [D][BQ] and dO^T [Dv][BQ] per query tile: the A operands of dK^T += Q^T dS and
+  // dV^T += dO^T P, which accumulate transposed so that no per-tile transpose is needed.
   const int64_t qrows = B * H * G * Pq;
   Scratch<float> Qf(size_t(qrows * D16), op), dOf(size_t(qrows * Dv16), op);
+  Scratch<float> QT(size_t(qrows * D), op), dOT(size_t(qrows * Dv), op);
   Scratch<float> delta(size_t(qrows), op), lse2(size_t(qrows), op);
   pool.parallel_for(B * H * G * nqt, [&](int64_t t, int) {
     const int64_t qt = t % nqt, bhg = t / nqt, g = bhg % G, bh = bhg / G, b = bh / H, h = bh % H;
@@ -270,6 +273,8 @@ void backward_f32(const AttentionBwdParams& p, const Mask& mask, const char* op)
     float orow[1024];
     int64_t toks[BQ];
     if (qt < gp.q_tiles()) gp.q_tile_tokens(qt, toks);
+    float* qtr = QT.get() + t * D * BQ;
+    float* dtr = dOT.get() + t * Dv * BQ;
     for (int64_t pos = qt * BQ; pos < (qt + 1) * BQ; ++pos) {
       const int64_t row = bhg * Pq + pos;
       float* qd = Qf.get() + row * D16;
@@ -290,6 +295,13 @@ void backward_f32(const AttentionBwdParams& p, const Mask& mask, const char* op)
       const int64_t li = (b * Nq + n) * H + h;
       delta[row] = float(acc) - (p.dlse ? p.dlse[li] : 0.f);
       lse2[row] = p.lse[li] * kLog2e;
+    }
+    // transposes of the tile (padding rows are zero in Qf / dOf)
+    for (int64_t r = 0; r < BQ; ++r) {
+      const float* qd = Qf.get() + (bhg * Pq + qt * BQ + r) * D16;
+      const float* dd = dOf.get() + (bhg * Pq + qt * BQ + r) * Dv16;
+      for (int64_t d = 0; d < D; ++d) qtr[d * BQ + r] = qd[d];
+      for (int64_t e = 0; e < Dv; ++e) dtr[e * BQ + r] = dd[e];
     }
   });
 
@@ -330,20 +342,19 @@ void backward_f32(const AttentionBwdParams& p, const Mask& mask, const char* op)
   const int64_t dq_elems = qrows * D16;
   Scratch<float> dQp(size_t(chunks * dq_elems), op, /*zero=*/true);
 
-  const int64_t acc_elems = BK * D16 + BK * Dv16;
-  const int64_t per_worker = acc_elems + 4 * BQ * BK + 2 * BQ;
+  const int64_t acc_elems = D * BK + Dv * BK;
+  const int64_t per_worker = acc_elems + 3 * BQ * BK + 2 * BQ;
   Scratch<float> work(size_t(pool.size() * per_worker), op);
 
   pool.parallel_for(units * chunks, [&](int64_t t, int worker) {
     const int64_t chunk = t % chunks, unit = t / chunks, g = unit % G, bhk = unit / G;
     const int64_t b = bhk / Hkv, hk = bhk % Hkv;
     const auto gp = mask.group(g, b, hk * group);
-    float* dK = work.get() + worker * per_worker;
-    float* dV = dK + BK * D16;
-    float* S = dV + BK * Dv16;  // scores
-    float* dP = S + BQ * BK;    // dP, then dS in place
-    float* PT = dP + BQ * BK;   // P^T, then dS^T
-    float* P = PT + BQ * BK;
+    float* dKt = work.get() + worker * per_worker;  // dK^T [D][BK]
+    float* dVt = dKt + D * BK;                      // dV^T [Dv][BK]
+    float* S = dVt + Dv * BK;                       // scores
+    float* dP = S + BQ * BK;                        // dP, then dS in place
+    float* P = dP + BQ * BK;
     uint64_t* masks = reinterpret_cast<uint64_t*>(P + BQ * BK);
     float* dQ = dQp.get() + chunk * dq_elems;
     const int64_t kend = std::min(gp.k_tiles(), (chunk + 1) * tiles_per_chunk);
@@ -352,16 +363,16 @@ void backward_f32(const AttentionBwdParams& p, const Mask& mask, const char* op)
       const float* kr = Kr.get() + kidx * kr_elems;
       const float* kd = KT.get() + kidx * kt_elems;
       const float* vd = VT.get() + kidx * vt_elems;
-      std::fill(dK, dK + acc_elems, 0.f);
+      std::fill(dKt, dKt + acc_elems, 0.f);
       for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
         const auto gh = mask.group(g, b, h);  // the query lists may differ per head
         const int64_t qcount = gh.q_count(kt);
-        const int64_t rowbase = ((b * H + h) * G + g) * Pq;
+        const int64_t bhg = (b * H + h) * G + g, rowbase = bhg * Pq;
         for (int64_t i = 0; i < qcount; ++i) {
           const int64_t qt = gh.q_at(kt, i);
           const TileClass cls = gh.classify(qt, kt);
           if (cls == TileClass::Skip) continue;
-          const int64_t q0 = qt * BQ, rows = gh.q_rows(qt);
+          const int64_t q0 = qt * BQ, rows = gh.q_rows(qt), qidx = bhg * nqt + qt;
           const float* Q = Qf.get() + (rowbase + q0) * D16;
           const float* dO = dOf.get() + (rowbase + q0) * Dv16;
           kern.gemm_f32(rows, BK, D, Q, D16, kd, BK, S, BK, false);
@@ -370,29 +381,26 @@ void backward_f32(const AttentionBwdParams& p, const Mask& mask, const char* op)
             gh.tile_masks(qt, kt, masks);
             kern.mask_rows(rows, P, BK, masks, 0.f);
           }
-          // dV += P^T dO
-          for (int64_t r = 0; r < rows; ++r)
-            for (int64_t j = 0; j < BK; ++j) PT[j * BQ + r] = P[r * BK + j];
-          kern.gemm_f32(BK, Dv16, rows, PT, BQ, dO, Dv16, dV, Dv16, true);
+          // dV^T += dO^T P
+          kern.gemm_f32(Dv, BK, rows, dOT.get() + qidx * Dv * BQ, BQ, P, BK, dVt, BK, true);
           // dS = P * (dO V^T - delta)
           kern.gemm_f32(rows, BK, Dv, dO, Dv16, vd, BK, dP, BK, false);
           kern.bwd_dscore(rows, BK, P, BK, dP, BK, delta.get() + rowbase + q0);
-          // dK += dS^T Q ; dQ += dS K   (scale applied once at the end)
-          for (int64_t r = 0; r < rows; ++r)
-            for (int64_t j = 0; j < BK; ++j) PT[j * BQ + r] = dP[r * BK + j];
-          kern.gemm_f32(BK, D16, rows, PT, BQ, Q, D16, dK, D16, true);
+          // dK^T += Q^T dS ; dQ += dS K   (scale applied once at the end)
+          kern.gemm_f32(D, BK, rows, QT.get() + qidx * D * BQ, BQ, dP, BK, dKt, BK, true);
           kern.gemm_f32(rows, D16, BK, dP, BK, kr, D16, dQ + (rowbase + q0) * D16, D16, true);
         }
       }
       int64_t toks[BK];
       gp.k_tile_tokens(kt, toks);
+      float row[1024];
       for (int64_t j = 0; j < BK; ++j) {
         const int64_t n = toks[j];
         if (n < 0) continue;
-        float* dk = dK + j * D16;
-        for (int64_t d = 0; d < D; ++d) dk[d] *= p.scale;
-        store_f32(dk, p.dtype, tok(b, n, hk, Nk, Hkv, D), D, p.dk);
-        store_f32(dV + j * Dv16, p.dtype, tok(b, n, hk, Nk, Hkv, Dv), Dv, p.dv);
+        for (int64_t d = 0; d < D; ++d) row[d] = dKt[d * BK + j] * p.scale;
+        store_f32(row, p.dtype, tok(b, n, hk, Nk, Hkv, D), D, p.dk);
+        for (int64_t e = 0; e < Dv; ++e) row[e] = dVt[e * BK + j];
+        store_f32(row, p.dtype, tok(b, n, hk, Nk, Hkv, Dv), Dv, p.dv);
       }
     }
   });
