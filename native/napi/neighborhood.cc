@@ -118,9 +118,27 @@ Napi::Array probe(Napi::Env env, const NeighborhoodOptions& na) {
     Napi::Int32Array classes = Napi::Int32Array::New(env, size_t(nq * nk));
     Napi::BigUint64Array masks = Napi::BigUint64Array::New(env, size_t(nq * kTile * nk));
     Napi::Array kv = Napi::Array::New(env), ql = Napi::Array::New(env);
-    for (int64_t pos = 0; pos < nq * kTile; ++pos) {
-      tokens[size_t(pos)] = int32_t(gp.q_token(pos));
-      for (int64_t kt = 0; kt < nk; ++kt) masks[size_t(pos * nk + kt)] = gp.row_mask(pos, kt);
+    // What the kernels use: tile_masks and the tile token maps (row_mask / q_token / k_token, their
+    // per-position forms, must agree; checked here so the probe covers both).
+    int64_t qtok[kTile], ktok[kTile];
+    uint64_t tm[kTile];
+    for (int64_t qt = 0; qt < nq; ++qt) {
+      gp.q_tile_tokens(qt, qtok);
+      gp.k_tile_tokens(qt, ktok);
+      for (int64_t j = 0; j < kTile; ++j) {
+        const int64_t pos = qt * kTile + j;
+        if (qtok[j] != gp.q_token(pos) || ktok[j] != gp.k_token(pos))
+          fail("INTERNAL", "naMaskProbe", "tile token maps disagree with the per-position maps");
+        tokens[size_t(pos)] = int32_t(qtok[j]);
+      }
+      for (int64_t kt = 0; kt < nk; ++kt) {
+        gp.tile_masks(qt, kt, tm);
+        for (int64_t j = 0; j < kTile; ++j) {
+          if (tm[j] != gp.row_mask(qt * kTile + j, kt))
+            fail("INTERNAL", "naMaskProbe", "tile_masks disagrees with row_mask");
+          masks[size_t((qt * kTile + j) * nk + kt)] = tm[j];
+        }
+      }
     }
     for (int64_t qt = 0; qt < nq; ++qt) {
       Napi::Int32Array l = Napi::Int32Array::New(env, size_t(gp.kv_count(qt)));
