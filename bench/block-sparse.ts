@@ -14,7 +14,8 @@
  * 3. Selection: mobaMask and xattentionMask build time (enqueue + synchronize) against the
  *    blockSparseAttention forward on the mask they produce (the attention they feed).
  *
- * Each measurement: `warmup` untimed runs, then `repeats` timed ones; the median is reported. The
+ * Each measurement: `warmup` untimed runs, then `repeats` timed ones; the median (or, with
+ * `statistic: 'min'`, the fastest run) is reported. The
  * density sweep runs in rounds (dense and every density once per round), so that load changes on a
  * shared machine affect them alike.
  */
@@ -56,8 +57,15 @@ export interface BlockSparseBenchOptions {
   xattention?: readonly XattnBenchConfig[];
   /** Skip the density sweep (e.g. `--op moba`). */
   skipDensity?: boolean;
+  /** Also time the ~50 % mask with its blocks listed as partial (default true). */
+  partialProbe?: boolean;
   repeats?: number;
   warmup?: number;
+  /**
+   * Reported statistic of the timed runs: 'median' (default) or 'min' (the least disturbed run,
+   * for a machine shared with other work).
+   */
+  statistic?: 'median' | 'min';
   seed?: number;
   onStep?: (label: string) => void;
 }
@@ -119,9 +127,21 @@ export interface BlockSparseBenchReport {
   shape: { B: number; N: number; H: number; D: number; block: number };
   repeats: number;
   warmup: number;
+  statistic: 'median' | 'min';
   validation: Validation[];
   density: DensityRow[];
+  partialProbe: PartialProbe[];
   selection: SelectionRow[];
+}
+
+/** Forward time of one random mask with its blocks listed as full vs as partial (all-ones bitmaps). */
+export interface PartialProbe {
+  dtype: FloatDType;
+  blockDensity: number;
+  fullMs: number;
+  partialMs: number;
+  /** partialMs / fullMs: the cost of the element-masking path per visited tile */
+  ratio: number;
 }
 
 export class BlockSparseValidationFailure extends Error {
@@ -182,8 +202,17 @@ export function randomBlockMask(N: number, H: number, block: number, density: nu
   return ak.BlockMask.fromBlocks(grid, [1, H, nb, nb], { Nq: N, Nk: N, blockQ: block, blockK: block });
 }
 
-/** Interleaved timing of several runs: `warmup + repeats` rounds of every run; medians of the timed rounds. */
-async function timeRounds(runs: readonly (() => () => void)[], warmup: number, repeats: number, done?: (i: number) => void): Promise<number[]> {
+/**
+ * Interleaved timing of several runs: `warmup + repeats` rounds of every run; the median (or the
+ * minimum) of the timed rounds per run.
+ */
+async function timeRounds(
+  runs: readonly (() => () => void)[],
+  warmup: number,
+  repeats: number,
+  statistic: 'median' | 'min',
+  done?: (i: number) => void,
+): Promise<number[]> {
   const times: number[][] = runs.map(() => []);
   for (let round = 0; round < warmup + repeats; round++)
     for (const [i, run] of runs.entries()) {
@@ -195,7 +224,7 @@ async function timeRounds(runs: readonly (() => () => void)[], warmup: number, r
       if (round >= warmup) times[i]!.push(ms);
       if (round === warmup + repeats - 1) done?.(i);
     }
-  return times.map(median);
+  return times.map((t) => (statistic === 'min' ? Math.min(...t) : median(t)));
 }
 
 const disposeAll = (ts: readonly Tensor[]) => () => ts.forEach((t) => t.dispose());
@@ -327,6 +356,7 @@ export async function benchBlockSparse(o: BlockSparseBenchOptions = {}): Promise
   const xattn = o.xattention ?? DEFAULT_XATTN;
   const repeats = o.repeats ?? 3;
   const warmup = o.warmup ?? 1;
+  const statistic = o.statistic ?? 'median';
   const seed = o.seed ?? 1234;
   const step = o.onStep ?? (() => {});
   const { isa, threads } = ak.info().cpu;
@@ -347,6 +377,7 @@ export async function benchBlockSparse(o: BlockSparseBenchOptions = {}): Promise
   if (validation.some((v) => !v.ok)) throw new BlockSparseValidationFailure(validation);
 
   const density: DensityRow[] = [];
+  const partialProbe: PartialProbe[] = [];
   const selection: SelectionRow[] = [];
   const shape = [B, N, H, D];
   for (const dtype of dtypes) {
@@ -361,6 +392,10 @@ export async function benchBlockSparse(o: BlockSparseBenchOptions = {}): Promise
         // shared machine hit all of them alike; medians over the timed rounds.
         const masks = densities.map((dens, di) => randomBlockMask(N, H, block, dens, seed + 1000 + di));
         const blockDensities = await Promise.all(masks.map((m) => m.blockDensity()));
+        // The mask of the density nearest 50 % once more with every block listed as partial
+        // (all-ones bitmaps): same visited tiles, element-masking path.
+        const probeAt = densities.reduce((best, d, i) => (Math.abs(d - 0.5) < Math.abs(densities[best]! - 0.5) ? i : best), 0);
+        const probe = o.partialProbe === false || !masks.length ? null : asPartial(masks[probeAt]!);
         const runs: (() => () => void)[] = [
           () => {
             const r = ak.attention(q, k, v);
@@ -371,7 +406,12 @@ export async function benchBlockSparse(o: BlockSparseBenchOptions = {}): Promise
             return disposeAll([r.out, r.lse]);
           }),
         ];
-        const fwd = await timeRounds(runs, warmup, repeats, (i) => step(i === 0 ? `dense attention forward ${dtype}` : `blockSparseAttention forward ${dtype} density ${densities[i - 1]}`));
+        if (probe)
+          runs.push(() => {
+            const r = ak.blockSparseAttention(q, k, v, probe);
+            return disposeAll([r.out, r.lse]);
+          });
+        const fwd = await timeRounds(runs, warmup, repeats, statistic, (i) => step(i === 0 ? `dense attention forward ${dtype}` : `blockSparseAttention forward ${dtype} density ${densities[i - 1]}`));
         let bwd: number[] | null = null;
         if (backward) {
           const fwdResults = [ak.attention(q, k, v), ...masks.map((mask) => ak.blockSparseAttention(q, k, v, mask))];
@@ -383,11 +423,15 @@ export async function benchBlockSparse(o: BlockSparseBenchOptions = {}): Promise
             }),
             warmup,
             repeats,
+            statistic,
             (i) => step(i === 0 ? `dense attention backward ${dtype}` : `blockSparseAttention backward ${dtype} density ${densities[i - 1]}`),
           );
           fwdResults.forEach((r) => (r.out.dispose(), r.lse.dispose()));
         }
         masks.forEach((m) => m.dispose());
+        probe?.dispose();
+        if (probe)
+          partialProbe.push({ dtype, blockDensity: blockDensities[probeAt]!, fullMs: fwd[probeAt + 1]!, partialMs: fwd[masks.length + 1]!, ratio: fwd[masks.length + 1]! / fwd[probeAt + 1]! });
         for (const [di, dens] of densities.entries()) {
           const sparseFwdMs = fwd[di + 1]!;
           const sparseBwdMs = bwd ? bwd[di + 1]! : null;
@@ -433,7 +477,7 @@ export async function benchBlockSparse(o: BlockSparseBenchOptions = {}): Promise
             const r = ak.attention(q, k, v, { causal: true });
             return disposeAll([r.out, r.lse]);
           });
-        const [buildMs, attentionMs, causalMs] = await timeRounds(runs, warmup, repeats);
+        const [buildMs, attentionMs, causalMs] = await timeRounds(runs, warmup, repeats, statistic);
         if (si === 0) denseCausalMs = causalMs!;
         sel.scores.dispose();
         sel.selected.dispose();
@@ -455,7 +499,30 @@ export async function benchBlockSparse(o: BlockSparseBenchOptions = {}): Promise
       [q, k, v, dOut].forEach((t) => t.dispose());
     }
   }
-  return { isa, threads, shape: { B, N, H, D, block }, repeats, warmup, validation, density, selection };
+  return { isa, threads, shape: { B, N, H, D, block }, repeats, warmup, statistic, validation, density, partialProbe, selection };
+}
+
+/** The same mask with every listed block moved to the partial list with an all-ones bitmap. */
+export function asPartial(m: BlockMask): BlockMask {
+  const d = m._host('asPartial');
+  const rows = m.B * m.H * m.qBlocks;
+  const offsets = new Int32Array(rows + 1);
+  const indices: number[] = [];
+  for (let r = 0; r < rows; r++) {
+    const merged = [
+      ...d.fullIndices.subarray(d.fullOffsets[r]!, d.fullOffsets[r + 1]!),
+      ...d.partialIndices.subarray(d.partialOffsets[r]!, d.partialOffsets[r + 1]!),
+    ].sort((a, b) => a - b);
+    indices.push(...merged);
+    offsets[r + 1] = indices.length;
+  }
+  return ak.BlockMask.fromData(m.geometry, {
+    fullOffsets: new Int32Array(rows + 1),
+    fullIndices: new Int32Array(0),
+    partialOffsets: offsets,
+    partialIndices: Int32Array.from(indices),
+    partialBits: new Uint32Array(indices.length * m.blockQ * m.wordsPerRow).fill(0xffffffff),
+  });
 }
 
 /** Element density of a mask without materializing it densely (full blocks + bitmap popcounts). */
@@ -485,7 +552,7 @@ export function formatBlockSparseReport(r: BlockSparseBenchReport): string {
   const { B, N, H, D, block } = r.shape;
   out.push(
     `block-sparse attention: cpu ${r.isa}, ${r.threads} threads; B=${B} N=${N} H=${H} D=${D}, blocks ${block}x${block}; ` +
-      `median of ${r.repeats} runs after ${r.warmup} warm-up`,
+      `${r.statistic === 'min' ? 'fastest' : 'median'} of ${r.repeats} runs after ${r.warmup} warm-up (interleaved rounds)`,
   );
   if (r.density.length) {
     const rows = [['dtype', 'density', 'sparse fwd ms', 'dense fwd ms', 'fwd speedup', 'sparse bwd ms', 'dense bwd ms', 'bwd speedup', 'bwd/fwd']];
@@ -503,6 +570,11 @@ export function formatBlockSparseReport(r: BlockSparseBenchReport): string {
       ]);
     out.push('', formatTable(rows, new Set([1, 2, 3, 4, 5, 6, 7, 8])));
   }
+  for (const p of r.partialProbe)
+    out.push(
+      `partial-tile path, ${p.dtype}: the ${fmt(100 * p.blockDensity)}% mask with its blocks listed as partial (all-ones bitmaps) ` +
+        `takes ${fmt(p.partialMs)} ms vs ${fmt(p.fullMs)} ms as full blocks (${fmt(p.ratio)}x)`,
+    );
   if (r.selection.length) {
     const rows = [['op', 'config', 'dtype', 'build ms', 'attention fwd ms', 'build/attention', 'block density', 'density', 'dense causal fwd ms']];
     for (const s of r.selection)

@@ -472,6 +472,7 @@ describe('fromData', () => {
     }
     expect(err, 'fromData accepted decreasing offsets').toBeInstanceOf(AttnkitError);
     expect((err as AttnkitError).code).toBe('ERR_ATTNKIT_ARGUMENT');
+    expect((err as AttnkitError).message).toBe("BlockMask.fromData: expected 'fullOffsets' to be non-decreasing, received 3 then 1 at row 1");
   });
 });
 

@@ -19,6 +19,7 @@ import {
   info,
   randn,
   tensor,
+  type BlockMaskData,
   type FloatDType,
   type Tensor,
 } from '../src/index.ts';
@@ -657,26 +658,53 @@ describe('errors', () => {
     expect(e4?.code).toBe('ERR_ATTNKIT_SHAPE');
   });
 
-  it('lists the kernel binding refuses (fromData with offsets running backwards)', async () => {
-    // fromData lets these through (see test/block-mask.test.ts); the binding must not index with them.
-    const g = { B: 1, H: 1, Nq: 40, Nk: 50, blockQ: 16, blockK: 16 };
-    // 3 query blocks, 4 key blocks
-    let err: unknown = null;
-    try {
-      const m = BlockMask.fromData(g, {
-        fullOffsets: Int32Array.from([0, 3, 1, 3]),
-        fullIndices: Int32Array.from([0, 1, 2]),
-        partialOffsets: Int32Array.from([0, 0, 0, 0]),
-        partialIndices: new Int32Array(0),
-        partialBits: new Uint32Array(0),
-      });
-      const r = blockSparseAttention(inp.q, inp.k, inp.v, m);
-      await r.out.toArray();
-    } catch (e) {
-      err = e;
+  it('the binding re-validates the lists (masks built around fromData, as enqueued selection ops produce them)', async () => {
+    // The internal constructor skips fromData's checks, as masks from enqueued work do; the binding
+    // must refuse lists it cannot index with.
+    const g = { B: 1, H: 1, Nq: 40, Nk: 50, blockQ: 16, blockK: 16 }; // 3 query blocks, 4 key blocks
+    const lists = (o: Partial<BlockMaskData>): BlockMaskData => ({
+      fullOffsets: Int32Array.from([0, 1, 2, 3]),
+      fullIndices: Int32Array.from([0, 1, 2]),
+      partialOffsets: Int32Array.from([0, 0, 0, 0]),
+      partialIndices: new Int32Array(0),
+      partialBits: new Uint32Array(0),
+      ...o,
+    });
+    const bad: [string, BlockMaskData][] = [
+      ['offsets running backwards', lists({ fullOffsets: Int32Array.from([0, 3, 1, 3]) })],
+      ['an index out of range', lists({ fullIndices: Int32Array.from([0, 4, 2]) })],
+      ['a negative index', lists({ fullIndices: Int32Array.from([0, -1, 2]) })],
+      ['offsets past the end of the index list', lists({ fullOffsets: Int32Array.from([0, 1, 2, 4]) })],
+      ['offsets not starting at 0', lists({ fullOffsets: Int32Array.from([1, 1, 2, 3]) })],
+      ['bitmaps of the wrong size', lists({ partialOffsets: Int32Array.from([0, 1, 1, 1]), partialIndices: Int32Array.from([3]), partialBits: new Uint32Array(15) })],
+      ['indices not increasing', lists({ fullOffsets: Int32Array.from([0, 2, 2, 3]), fullIndices: Int32Array.from([1, 1, 2]) })],
+    ];
+    for (const [what, d] of bad) {
+      let err: unknown = null;
+      try {
+        const m = new BlockMask(g, d, null);
+        const r = blockSparseAttention(inp.q, inp.k, inp.v, m);
+        await r.out.toArray();
+      } catch (e) {
+        err = e;
+      }
+      expect(err, what).toBeInstanceOf(AttnkitError);
+      expect(['ERR_ATTNKIT_ARGUMENT', 'ERR_ATTNKIT_SHAPE'], what).toContain((err as AttnkitError).code);
     }
-    expect(err).toBeInstanceOf(AttnkitError);
-    expect((err as AttnkitError).code).toBe('ERR_ATTNKIT_ARGUMENT');
+    // the valid lists run, also with spare capacity past the last offset (as selection ops allocate)
+    const ok = blockSparseAttention(inp.q, inp.k, inp.v, new BlockMask(g, lists({}), null));
+    const spare = blockSparseAttention(inp.q, inp.k, inp.v, new BlockMask(g, lists({ fullOffsets: Int32Array.from([0, 1, 2, 2]) }), null));
+    const a = await read64(ok.out);
+    const b = await read64(spare.out);
+    expect(a.length).toBe(2 * 40 * 4 * 16);
+    // the spare entry is unused: query block 2 sees nothing
+    for (let bb = 0; bb < 2; bb++)
+      for (let i = 0; i < 40; i++)
+        for (let x = 0; x < 4 * 16; x++) {
+          const at = (bb * 40 + i) * 64 + x;
+          if (i < 32 && b[at] !== a[at]) throw new Error(`query ${i}: spare capacity changed the output`);
+          if (i >= 32 && b[at] !== 0) throw new Error(`query ${i}: expected an empty row`);
+        }
   });
 
   it('q/k/v checks are the dense op’s (dtype mix, GQA divisibility)', () => {

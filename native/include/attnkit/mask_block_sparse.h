@@ -47,13 +47,18 @@ struct BlockMaskView {
     *part = i;
     return 2;
   }
-  // bits [col, col + n) (n <= 64) of row r of partial block i.
+  // bits [col, col + n) (n <= 64) of row r of partial block i. Kernel tiles start at multiples of
+  // 64 tokens and blocks at multiples of their size, so col is a multiple of 32 whenever n > 1
+  // spans words; the general case is handled too (test/block-sparse.test.ts covers 16..128).
   ATTNKIT_HD uint64_t part_row_bits(int64_t i, int64_t r, int64_t col, int64_t n) const {
     const uint32_t* w = part_bits + (i * bq + r) * words();
-    uint64_t out = 0;
-    for (int64_t j = 0; j < n; ++j)
-      if ((w[(col + j) >> 5] >> ((col + j) & 31)) & 1u) out |= uint64_t(1) << j;
-    return out;
+    const int64_t nw = words();
+    const int64_t w0 = col >> 5, sh = col & 31;
+    // 96 bits starting at word w0 (words past the row read as 0), shifted down by sh
+    const uint64_t lo = uint64_t(w[w0]) | (w0 + 1 < nw ? uint64_t(w[w0 + 1]) << 32 : 0);
+    const uint64_t hi = w0 + 2 < nw ? uint64_t(w[w0 + 2]) : 0;
+    uint64_t out = (lo >> sh) | (sh ? hi << (64 - sh) : 0);
+    return n >= 64 ? out : out & ((uint64_t(1) << n) - 1);
   }
 };
 
