@@ -4,7 +4,8 @@
  * check the plumbing (arguments, validation, JSON, exit codes), not the speed.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -304,5 +305,40 @@ describe('attnkit bench --op na1d|na2d|na3d', () => {
     r = run(['bench', '--op', 'na2d', '--input', '8,8', '--kernel', '3', '--tile', '8,4']);
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/--tile must have 2 entries holding 64 tokens/);
+  });
+});
+
+describe('attnkit mask and bench --op blocksparse|moba', () => {
+  it('draws a documents mask as SVG and reports its blocks', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'attnkit-mask-'));
+    const file = join(dir, 'docs.svg');
+    const r = run(['mask', '--svg', file, '--kind', 'documents', '--docs', '40,1,0,90', '--block-q', '16', '--block-k', '32']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/131x131 tokens, \d+ full and \d+ partial blocks, density 0\.\d{3}/);
+    const svg = readFileSync(file, 'utf8');
+    expect(svg.startsWith('<svg')).toBe(true);
+    expect(svg).toContain('</svg>');
+  });
+
+  it('bench --op blocksparse validates, then reports finite speedups for each density', () => {
+    const r = run(['bench', '--op', 'blocksparse', '--quick', '--density', '0.5', '--dtype', 'float32', '--json']);
+    expect(r.status, r.stderr).toBe(0);
+    const report = JSON.parse(r.stdout) as {
+      validation: { ok: boolean }[];
+      density: { dtype: string; density: number; sparseFwdMs: number; denseFwdMs: number; speedupFwd: number }[];
+    };
+    expect(report.validation.length).toBeGreaterThan(0);
+    expect(report.validation.every((v) => v.ok)).toBe(true);
+    expect(report.density).toHaveLength(1);
+    const row = report.density[0]!;
+    expect(row.dtype).toBe('float32');
+    expect(row.density).toBe(0.5);
+    for (const x of [row.sparseFwdMs, row.denseFwdMs, row.speedupFwd]) expect(Number.isFinite(x) && x > 0).toBe(true);
+  });
+
+  it('rejects --density outside [0, 1]', () => {
+    const r = run(['bench', '--op', 'blocksparse', '--density', '1.5']);
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toContain('expected densities in [0, 1]');
   });
 });
