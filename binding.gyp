@@ -21,6 +21,7 @@
         "native/cpu/thread_pool.cc",
         "native/napi/addon.cc",
         "native/napi/block_sparse.cc",
+        "native/napi/cuda.cc",
         "native/napi/families.cc",
         "native/napi/linear.cc",
         "native/napi/neighborhood.cc",

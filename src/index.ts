@@ -4,7 +4,19 @@
  */
 export { DTYPES, type DType, type FloatDType, type ArrayFor } from './dtype.js';
 export { AttnkitError, type AttnkitErrorCode } from './errors.js';
-export { Tensor, tensor, empty, zeros, randn, memory, type TensorData, type TensorOptions } from './tensor.js';
+export {
+  Tensor,
+  tensor,
+  empty,
+  zeros,
+  randn,
+  memory,
+  fromDevicePointer,
+  type TensorData,
+  type TensorOptions,
+  type CopyOptions,
+  type FromDevicePointerOptions,
+} from './tensor.js';
 export { Stream, defaultStream, synchronize, type Device } from './stream.js';
 export {
   attention,

@@ -1,12 +1,24 @@
 /** Build and machine information: CPU kernel level, threads, CUDA availability and why not. */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { AttnkitError } from './errors.js';
 import { native, packageRoot } from './native.js';
+import { parseDevice, type Device } from './stream.js';
 
 export interface Info {
   version: string;
   cpu: { isa: string; detectedIsa: string; threads: number };
-  cuda: { compiled: boolean; available: boolean; deviceCount: number; reason: string; archs: string[] };
+  cuda: {
+    compiled: boolean;
+    available: boolean;
+    deviceCount: number;
+    reason: string;
+    archs: string[];
+    /** The dense attention CUDA kernels are part of this build. */
+    attentionKernels: boolean;
+    /** Name, compute capability, memory (bytes) and multiprocessors of each device. */
+    devices: { name: string; computeCapability: string; memory: number; multiprocessors: number }[];
+  };
 }
 
 /** Version, CPU kernel level in use, threads, and CUDA status. */
@@ -22,6 +34,8 @@ export function info(): Info {
       deviceCount: n.cuda.deviceCount,
       reason: n.cuda.reason,
       archs: n.cuda.archs ? n.cuda.archs.split(',') : [],
+      attentionKernels: n.cuda.attentionKernels,
+      devices: n.cuda.devices,
     },
   };
 }
@@ -39,6 +53,19 @@ export const cuda = {
   /** Why CUDA is unavailable ("" when it is available). */
   reason(): string {
     return native.info().cuda.reason;
+  },
+  /**
+   * Device memory of a CUDA device: `allocated`, the bytes of attnkit's live tensors there (as
+   * `memory()` reports), and the stream-ordered allocator's default pool: `reserved` (held from
+   * the driver; attnkit keeps freed memory for reuse) and `used` (not yet freed in stream order).
+   */
+  memoryStats(device: Device = 'cuda:0'): { allocated: number; reserved: number; used: number } {
+    const d = parseDevice('memoryStats', 'device', device);
+    if (d === 'cpu')
+      throw new AttnkitError('ERR_ATTNKIT_DEVICE', 'memoryStats', "memoryStats: expected 'device' to be a CUDA device ('cuda:N'), received 'cpu'", 'device');
+    const stats = native.cudaMemoryStats(Number(d.slice(5)));
+    if (!stats) throw new AttnkitError('ERR_ATTNKIT_CUDA', 'memoryStats', `memoryStats: the memory pool of ${d} could not be queried`);
+    return stats;
   },
 };
 

@@ -93,15 +93,49 @@ export interface NativeInfo {
     archs: string;
     runtimeVersion: number;
     driverVersion: number;
+    /** The dense attention CUDA kernels (native/cuda/fmha/) are part of this build. */
+    attentionKernels: boolean;
+    /** The devices (when available). */
+    devices: { name: string; computeCapability: string; memory: number; multiprocessors: number }[];
   };
 }
 
+/** A CUDA timing event (opaque), from cudaRecordEvent. */
+export type NativeEvent = { readonly __nativeEvent: unique symbol };
+
 export interface NativeBinding {
-  NativeStorage: new (dtypeCode: number, numel: number, zero?: boolean) => NativeStorage;
-  NativeStream: new () => NativeStream;
+  /** Host memory; device memory (stream-ordered) when `stream` is a CUDA stream. */
+  NativeStorage: new (dtypeCode: number, numel: number, zero?: boolean, stream?: NativeStream, op?: string) => NativeStorage;
+  /** A CPU stream, or a CUDA stream on cuda:`device`. */
+  NativeStream: new (device?: number) => NativeStream;
   info(): NativeInfo;
   setIsa(name: string): boolean;
-  memory(): { cpu: number };
+  /** Live bytes: `cpu`, and `cuda:N` for each CUDA device. */
+  memory(): Record<string, number>;
+  /** Wraps device memory attnkit does not own (src/tensor.ts fromDevicePointer). */
+  fromDevicePointer(
+    ptr: bigint,
+    dtypeCode: number,
+    numel: number,
+    stream: NativeStream,
+    foreignStream: bigint | null,
+    keepAlive: object | undefined,
+    op: string,
+  ): NativeStorage;
+  /** The device address of a CUDA storage. */
+  devicePointer(s: NativeStorage): bigint;
+  /** dst = src on a CUDA stream: host to device, device to host, device to device, peer. */
+  cudaCopy(stream: NativeStream, src: NativeStorage, dst: NativeStorage): void;
+  /** A timing event recorded when the stream reaches this point. */
+  cudaRecordEvent(stream: NativeStream): NativeEvent;
+  /** Milliseconds between two completed events. */
+  cudaEventElapsed(start: NativeEvent, end: NativeEvent): number;
+  /** "" when attention on this problem can run on CUDA, else why not. */
+  cudaAttentionSupport(shape: ShapeParams, dtypeCode: number, backward: boolean): string;
+  /** Device memory of cuda:device: attnkit's live bytes and the default pool's reserved and used bytes. */
+  cudaMemoryStats(device: number): { allocated: number; reserved: number; used: number } | null;
+  /** Test hook: a kernel that makes an illegal memory access (the device context is lost). */
+  cudaTestFault(stream: NativeStream): void;
   /** Test hook: the dense mask policy on every element and tile (tile classes 0 skip, 1 full, 2 partial). */
   denseMaskProbe(
     Nq: number,
@@ -204,6 +238,16 @@ function searchedPlaces(root: string): string[] {
 
 function load(): NativeBinding {
   const require = createRequire(import.meta.url);
+  // An explicit addon file, for testing (test/cuda-fake-device.test.ts loads a build against a fake
+  // CUDA device this way); no search, no fallback.
+  const explicit = process.env.ATTNKIT_ADDON;
+  if (explicit) {
+    try {
+      return require(explicit) as NativeBinding;
+    } catch (e) {
+      throw new AttnkitError('ERR_ATTNKIT_LOAD', 'load', `attnkit: could not load ATTNKIT_ADDON=${explicit}: ${(e as Error).message}`);
+    }
+  }
   const root = packageRoot();
   const gypBuild = require('node-gyp-build') as (dir: string) => NativeBinding;
   try {

@@ -1,6 +1,7 @@
 /**
  * Streams (DESIGN §3): ordered queues of work on one device. On the CPU a stream is a worker thread
- * whose tasks spread over the shared compute pool. Ops enqueue and return at once; `synchronize()`
+ * whose tasks spread over the shared compute pool; on CUDA it is a `cudaStream_t` fed in order by a
+ * worker thread (docs/cuda.md). Ops enqueue and return at once; `synchronize()`
  * waits without blocking the event loop and rejects with the error of any failed work since the
  * last wait.
  */
@@ -10,23 +11,42 @@ import { native, type NativeStream } from './native.js';
 /** A device name: `'cpu'` or `'cuda:N'`. */
 export type Device = 'cpu' | `cuda:${number}`;
 
+let cudaStatus: { available: boolean; reason: string; deviceCount: number } | undefined;
+
+/** CUDA availability, asked of the addon once (devices do not come and go while a process runs). */
+function cudaInfo(): { available: boolean; reason: string; deviceCount: number } {
+  if (!cudaStatus) {
+    const c = native.info().cuda;
+    cudaStatus = { available: c.available, reason: c.reason, deviceCount: c.deviceCount };
+  }
+  return cudaStatus;
+}
+
+/**
+ * Checks a device name and returns it in canonical form (`'cuda'` is `'cuda:0'`). A CUDA device
+ * needs CUDA in this build, a driver and that device: otherwise ERR_ATTNKIT_DEVICE says why.
+ */
 export function parseDevice(op: string, arg: string, d: unknown): Device {
   if (d === 'cpu') return 'cpu';
-  if (typeof d === 'string' && /^cuda(:\d+)?$/.test(d)) {
-    const cuda = native.info().cuda;
+  const m = typeof d === 'string' ? /^cuda(?::(\d+))?$/.exec(d) : null;
+  if (m) {
+    const cuda = cudaInfo();
     if (!cuda.available)
       throw new AttnkitError(
         'ERR_ATTNKIT_DEVICE',
         op,
-        `${op}: '${arg}' names device '${d}', but CUDA is not available: ${cuda.reason}`,
+        `${op}: '${arg}' names device '${d as string}', but CUDA is not available: ${cuda.reason}`,
         arg,
       );
-    throw new AttnkitError(
-      'ERR_ATTNKIT_UNSUPPORTED',
-      op,
-      `${op}: '${arg}' names device '${d}': CUDA tensors are not supported by this version of attnkit yet (CPU only)`,
-      arg,
-    );
+    const ordinal = m[1] === undefined ? 0 : Number(m[1]);
+    if (!(ordinal < cuda.deviceCount))
+      throw new AttnkitError(
+        'ERR_ATTNKIT_DEVICE',
+        op,
+        `${op}: '${arg}' names device '${d as string}', but there ${cuda.deviceCount === 1 ? 'is 1 CUDA device' : `are ${cuda.deviceCount} CUDA devices`} (cuda:0${cuda.deviceCount > 1 ? ` to cuda:${cuda.deviceCount - 1}` : ''})`,
+        arg,
+      );
+    return `cuda:${ordinal}`;
   }
   throw new AttnkitError(
     'ERR_ATTNKIT_DEVICE',
@@ -36,14 +56,25 @@ export function parseDevice(op: string, arg: string, d: unknown): Device {
   );
 }
 
+/** The CUDA ordinal of a device, or -1 for the CPU (the addon's numbering). */
+export function deviceOrdinal(device: Device): number {
+  return device === 'cpu' ? -1 : Number(device.slice(5));
+}
+
 export class Stream {
   readonly device: Device;
   /** @internal */
   readonly native: NativeStream;
 
+  /**
+   * A new stream on `device`. On CUDA it is a `cudaStream_t` (non-blocking) whose work is issued in
+   * order by a worker thread; a tensor it consumes from another stream makes it wait (an event on
+   * CUDA, the producer's completion for a CPU producer).
+   */
   constructor(device: Device = 'cpu') {
     this.device = parseDevice('Stream', 'device', device);
-    this.native = callNative('Stream', () => new native.NativeStream());
+    const ordinal = deviceOrdinal(this.device);
+    this.native = callNative('Stream', () => (ordinal < 0 ? new native.NativeStream() : new native.NativeStream(ordinal)));
   }
 
   /** Resolves when all work enqueued so far has finished; rejects with the error of failed work. */
@@ -58,7 +89,9 @@ const defaults = new Map<Device, Stream>();
 export function defaultStream(device: Device = 'cpu'): Stream {
   let s = defaults.get(device);
   if (!s) {
-    s = new Stream(device);
+    const d = parseDevice('defaultStream', 'device', device);
+    s = defaults.get(d) ?? new Stream(d);
+    defaults.set(d, s);
     defaults.set(device, s);
   }
   return s;

@@ -1,7 +1,8 @@
 /**
  * Tensor (DESIGN §2): device, dtype, shape and contiguous row-major storage owned by native code
- * (64-byte aligned on the CPU). A tensor remembers the stream that produces it; reading it waits
- * for that work without blocking the event loop.
+ * (64-byte aligned on the CPU; on CUDA, device memory from the stream-ordered allocator). A tensor
+ * remembers the stream that produces it; reading it waits for that work without blocking the event
+ * loop. Device copies (`to('cuda:0')`, `to('cpu')`) are enqueued like any other work.
  */
 import { DTYPES, isDType, type ArrayFor, type DType } from './dtype.js';
 import { AttnkitError, argError, awaitNative, callNative } from './errors.js';
@@ -21,6 +22,15 @@ export type TensorData =
 export interface TensorOptions {
   dtype?: DType;
   device?: Device;
+}
+
+/** Where a copy to another device runs (`Tensor.to`). */
+export interface CopyOptions {
+  /**
+   * The stream that runs the copy and produces the result. Default: for a copy to a CUDA device,
+   * that device's default stream; for a copy from CUDA to the CPU, the source's stream.
+   */
+  stream?: Stream;
 }
 
 export class Tensor<T extends DType = DType> {
@@ -105,22 +115,59 @@ export class Tensor<T extends DType = DType> {
 
   /**
    * A copy on another device or with another dtype. The same device and dtype return this tensor
-   * itself (as PyTorch does).
+   * itself (as PyTorch does). A dtype conversion runs on this tensor's stream (on CUDA: on the
+   * device, with the CPU's rounding). A device copy is enqueued (see CopyOptions for the stream):
+   * host to device, device to host, or between CUDA devices; `await result.toArray()` or a
+   * synchronize waits for it. Without CUDA, `to('cuda:N')` throws ERR_ATTNKIT_DEVICE with the reason.
    */
   to<U extends DType>(target: U): Tensor<U>;
-  to(target: Device): Tensor<T>;
-  to(target: DType | Device): Tensor<DType> {
+  to(target: Device, opts?: CopyOptions): Tensor<T>;
+  to(target: DType | Device, opts: CopyOptions = {}): Tensor<DType> {
     const storage = this._native('to', 'tensor');
     if (isDType(target)) {
       if (target === this.dtype) return this;
-      const out = empty(this.shape, { dtype: target, device: this.device });
+      const out = allocate('to', this.shape, target, this.device, false, this.#stream);
       callNative('to', () => this.#stream.native.convert(storage, out._native('to', 'out')));
       out._setStream(this.#stream);
       return out;
     }
     const device = parseDevice('to', 'target', target);
+    if (opts === null || typeof opts !== 'object')
+      throw argError('ERR_ATTNKIT_ARGUMENT', 'to', 'options', 'to be an object', opts === null ? 'null' : typeof opts);
     if (device === this.device) return this;
-    return this; // unreachable until a second device kind exists: parseDevice rejects cuda today
+    // A copy runs on a CUDA stream: the destination's, or for a copy to the CPU the source's.
+    const runsOn: Device = device === 'cpu' ? this.device : device;
+    let stream: Stream;
+    if (opts.stream !== undefined) {
+      if (!(opts.stream instanceof Stream))
+        throw argError('ERR_ATTNKIT_ARGUMENT', 'to', 'stream', 'to be a Stream', typeof opts.stream);
+      if (opts.stream.device !== runsOn)
+        throw argError('ERR_ATTNKIT_DEVICE', 'to', 'stream', `to be a stream on ${runsOn} (the device that runs this copy)`, opts.stream.device);
+      stream = opts.stream;
+    } else {
+      stream = device === 'cpu' && this.#stream.device === runsOn ? this.#stream : defaultStream(runsOn);
+    }
+    const out = allocate('to', this.shape, this.dtype, device, false, stream);
+    callNative('to', () => native.cudaCopy(stream.native, storage, out._native('to', 'out')));
+    out._setStream(stream);
+    return out;
+  }
+
+  /**
+   * The device address of a CUDA tensor's storage, as a bigint (for other CUDA libraries). Work
+   * attnkit enqueued on the tensor may still be running: wait for it (`await t.stream.synchronize()`)
+   * before another library reads the memory. Throws ERR_ATTNKIT_DEVICE for a CPU tensor.
+   */
+  get devicePointer(): bigint {
+    const storage = this._native('devicePointer', 'tensor');
+    if (this.device === 'cpu')
+      throw new AttnkitError(
+        'ERR_ATTNKIT_DEVICE',
+        'devicePointer',
+        'devicePointer: the tensor is on the CPU; devicePointer exists for CUDA tensors only (read a CPU tensor with toArray())',
+        'tensor',
+      );
+    return callNative('devicePointer', () => native.devicePointer(storage));
   }
 
   /**
@@ -185,31 +232,57 @@ function checkDType(op: string, dtype: unknown): DType {
   return dtype;
 }
 
-function allocate<T extends DType>(op: string, shape: readonly number[], dtype: T, device: Device, zero: boolean): Tensor<T> {
+/**
+ * New storage on `device`, belonging to `stream` (default: the device's default stream). CUDA
+ * memory is allocated stream-ordered on that stream, which is where the tensor's producer must run.
+ */
+function allocate<T extends DType>(op: string, shape: readonly number[], dtype: T, device: Device, zero: boolean, stream?: Stream): Tensor<T> {
   const n = shape.reduce((a, b) => a * b, 1);
-  const storage = callNative(op, () => new native.NativeStorage(DTYPES[dtype].code, n, zero));
-  return new Tensor(storage, dtype, shape, device, defaultStream(device));
+  const s = stream ?? defaultStream(device);
+  const storage = callNative(op, () =>
+    device === 'cpu'
+      ? new native.NativeStorage(DTYPES[dtype].code, n, zero)
+      : new native.NativeStorage(DTYPES[dtype].code, n, zero, s.native, op),
+  );
+  return new Tensor(storage, dtype, shape, device, s);
 }
 
-/** An uninitialized tensor. */
-export function empty<T extends DType = 'float32'>(shape: readonly number[], opts: { dtype?: T; device?: Device } = {}): Tensor<T> {
+/** The device and stream of a factory call: `device`, else the stream's device, else the CPU. */
+function placement(op: string, opts: { device?: Device; stream?: Stream }): { device: Device; stream: Stream | undefined } {
+  const st = opts.stream;
+  if (st !== undefined && !(st instanceof Stream)) throw argError('ERR_ATTNKIT_ARGUMENT', op, 'stream', 'to be a Stream', typeof st);
+  const device = parseDevice(op, 'device', opts.device ?? st?.device ?? 'cpu');
+  if (st && st.device !== device)
+    throw argError('ERR_ATTNKIT_DEVICE', op, 'stream', `to be a stream on ${device} (the 'device' option)`, st.device);
+  return { device, stream: st };
+}
+
+/** An uninitialized tensor (on CUDA: allocated stream-ordered on `stream`, default the device's default stream). */
+export function empty<T extends DType = 'float32'>(
+  shape: readonly number[],
+  opts: { dtype?: T; device?: Device; stream?: Stream } = {},
+): Tensor<T> {
   const s = checkShape('empty', shape);
   const dtype = checkDType('empty', opts.dtype ?? 'float32') as T;
-  const device = parseDevice('empty', 'device', opts.device ?? 'cpu');
-  return allocate('empty', s, dtype, device, false);
+  const { device, stream } = placement('empty', opts);
+  return allocate('empty', s, dtype, device, false, stream);
 }
 
-/** A tensor of zeros. */
-export function zeros<T extends DType = 'float32'>(shape: readonly number[], opts: { dtype?: T; device?: Device } = {}): Tensor<T> {
+/** A tensor of zeros (on CUDA: a memset enqueued on `stream`, default the device's default stream). */
+export function zeros<T extends DType = 'float32'>(
+  shape: readonly number[],
+  opts: { dtype?: T; device?: Device; stream?: Stream } = {},
+): Tensor<T> {
   const s = checkShape('zeros', shape);
   const dtype = checkDType('zeros', opts.dtype ?? 'float32') as T;
-  const device = parseDevice('zeros', 'device', opts.device ?? 'cpu');
-  return allocate('zeros', s, dtype, device, true);
+  const { device, stream } = placement('zeros', opts);
+  return allocate('zeros', s, dtype, device, true, stream);
 }
 
 /**
- * Standard normal numbers. The same `seed` gives the same numbers on every run and for every
- * thread count (a counter-based generator indexed by element).
+ * Standard normal numbers. The same `seed` gives the same numbers on every run, for every thread
+ * count and on every device (a counter-based generator indexed by element; CUDA tensors are filled
+ * on the host and copied, so they hold exactly the CPU's numbers).
  */
 export function randn<T extends DType = 'float32'>(
   shape: readonly number[],
@@ -219,10 +292,17 @@ export function randn<T extends DType = 'float32'>(
   const dtype = checkDType('randn', opts.dtype ?? 'float32') as T;
   if (!DTYPES[dtype].float)
     throw argError('ERR_ATTNKIT_DTYPE', 'randn', 'dtype', 'to be a floating-point dtype', dtype);
-  const device = parseDevice('randn', 'device', opts.device ?? 'cpu');
+  const device = parseDevice('randn', 'device', opts.device ?? opts.stream?.device ?? 'cpu');
   const seed = opts.seed ?? Math.floor(Math.random() * 2 ** 32);
   if (!Number.isSafeInteger(seed) || seed < 0)
     throw argError('ERR_ATTNKIT_ARGUMENT', 'randn', 'seed', 'to be a non-negative safe integer', String(seed));
+  if (device !== 'cpu') {
+    const { stream: st } = placement('randn', { device, stream: opts.stream });
+    const host = randn(s, { seed, dtype });
+    const t = host.to(device, { stream: st ?? defaultStream(device) });
+    host.dispose(); // the copy keeps the host storage until it has run
+    return t as Tensor<T>;
+  }
   const t = allocate('randn', s, dtype, device, false);
   const stream = opts.stream ?? defaultStream(device);
   callNative('randn', () => stream.native.randn(t._native('randn', 'out'), seed));
@@ -283,12 +363,89 @@ export function tensor<T extends DType = 'float32'>(data: TensorData, shape?: re
     src = data instanceof Float64Array ? data : Float64Array.from(data as ArrayLike<number>);
     srcDtype = 'float64';
   }
-  const t = allocate(op, s, dtype, device, false);
+  const t = allocate(op, s, dtype, 'cpu', false);
   callNative(op, () => t._native(op, 'out').write(src, srcDtype === 'float64' ? FLOAT64_SOURCE : DTYPES[srcDtype].code));
-  return t;
+  if (device === 'cpu') return t;
+  const d = t.to(device); // on the device's default stream; the copy keeps the host storage alive
+  t.dispose();
+  return d;
 }
 
-/** Live bytes per device (storage not yet released; includes tensors awaiting finalization). */
+/** Options of fromDevicePointer. */
+export interface FromDevicePointerOptions {
+  /** The CUDA device the memory is on. Default: the stream's device, else `'cuda:0'`. */
+  device?: Device;
+  /**
+   * An attnkit Stream: the tensor belongs to it (its work uses the memory in that stream's order;
+   * the memory must hold its data when work enqueued from now on runs). A bigint: a `cudaStream_t`
+   * of another library whose work issued so far produces the data; attnkit's device default stream
+   * waits for it (an event recorded now), and the tensor belongs to that default stream.
+   */
+  stream?: Stream | bigint;
+  /**
+   * An object to keep alive while attnkit may use the memory (e.g. the other library's tensor): it
+   * is released once the tensor is disposed or collected and the device has finished every task
+   * that used the memory.
+   */
+  keepAlive?: object;
+}
+
+const FROM_POINTER_OPTIONS = ['device', 'stream', 'keepAlive'] as const;
+const U64 = 1n << 64n;
+
+/**
+ * A tensor over CUDA device memory that attnkit does not own (raw pointer interop, e.g. memory of
+ * another framework): `numel(shape)` elements of `dtype` at address `ptr`, contiguous row-major.
+ * attnkit never frees it. The memory must stay valid while the tensor (or work on it) exists: pass
+ * its owner as `keepAlive`. Throws ERR_ATTNKIT_ARGUMENT for a pointer the CUDA runtime does not know
+ * as device memory, ERR_ATTNKIT_DEVICE for memory of another device or when CUDA is unavailable.
+ */
+export function fromDevicePointer<T extends DType>(
+  ptr: bigint,
+  shape: readonly number[],
+  dtype: T,
+  opts: FromDevicePointerOptions = {},
+): Tensor<T> {
+  const op = 'fromDevicePointer';
+  if (typeof ptr !== 'bigint')
+    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'ptr', 'to be a bigint (a device address, as Tensor.devicePointer gives)', ptr === null ? 'null' : typeof ptr);
+  if (ptr <= 0n || ptr >= U64)
+    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'ptr', 'to be a non-null 64-bit address', `${ptr}n`);
+  const s = checkShape(op, shape);
+  const dt = checkDType(op, dtype) as T;
+  const size = DTYPES[dt].bytes;
+  if (ptr % BigInt(size) !== 0n)
+    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'ptr', `to be aligned to ${size} bytes (a ${dt} element)`, `0x${ptr.toString(16)}`);
+  if (opts === null || typeof opts !== 'object' || Array.isArray(opts))
+    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'options', 'to be an object', opts === null ? 'null' : typeof opts);
+  for (const key of Object.keys(opts))
+    if (!(FROM_POINTER_OPTIONS as readonly string[]).includes(key))
+      throw new AttnkitError('ERR_ATTNKIT_ARGUMENT', op, `${op}: unknown option '${key}' (known options: ${FROM_POINTER_OPTIONS.join(', ')})`, key);
+  const { keepAlive, stream } = opts;
+  if (keepAlive !== undefined && (keepAlive === null || (typeof keepAlive !== 'object' && typeof keepAlive !== 'function')))
+    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'keepAlive', 'to be an object', keepAlive === null ? 'null' : typeof keepAlive);
+  if (stream !== undefined && !(stream instanceof Stream) && typeof stream !== 'bigint')
+    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'stream', 'to be a Stream or a cudaStream_t (bigint)', stream === null ? 'null' : typeof stream);
+  if (typeof stream === 'bigint' && (stream < 0n || stream >= U64))
+    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'stream', 'to be a 64-bit cudaStream_t handle', `${stream}n`);
+  const requested = opts.device ?? (stream instanceof Stream ? stream.device : 'cuda:0');
+  if (requested === 'cpu')
+    throw argError('ERR_ATTNKIT_DEVICE', op, 'device', "to be a CUDA device ('cuda:N')", "'cpu'");
+  const device = parseDevice(op, 'device', requested);
+  if (stream instanceof Stream && stream.device !== device)
+    throw argError('ERR_ATTNKIT_DEVICE', op, 'stream', `to be a stream on ${device} (the 'device' option)`, stream.device);
+  const owner = stream instanceof Stream ? stream : defaultStream(device);
+  const n = s.reduce((a, b) => a * b, 1);
+  const storage = callNative(op, () =>
+    native.fromDevicePointer(ptr, DTYPES[dt].code, n, owner.native, typeof stream === 'bigint' ? stream : null, keepAlive, op),
+  );
+  return new Tensor(storage, dt, s, device, owner);
+}
+
+/**
+ * Live bytes per device: `cpu`, and `cuda:N` for each CUDA device (storage not yet released;
+ * includes tensors awaiting finalization; memory from fromDevicePointer is not counted).
+ */
 export function memory(): Record<string, number> {
   return callNative('memory', () => native.memory());
 }

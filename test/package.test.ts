@@ -169,7 +169,9 @@ describe.skipIf(!linuxX64)('npm package (linux-x64)', () => {
     const cmakeSources = [...cmake.matchAll(/\bnative\/[\w./-]+\.(?:cc|cu|cpp)\b/g)].map((m) => m[0]);
     const headers = (function walk(dir: string): string[] {
       return readdirSync(join(root, dir), { withFileTypes: true }).flatMap((e) =>
-        e.isDirectory() ? (`${dir}/${e.name}` === 'native/simt' ? [] : walk(`${dir}/${e.name}`)) : /\.(h|cuh|inc)$/.test(e.name) ? [`${dir}/${e.name}`] : [],
+        e.isDirectory()
+          ? ['native/simt', 'native/cuda/fmha/tests'].includes(`${dir}/${e.name}`) ? [] : walk(`${dir}/${e.name}`)
+          : /\.(h|cuh|inc)$/.test(e.name) ? [`${dir}/${e.name}`] : [],
       );
     })('native');
     for (const f of [...gyp.targets.flatMap((t) => t.sources), ...cmakeSources, ...headers]) expect(files.has(f), `${f} (needed by a source build)`).toBe(true);
@@ -182,6 +184,7 @@ describe.skipIf(!linuxX64)('npm package (linux-x64)', () => {
         (p) =>
           /^(test|src|bench|build|build-prebuild|node_modules|\.ci|\.github)\//.test(p) ||
           p.startsWith('native/simt/') ||
+          p.startsWith('native/cuda/fmha/tests/') ||
           /\.(js\.map|tgz)$/.test(p) ||
           (p.endsWith('.ts') && !p.endsWith('.d.ts')) ||
           p === 'test-results.json' ||

@@ -72,7 +72,12 @@ Storage::Storage(DType t, int64_t n) : dtype(t), numel(n), bytes(size_t(n * dtyp
   g_live_bytes += int64_t(bytes);
 }
 
+Storage::Storage(DType t, int64_t n, int dev, void* ptr, std::unique_ptr<DeviceMemory> memory)
+    : data(ptr), dtype(t), numel(n), bytes(size_t(n * dtype_size(t))), device(dev),
+      device_memory(std::move(memory)) {}
+
 Storage::~Storage() {
+  if (device >= 0) return;  // device_memory releases the device memory
   std::free(data);
   g_live_bytes -= int64_t(bytes);
 }

@@ -25,25 +25,39 @@ struct Failure {
   std::string code, op, message;
 };
 
-// Completion state of a stream, shared with storage and with tasks on other streams.
+// Completion state of a stream, shared with storage and with tasks on other streams. A CUDA
+// stream (native/cuda/device_stream.cu) derives from it: its wait_for(seq) waits, on the calling
+// thread, for the device to reach that point.
 struct StreamState {
+  virtual ~StreamState() = default;
   std::mutex mu;
   std::condition_variable cv;
   uint64_t completed = 0;  // highest sequence number finished
   std::shared_ptr<const Failure> error;  // recorded by a failed task, reported by the next wait
-  void wait_for(uint64_t seq);
+  int device = -1;  // -1: a CPU stream; N: a stream on cuda:N
+  virtual void wait_for(uint64_t seq);
+};
+
+// What a CUDA storage owns instead of host memory (native/cuda/device_stream.cu): its destructor
+// releases the device memory stream-ordered, after the work of every stream that used it.
+struct DeviceMemory {
+  virtual ~DeviceMemory() = default;
 };
 
 struct Storage {
-  Storage(DType dtype, int64_t numel);
+  Storage(DType dtype, int64_t numel);  // host memory (64-byte aligned)
+  // Memory on cuda:`device` at `data`, owned (or merely referenced) by `memory`.
+  Storage(DType dtype, int64_t numel, int device, void* data, std::unique_ptr<DeviceMemory> memory);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
 
-  void* data = nullptr;
+  void* data = nullptr;  // host memory, or a device pointer when device >= 0
   DType dtype;
   int64_t numel;
   size_t bytes;
+  int device = -1;  // -1: cpu; N: cuda:N
+  std::unique_ptr<DeviceMemory> device_memory;
   // Written on the JS thread when work producing this storage is enqueued.
   std::shared_ptr<StreamState> ready_stream;
   uint64_t ready_seq = 0;

@@ -9,7 +9,9 @@
 
 namespace attnkit::cuda {
 
-CudaInfo cuda_info() {
+// Queried once: devices and drivers do not come and go while a process runs, and the device
+// properties take milliseconds to read.
+static CudaInfo query() {
   CudaInfo info;
   info.compiled = true;
   info.archs = ATTNKIT_CUDA_ARCHS;
@@ -31,6 +33,19 @@ CudaInfo cuda_info() {
   }
   info.device_count = n;
   info.available = true;
+  for (int d = 0; d < n; ++d) {
+    cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, d) != cudaSuccess) {
+      cudaGetLastError();
+      continue;
+    }
+    info.devices.push_back({prop.name, prop.major, prop.minor, int64_t(prop.totalGlobalMem), prop.multiProcessorCount});
+  }
+  return info;
+}
+
+CudaInfo cuda_info() {
+  static const CudaInfo info = query();
   return info;
 }
 

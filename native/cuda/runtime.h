@@ -2,9 +2,18 @@
 // addon loads on machines without a driver; availability and the reason it is missing are asked
 // of the runtime at call time.
 #pragma once
+#include <cstdint>
 #include <string>
+#include <vector>
 
 namespace attnkit::cuda {
+
+struct CudaDevice {
+  std::string name;
+  int major = 0, minor = 0;  // compute capability
+  int64_t memory = 0;        // bytes
+  int multiprocessors = 0;
+};
 
 struct CudaInfo {
   bool compiled = false;   // CUDA sources are part of this build
@@ -14,6 +23,7 @@ struct CudaInfo {
   std::string archs;       // architectures compiled into this build, e.g. "80;86;89;90"
   int runtime_version = 0;
   int driver_version = 0;
+  std::vector<CudaDevice> devices;  // when available
 };
 
 CudaInfo cuda_info();

@@ -1,12 +1,52 @@
-// Stand-in for the CUDA runtime module in builds without CUDA (binding.gyp, or no nvcc found).
+// Stand-in for the CUDA runtime module (runtime.cu, device_*.cu) in builds without CUDA
+// (binding.gyp, or no nvcc found). Nothing here is reachable from JavaScript with valid handles:
+// no CUDA stream can be created (the constructor throws), so no CUDA storage or task exists.
+#include "device.h"
 #include "runtime.h"
 
 namespace attnkit::cuda {
 
+namespace {
+const char* const kNoCuda = "attnkit was built without CUDA (nvcc was not found or ATTNKIT_CUDA=OFF)";
+[[noreturn]] void no_cuda(const char* op) { throw Error("DEVICE", op, std::string(op) + ": " + kNoCuda); }
+}  // namespace
+
 CudaInfo cuda_info() {
   CudaInfo info;
-  info.reason = "attnkit was built without CUDA (nvcc was not found or ATTNKIT_CUDA=OFF)";
+  info.reason = kNoCuda;
   return info;
 }
+
+struct DeviceStream::Impl {};
+DeviceStream::DeviceStream(int) { no_cuda("Stream"); }
+DeviceStream::~DeviceStream() = default;
+uint64_t DeviceStream::enqueue(cpu::Task) { no_cuda("Stream"); }
+const std::shared_ptr<cpu::StreamState>& DeviceStream::state() const { no_cuda("Stream"); }
+int DeviceStream::device() const { return -1; }
+void* DeviceStream::handle() const { return nullptr; }
+
+cpu::StoragePtr allocate(DType, int64_t, DeviceStream&, bool, const char* op) { no_cuda(op); }
+cpu::StoragePtr wrap_external(uint64_t, DType, int64_t, DeviceStream&, std::shared_ptr<void>, const char* op) {
+  no_cuda(op);
+}
+void wait_foreign_stream(const cpu::StoragePtr&, DeviceStream&, uint64_t, const char* op) { no_cuda(op); }
+int64_t live_bytes(int) { return 0; }
+bool pool_stats(int, PoolStats*) { return false; }
+
+void copy(const cpu::StoragePtr&, const cpu::StoragePtr&, void*, const char* op) { no_cuda(op); }
+void copy_to_host(void*, const void*, size_t, void*, const char* op) { no_cuda(op); }
+void convert(const void*, DType, void*, DType, int64_t, void*, const char* op) { no_cuda(op); }
+void spin(double, void*) { no_cuda("test"); }
+void fault(void*) { no_cuda("test"); }
+
+bool have_attention_kernels() { return false; }
+std::string attention_support(const AttentionShape&, DType, bool) { return kNoCuda; }
+void run_attention_forward(const AttentionFwdParams&, const DenseMaskOptions&, void*) { no_cuda("attention"); }
+void run_attention_backward(const AttentionBwdParams&, const DenseMaskOptions&, void*) { no_cuda("attentionBackward"); }
+
+TimingEvent::TimingEvent(int) { no_cuda("recordEvent"); }
+TimingEvent::~TimingEvent() = default;
+void TimingEvent::record(void*) { no_cuda("recordEvent"); }
+double TimingEvent::elapsed_ms(const TimingEvent&, const TimingEvent&) { no_cuda("eventElapsed"); }
 
 }  // namespace attnkit::cuda

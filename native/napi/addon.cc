@@ -55,18 +55,30 @@ class StorageWrap : public Napi::ObjectWrap<StorageWrap> {
                         InstanceAccessor<&StorageWrap::Bytes>("bytes")});
   }
 
-  // new NativeStorage(dtype: number, numel: number, zero?: boolean)
+  // new NativeStorage(dtype: number, numel: number, zero?: boolean, stream?: NativeStream, op?: string)
+  // With a CUDA stream: device memory allocated stream-ordered on it (zeroed by a task on it).
+  // Without arguments: an empty handle that wrap_storage fills in.
   StorageWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<StorageWrap>(info) {
+    if (info.Length() == 0) return;
     boundary(info.Env(), [&] {
       int dtype = info[0].As<Napi::Number>().Int32Value();
       double numel = info[1].As<Napi::Number>().DoubleValue();
       if (dtype < 0 || dtype > 4) fail("DTYPE", "empty", "unknown dtype code");
       if (!(numel >= 0) || numel > 9.0e15) fail("SHAPE", "empty", "invalid element count");
+      const bool zero = info.Length() > 2 && info[2].ToBoolean().Value();
+      cuda::DeviceStream* ds = info.Length() > 3 && info[3].IsObject() ? unwrap_device_stream(info[3], "empty") : nullptr;
+      if (ds) {
+        const std::string op = info.Length() > 4 && info[4].IsString() ? info[4].As<Napi::String>().Utf8Value() : "empty";
+        storage_ = cuda::allocate(DType(dtype), int64_t(numel), *ds, zero, op.c_str());
+        return 0;
+      }
       storage_ = std::make_shared<Storage>(DType(dtype), int64_t(numel));
-      if (info.Length() > 2 && info[2].ToBoolean().Value()) std::memset(storage_->data, 0, storage_->bytes);
+      if (zero) std::memset(storage_->data, 0, storage_->bytes);
       return 0;
     });
   }
+
+  void set(StoragePtr s) { storage_ = std::move(s); }
 
   StoragePtr get(const char* op, const char* arg) const {
     if (!storage_) fail("DISPOSED", op, std::string("'") + arg + "' was disposed");
@@ -86,6 +98,7 @@ class StorageWrap : public Napi::ObjectWrap<StorageWrap> {
   Napi::Value Write(const Napi::CallbackInfo& info) {
     return boundary(info.Env(), [&] {
       StoragePtr s = get("tensor", "storage");
+      if (s->device >= 0) fail("UNSUPPORTED", "tensor", "write() takes a CPU storage (copy to CUDA with to())");
       Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
       const int code = info[1].As<Napi::Number>().Int32Value();
       const bool f64 = code == kFloat64Source;
@@ -120,13 +133,28 @@ class StorageWrap : public Napi::ObjectWrap<StorageWrap> {
   StoragePtr storage_;
 };
 
-StoragePtr unwrap(const Napi::Value& v, const char* op, const char* arg) {
+static std::string device_name(int device) { return device < 0 ? "cpu" : "cuda:" + std::to_string(device); }
+
+StoragePtr unwrap(const Napi::Value& v, const char* op, const char* arg, int device) {
   if (!v.IsObject()) fail("ARGUMENT", op, std::string("expected '") + arg + "' to be a tensor");
   AddonData* data = v.Env().GetInstanceData<AddonData>();
   Napi::Object o = v.As<Napi::Object>();
   if (!o.InstanceOf(data->storage_ctor.Value()))
     fail("ARGUMENT", op, std::string("expected '") + arg + "' to be a tensor");
-  return StorageWrap::Unwrap(o)->get(op, arg);
+  StoragePtr s = StorageWrap::Unwrap(o)->get(op, arg);
+  if (device != kAnyDevice && s->device != device) {
+    if (device == kCpu)
+      fail("UNSUPPORTED", op, std::string("'") + arg + "' is on " + device_name(s->device) + ": not implemented on CUDA yet");
+    fail("DEVICE", op, std::string("expected '") + arg + "' to be on " + device_name(device) + ", received a tensor on " +
+                           device_name(s->device));
+  }
+  return s;
+}
+
+Napi::Object wrap_storage(Napi::Env env, StoragePtr s) {
+  Napi::Object o = env.GetInstanceData<AddonData>()->storage_ctor.New({});
+  StorageWrap::Unwrap(o)->set(std::move(s));
+  return o;
 }
 
 // ------------------------------------------------------------------ completions
@@ -191,11 +219,11 @@ void call_js(Napi::Env env, Napi::Function, Channel* ch, Completion* c) {
 
 // ------------------------------------------------------------------ Stream
 
-std::vector<StoragePtr> unwrap_list(const Napi::Value& v, const char* op, const char* arg) {
+std::vector<StoragePtr> unwrap_list(const Napi::Value& v, const char* op, const char* arg, int device) {
   if (!v.IsArray()) fail("ARGUMENT", op, std::string("expected '") + arg + "' to be an array of tensors");
   Napi::Array a = v.As<Napi::Array>();
   std::vector<StoragePtr> r;
-  for (uint32_t i = 0; i < a.Length(); ++i) r.push_back(unwrap(a.Get(i), op, arg));
+  for (uint32_t i = 0; i < a.Length(); ++i) r.push_back(unwrap(a.Get(i), op, arg, device));
   return r;
 }
 
@@ -213,9 +241,9 @@ void expect_numel(const StoragePtr& s, int64_t n, DType t, const char* op, const
   if (s->dtype != t) fail("DTYPE", op, std::string("'") + arg + "' has the wrong dtype");
 }
 
-FwdIO unwrap_fwd(const Napi::CallbackInfo& info, int i, const AttentionShape& s, const char* op) {
-  FwdIO io{unwrap(info[i], op, "q"), unwrap(info[i + 1], op, "k"), unwrap(info[i + 2], op, "v"),
-           unwrap(info[i + 3], op, "out"), unwrap(info[i + 4], op, "lse")};
+FwdIO unwrap_fwd(const Napi::CallbackInfo& info, int i, const AttentionShape& s, const char* op, int d) {
+  FwdIO io{unwrap(info[i], op, "q", d), unwrap(info[i + 1], op, "k", d), unwrap(info[i + 2], op, "v", d),
+           unwrap(info[i + 3], op, "out", d), unwrap(info[i + 4], op, "lse", d)};
   const DType t = io.q->dtype;
   expect_numel(io.q, s.B * s.Nq * s.H * s.D, t, op, "q");
   expect_numel(io.k, s.B * s.Nk * s.Hkv * s.D, t, op, "k");
@@ -225,14 +253,14 @@ FwdIO unwrap_fwd(const Napi::CallbackInfo& info, int i, const AttentionShape& s,
   return io;
 }
 
-BwdIO unwrap_bwd(const Napi::CallbackInfo& info, int i, const AttentionShape& s, const char* op) {
+BwdIO unwrap_bwd(const Napi::CallbackInfo& info, int i, const AttentionShape& s, const char* op, int d) {
   const bool has_dlse = !(info[i + 6].IsNull() || info[i + 6].IsUndefined());
-  BwdIO io{unwrap(info[i], op, "q"),          unwrap(info[i + 1], op, "k"),
-           unwrap(info[i + 2], op, "v"),      unwrap(info[i + 3], op, "out"),
-           unwrap(info[i + 4], op, "lse"),    unwrap(info[i + 5], op, "dOut"),
-           has_dlse ? unwrap(info[i + 6], op, "dLse") : nullptr,
-           unwrap(info[i + 7], op, "dq"),     unwrap(info[i + 8], op, "dk"),
-           unwrap(info[i + 9], op, "dv")};
+  BwdIO io{unwrap(info[i], op, "q", d),          unwrap(info[i + 1], op, "k", d),
+           unwrap(info[i + 2], op, "v", d),      unwrap(info[i + 3], op, "out", d),
+           unwrap(info[i + 4], op, "lse", d),    unwrap(info[i + 5], op, "dOut", d),
+           has_dlse ? unwrap(info[i + 6], op, "dLse", d) : nullptr,
+           unwrap(info[i + 7], op, "dq", d),     unwrap(info[i + 8], op, "dk", d),
+           unwrap(info[i + 9], op, "dv", d)};
   const DType t = io.q->dtype;
   expect_numel(io.q, s.B * s.Nq * s.H * s.D, t, op, "q");
   expect_numel(io.k, s.B * s.Nk * s.Hkv * s.D, t, op, "k");
@@ -288,8 +316,14 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
          InstanceMethod<&StreamWrap::Sleep>("sleep")});
   }
 
+  // new NativeStream(device?: number): a CPU stream, or a CUDA stream on cuda:device (device >= 0).
   StreamWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<StreamWrap>(info) {
     Napi::Env env = info.Env();
+    const int device = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : kCpu;
+    // The stream first: if it cannot be made, nothing else has been created.
+    if (device >= 0) boundary(env, [&] { cuda_ = std::make_unique<cuda::DeviceStream>(device); });
+    else cpu_ = std::make_unique<cpu::CpuStream>();
+    device_ = device;
     channel_ = std::make_shared<Channel>();
     channel_->tsfn = Tsfn::New(env, "attnkit-stream", 0, 1, channel_.get());
     channel_->tsfn.Unref(env);
@@ -321,8 +355,15 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
       c->failure = std::move(f);
       channel->post(c);  // if closed, the environment is gone and c is leaked on purpose
     };
-    stream_.enqueue(std::move(task));
+    enqueue(std::move(task));
     return promise;
+  }
+
+  uint64_t enqueue(cpu::Task task) { return cuda_ ? cuda_->enqueue(std::move(task)) : cpu_->enqueue(std::move(task)); }
+
+  // The op families that have no CUDA implementation yet.
+  void cpu_only(const char* op) const {
+    if (cuda_) fail("UNSUPPORTED", op, "not implemented on CUDA yet (the stream is on cuda:" + std::to_string(device_) + ")");
   }
 
   Napi::Value Synchronize(const Napi::CallbackInfo& info) {
@@ -334,16 +375,27 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
   Napi::Value Read(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return boundary(env, [&]() -> Napi::Value {
-      StoragePtr s = unwrap(info[0], "toArray", "tensor");
+      // A CUDA stream reads its device's tensors and the host tensors it produced (copies to the CPU).
+      StoragePtr s = unwrap(info[0], "toArray", "tensor", cuda_ ? kAnyDevice : kCpu);
+      if (s->device >= 0 && s->device != device_) fail("DEVICE", "toArray", "the tensor is not on the stream's device");
       const bool as_f32 = info[1].ToBoolean().Value();
       Completion* c = new_completion(env, true);
       cpu::Task task;
       task.inputs = {s};
-      task.run = [s, as_f32, c] {
+      void* h = cuda_ ? cuda_->handle() : nullptr;
+      task.run = [s, as_f32, c, h] {
         const bool widen = as_f32 && (s->dtype == DType::Float16 || s->dtype == DType::BFloat16);
         c->bytes.resize(widen ? size_t(s->numel) * 4 : s->bytes);
-        if (widen) cpu::convert(s->data, s->dtype, c->bytes.data(), DType::Float32, s->numel);
-        else if (s->bytes) std::memcpy(c->bytes.data(), s->data, s->bytes);
+        const void* src = s->data;
+        std::vector<uint8_t> staged;
+        if (s->device >= 0) {  // device to host first, then widen on the host
+          staged.resize(s->bytes);
+          cuda::copy_to_host(widen ? staged.data() : c->bytes.data(), s->data, s->bytes, h, "toArray");
+          if (!widen) return;
+          src = staged.data();
+        }
+        if (widen) cpu::convert(src, s->dtype, c->bytes.data(), DType::Float32, s->numel);
+        else if (s->bytes) std::memcpy(c->bytes.data(), src, s->bytes);
       };
       return enqueue_wait(env, std::move(task), c);
     });
@@ -351,26 +403,35 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
 
   Napi::Value Randn(const Napi::CallbackInfo& info) {
     return boundary(info.Env(), [&] {
+      cpu_only("randn");
       StoragePtr s = unwrap(info[0], "randn", "out");
       uint64_t seed = uint64_t(info[1].As<Napi::Number>().Int64Value());
       cpu::Task task;
       task.outputs = {s};
       task.run = [s, seed] { cpu::randn_fill(s->data, s->dtype, s->numel, seed); };
-      stream_.enqueue(std::move(task));
+      enqueue(std::move(task));
       return info.Env().Undefined();
     });
   }
 
   Napi::Value Convert(const Napi::CallbackInfo& info) {
     return boundary(info.Env(), [&] {
-      StoragePtr src = unwrap(info[0], "to", "tensor");
-      StoragePtr dst = unwrap(info[1], "to", "out");
+      // On a CUDA stream: device tensors of its device, or host tensors it produced.
+      StoragePtr src = unwrap(info[0], "to", "tensor", cuda_ ? kAnyDevice : kCpu);
+      StoragePtr dst = unwrap(info[1], "to", "out", cuda_ ? kAnyDevice : kCpu);
       if (src->numel != dst->numel) fail("SHAPE", "to", "element counts differ");
+      if (src->device != dst->device || (src->device >= 0 && src->device != device_))
+        fail("DEVICE", "to", "a conversion stays on one device, the stream's");
       cpu::Task task;
       task.inputs = {src};
       task.outputs = {dst};
-      task.run = [src, dst] { cpu::convert(src->data, src->dtype, dst->data, dst->dtype, src->numel); };
-      stream_.enqueue(std::move(task));
+      if (src->device >= 0) {
+        void* h = cuda_->handle();
+        task.run = [src, dst, h] { cuda::convert(src->data, src->dtype, dst->data, dst->dtype, src->numel, h, "to"); };
+      } else {
+        task.run = [src, dst] { cpu::convert(src->data, src->dtype, dst->data, dst->dtype, src->numel); };
+      }
+      enqueue(std::move(task));
       return info.Env().Undefined();
     });
   }
@@ -383,10 +444,16 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
       AttentionFwdParams p;
       p.shape = read_shape(o, op);
       p.scale = float(get_num(o, "scale"));
-      FwdIO io = unwrap_fwd(info, 0, p.shape, op);
+      FwdIO io = unwrap_fwd(info, 0, p.shape, op, device_);
       p.dtype = io.q->dtype;
       const DenseMaskOptions mask = read_mask(o);
-      enqueue_fwd(stream_, io, p, [mask](const AttentionFwdParams& x) { cpu::attention_forward(x, mask); });
+      if (cuda_) {
+        check_cuda_attention(p.shape, p.dtype, false, op, {io.q, io.k, io.v, io.out, io.lse});
+        void* h = cuda_->handle();
+        enqueue_fwd(*cuda_, io, p, [mask, h](const AttentionFwdParams& x) { cuda::run_attention_forward(x, mask, h); });
+        return info.Env().Undefined();
+      }
+      enqueue_fwd(*cpu_, io, p, [mask](const AttentionFwdParams& x) { cpu::attention_forward(x, mask); });
       return info.Env().Undefined();
     });
   }
@@ -399,10 +466,17 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
       AttentionBwdParams p;
       p.shape = read_shape(o, op);
       p.scale = float(get_num(o, "scale"));
-      BwdIO io = unwrap_bwd(info, 0, p.shape, op);
+      BwdIO io = unwrap_bwd(info, 0, p.shape, op, device_);
       p.dtype = io.q->dtype;
       const DenseMaskOptions mask = read_mask(o);
-      enqueue_bwd(stream_, io, p, [mask](const AttentionBwdParams& x) { cpu::attention_backward(x, mask); });
+      if (cuda_) {
+        check_cuda_attention(p.shape, p.dtype, true, op,
+                             {io.q, io.k, io.v, io.out, io.lse, io.dout, io.dlse, io.dq, io.dk, io.dv});
+        void* h = cuda_->handle();
+        enqueue_bwd(*cuda_, io, p, [mask, h](const AttentionBwdParams& x) { cuda::run_attention_backward(x, mask, h); });
+        return info.Env().Undefined();
+      }
+      enqueue_bwd(*cpu_, io, p, [mask](const AttentionBwdParams& x) { cpu::attention_backward(x, mask); });
       return info.Env().Undefined();
     });
   }
@@ -411,6 +485,7 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
   Napi::Value MergeForward(const Napi::CallbackInfo& info) {
     return boundary(info.Env(), [&] {
       const char* op = "mergeAttention";
+      cpu_only(op);
       auto outs = unwrap_list(info[0], op, "out"), lses = unwrap_list(info[1], op, "lse");
       StoragePtr out = unwrap(info[2], op, "out"), lse = unwrap(info[3], op, "lse");
       Napi::Object o = get_obj(info[4]);
@@ -445,7 +520,7 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
         p.lse = static_cast<float*>(lse->data);
         cpu::merge_forward(p);
       };
-      stream_.enqueue(std::move(task));
+      enqueue(std::move(task));
       return info.Env().Undefined();
     });
   }
@@ -454,6 +529,7 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
   Napi::Value MergeBackward(const Napi::CallbackInfo& info) {
     return boundary(info.Env(), [&] {
       const char* op = "mergeAttentionBackward";
+      cpu_only(op);
       auto outs = unwrap_list(info[0], op, "out"), lses = unwrap_list(info[1], op, "lse");
       StoragePtr out = unwrap(info[2], op, "out"), lse = unwrap(info[3], op, "lse"),
                  dout = unwrap(info[4], op, "dOut");
@@ -506,7 +582,7 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
         p.dlses = dlp.data();
         cpu::merge_backward(p);
       };
-      stream_.enqueue(std::move(task));
+      enqueue(std::move(task));
       return info.Env().Undefined();
     });
   }
@@ -515,6 +591,7 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
   Napi::Value Add(const Napi::CallbackInfo& info) {
     return boundary(info.Env(), [&] {
       const char* op = "add";
+      cpu_only(op);
       StoragePtr a = unwrap(info[0], op, "a"), b = unwrap(info[1], op, "b"), out = unwrap(info[2], op, "out");
       expect_numel(b, a->numel, a->dtype, op, "b");
       expect_numel(out, a->numel, a->dtype, op, "out");
@@ -522,7 +599,7 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
       task.inputs = {a, b};
       task.outputs = {out};
       task.run = [a, b, out] { cpu::add(a->data, b->data, out->data, a->dtype, a->numel); };
-      stream_.enqueue(std::move(task));
+      enqueue(std::move(task));
       return info.Env().Undefined();
     });
   }
@@ -532,36 +609,68 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
     return boundary(info.Env(), [&] {
       std::string message = info[0].As<Napi::String>().Utf8Value();
       cpu::Task task;
-      if (info.Length() > 1 && info[1].IsArray()) task.outputs = unwrap_list(info[1], "test", "out");
+      if (info.Length() > 1 && info[1].IsArray()) task.outputs = unwrap_list(info[1], "test", "out", device_);
       task.run = [message] { throw Error("INTERNAL", "test", message); };
-      stream_.enqueue(std::move(task));
+      enqueue(std::move(task));
       return info.Env().Undefined();
     });
   }
 
-  // Test hook: occupies the stream for `ms` milliseconds.
+  // Test hook: occupies the stream for `ms` milliseconds (on CUDA: the device, with a spin kernel).
   Napi::Value Sleep(const Napi::CallbackInfo& info) {
     int64_t ms = info[0].As<Napi::Number>().Int64Value();
     cpu::Task task;
-    task.run = [ms] { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); };
-    stream_.enqueue(std::move(task));
+    if (cuda_) {
+      void* h = cuda_->handle();
+      task.run = [ms, h] { cuda::spin(double(ms), h); };
+    } else {
+      task.run = [ms] { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); };
+    }
+    enqueue(std::move(task));
     return info.Env().Undefined();
   }
 
+  // The synchronous checks of attention on CUDA: what the kernels support, and the 16-byte
+  // alignment they need (memory from fromDevicePointer may have any alignment).
+  static void check_cuda_attention(const AttentionShape& shape, DType dtype, bool backward, const char* op,
+                                   std::initializer_list<StoragePtr> buffers) {
+    const std::string why = cuda::attention_support(shape, dtype, backward);
+    if (!why.empty()) fail("UNSUPPORTED", op, why);
+    for (const StoragePtr& b : buffers)
+      if (b && reinterpret_cast<uintptr_t>(b->data) % 16 != 0)
+        fail("UNSUPPORTED", op, "the CUDA kernels need 16-byte aligned tensors (a tensor from fromDevicePointer is not)");
+  }
+
  public:
-  cpu::CpuStream& stream() { return stream_; }
+  // Null for a CPU stream.
+  cuda::DeviceStream* device_stream() { return cuda_.get(); }
+  cpu::CpuStream* cpu_stream() { return cpu_.get(); }
+  int device() const { return device_; }
 
  private:
-  cpu::CpuStream stream_;
+  int device_ = kCpu;
+  std::unique_ptr<cpu::CpuStream> cpu_;       // a CPU stream, or
+  std::unique_ptr<cuda::DeviceStream> cuda_;  // a CUDA stream
   std::shared_ptr<Channel> channel_;
   std::shared_ptr<Channel>* hook_arg_ = nullptr;
 };
 
-cpu::CpuStream& unwrap_stream(const Napi::Value& v, const char* op) {
+static StreamWrap* unwrap_stream_wrap(const Napi::Value& v, const char* op) {
   AddonData* data = v.Env().GetInstanceData<AddonData>();
   if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(data->stream_ctor.Value()))
     fail("ARGUMENT", op, "expected 'stream' to be a native stream");
-  return StreamWrap::Unwrap(v.As<Napi::Object>())->stream();
+  return StreamWrap::Unwrap(v.As<Napi::Object>());
+}
+
+cpu::CpuStream& unwrap_stream(const Napi::Value& v, const char* op) {
+  StreamWrap* w = unwrap_stream_wrap(v, op);
+  if (!w->cpu_stream())
+    fail("UNSUPPORTED", op, "not implemented on CUDA yet (the stream is on cuda:" + std::to_string(w->device()) + ")");
+  return *w->cpu_stream();
+}
+
+cuda::DeviceStream* unwrap_device_stream(const Napi::Value& v, const char* op) {
+  return unwrap_stream_wrap(v, op)->device_stream();
 }
 
 // ------------------------------------------------------------------ module functions
@@ -581,6 +690,17 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   c.Set("archs", ci.archs);
   c.Set("runtimeVersion", ci.runtime_version);
   c.Set("driverVersion", ci.driver_version);
+  c.Set("attentionKernels", cuda::have_attention_kernels());
+  Napi::Array devices = Napi::Array::New(env, ci.devices.size());
+  for (size_t i = 0; i < ci.devices.size(); ++i) {
+    Napi::Object d = Napi::Object::New(env);
+    d.Set("name", ci.devices[i].name);
+    d.Set("computeCapability", std::to_string(ci.devices[i].major) + "." + std::to_string(ci.devices[i].minor));
+    d.Set("memory", double(ci.devices[i].memory));
+    d.Set("multiprocessors", ci.devices[i].multiprocessors);
+    devices.Set(uint32_t(i), d);
+  }
+  c.Set("devices", devices);
   o.Set("cuda", c);
   return o;
 }
@@ -595,6 +715,9 @@ Napi::Value SetIsa(const Napi::CallbackInfo& info) {
 Napi::Value Memory(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("cpu", Napi::Number::New(info.Env(), double(cpu::live_bytes_cpu())));
+  const cuda::CudaInfo ci = cuda::cuda_info();
+  for (int d = 0; d < ci.device_count; ++d)
+    o.Set("cuda:" + std::to_string(d), Napi::Number::New(info.Env(), double(cuda::live_bytes(d))));
   return o;
 }
 

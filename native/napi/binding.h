@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "../cpu/stream.h"
+#include "../cuda/device.h"
 #include "attnkit/attention.h"
 #include "attnkit/error.h"
 
@@ -33,9 +34,19 @@ auto boundary(Napi::Env env, F&& fn) -> decltype(fn()) {
 // Throws attnkit::Error(code, op, "op: msg").
 [[noreturn]] void fail(const std::string& code, const std::string& op, const std::string& msg);
 
-cpu::StoragePtr unwrap(const Napi::Value& v, const char* op, const char* arg);
-std::vector<cpu::StoragePtr> unwrap_list(const Napi::Value& v, const char* op, const char* arg);
+// The device a storage must be on: kCpu, a CUDA ordinal, or kAnyDevice. A CUDA storage where the
+// CPU is expected fails with UNSUPPORTED ("not implemented on CUDA yet"): CPU kernels never see a
+// device pointer.
+constexpr int kCpu = -1;
+constexpr int kAnyDevice = -2;
+cpu::StoragePtr unwrap(const Napi::Value& v, const char* op, const char* arg, int device = kCpu);
+std::vector<cpu::StoragePtr> unwrap_list(const Napi::Value& v, const char* op, const char* arg, int device = kCpu);
+// A CPU stream (a CUDA stream fails with UNSUPPORTED: the op families run on the CPU only so far).
 cpu::CpuStream& unwrap_stream(const Napi::Value& v, const char* op);
+// The CUDA stream behind a NativeStream, or null for a CPU stream (cuda.cc).
+cuda::DeviceStream* unwrap_device_stream(const Napi::Value& v, const char* op);
+// A new NativeStorage object holding `s` (cuda.cc: fromDevicePointer).
+Napi::Object wrap_storage(Napi::Env env, cpu::StoragePtr s);
 
 Napi::Object get_obj(const Napi::Value& v);
 int64_t get_int(const Napi::Object& o, const char* key);
@@ -49,21 +60,24 @@ void expect_numel(const cpu::StoragePtr& s, int64_t n, DType t, const char* op, 
 struct FwdIO {
   cpu::StoragePtr q, k, v, out, lse;
 };
-FwdIO unwrap_fwd(const Napi::CallbackInfo& info, int first, const AttentionShape& s, const char* op);
+FwdIO unwrap_fwd(const Napi::CallbackInfo& info, int first, const AttentionShape& s, const char* op,
+                 int device = kCpu);
 
 // Backward: q, k, v, out, lse, dOut, dLse (or null), dq, dk, dv at info[first...].
 struct BwdIO {
   cpu::StoragePtr q, k, v, out, lse, dout, dlse, dq, dk, dv;
 };
-BwdIO unwrap_bwd(const Napi::CallbackInfo& info, int first, const AttentionShape& s, const char* op);
+BwdIO unwrap_bwd(const Napi::CallbackInfo& info, int first, const AttentionShape& s, const char* op,
+                 int device = kCpu);
 
 // Enqueue a forward/backward kernel(params) on `stream` with the buffers' pointers filled in.
 // Problem shape {B, Nq, Nk, H, Hkv, D, Dv} of a fused-attention call.
 AttentionShape read_shape(const Napi::Object& o, const char* op);
 
 // `extra` inputs (e.g. a block mask's buffers) are waited for and kept alive like q, k, v.
-template <typename Kernel>
-void enqueue_fwd(cpu::CpuStream& stream, const FwdIO& io, AttentionFwdParams p, Kernel kernel,
+// `Stream` is cpu::CpuStream or cuda::DeviceStream.
+template <typename Stream, typename Kernel>
+void enqueue_fwd(Stream& stream, const FwdIO& io, AttentionFwdParams p, Kernel kernel,
                  const std::vector<cpu::StoragePtr>& extra = {}) {
   cpu::Task task;
   task.inputs = {io.q, io.k, io.v};
@@ -80,8 +94,8 @@ void enqueue_fwd(cpu::CpuStream& stream, const FwdIO& io, AttentionFwdParams p, 
   stream.enqueue(std::move(task));
 }
 
-template <typename Kernel>
-void enqueue_bwd(cpu::CpuStream& stream, const BwdIO& io, AttentionBwdParams p, Kernel kernel,
+template <typename Stream, typename Kernel>
+void enqueue_bwd(Stream& stream, const BwdIO& io, AttentionBwdParams p, Kernel kernel,
                  const std::vector<cpu::StoragePtr>& extra = {}) {
   cpu::Task task;
   task.inputs = {io.q, io.k, io.v, io.out, io.lse, io.dout};
@@ -113,5 +127,6 @@ MaskIO unwrap_mask(const Napi::Value& v, const char* op);
 
 // Defined in families.cc: calls each op family's register function.
 void register_op_families(Napi::Env env, Napi::Object exports);
+void register_cuda(Napi::Env env, Napi::Object exports);  // cuda.cc
 
 }  // namespace attnkit::napi

@@ -14,6 +14,7 @@ void register_op_families(Napi::Env env, Napi::Object exports) {
   register_neighborhood(env, exports);
   register_block_sparse(env, exports);
   register_selection(env, exports);
+  register_cuda(env, exports);  // cuda.cc (declared in binding.h): the CUDA runtime's functions
 }
 
 }  // namespace attnkit::napi

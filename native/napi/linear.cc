@@ -78,7 +78,8 @@ Napi::Value LinearForward(const Napi::CallbackInfo& info) {
   return boundary(info.Env(), [&] {
     const char* op = "linearAttention";
     cpu::CpuStream& stream = unwrap_stream(info[0], op);
-    StoragePtr q = unwrap(info[1], op, "q"), k = unwrap(info[2], op, "k"), v = unwrap(info[3], op, "v");
+    StoragePtr q = unwrap(info[1], op, "q"), k = unwrap(info[2], op, "k"),
+               v = unwrap(info[3], op, "v");
     StoragePtr s0 = unwrap_opt(info[4], op, "initialState");
     StoragePtr out = unwrap(info[5], op, "out");
     StoragePtr sT = unwrap_opt(info[6], op, "finalState");
@@ -118,11 +119,13 @@ Napi::Value LinearBackward(const Napi::CallbackInfo& info) {
   return boundary(info.Env(), [&] {
     const char* op = "linearAttentionBackward";
     cpu::CpuStream& stream = unwrap_stream(info[0], op);
-    StoragePtr q = unwrap(info[1], op, "q"), k = unwrap(info[2], op, "k"), v = unwrap(info[3], op, "v");
+    StoragePtr q = unwrap(info[1], op, "q"), k = unwrap(info[2], op, "k"),
+               v = unwrap(info[3], op, "v");
     StoragePtr s0 = unwrap_opt(info[4], op, "initialState");
     StoragePtr dout = unwrap(info[5], op, "dOut");
     StoragePtr dsT = unwrap_opt(info[6], op, "dFinalState");
-    StoragePtr dq = unwrap(info[7], op, "dq"), dk = unwrap(info[8], op, "dk"), dv = unwrap(info[9], op, "dv");
+    StoragePtr dq = unwrap(info[7], op, "dq"), dk = unwrap(info[8], op, "dk"),
+               dv = unwrap(info[9], op, "dv");
     StoragePtr ds0 = unwrap_opt(info[10], op, "dInitialState");
     Problem pr = read_problem(info[11], op);
     const LinearShape& s = pr.shape;
@@ -168,7 +171,8 @@ Napi::Value LinearStep(const Napi::CallbackInfo& info) {
   return boundary(info.Env(), [&] {
     const char* op = "linearAttentionStep";
     cpu::CpuStream& stream = unwrap_stream(info[0], op);
-    StoragePtr q = unwrap(info[1], op, "q"), k = unwrap(info[2], op, "k"), v = unwrap(info[3], op, "v");
+    StoragePtr q = unwrap(info[1], op, "q"), k = unwrap(info[2], op, "k"),
+               v = unwrap(info[3], op, "v");
     StoragePtr s0 = unwrap_opt(info[4], op, "state");
     StoragePtr out = unwrap(info[5], op, "out");
     StoragePtr s1 = unwrap(info[6], op, "newState");

@@ -2,8 +2,13 @@
 /**
  * The `attnkit` command (DESIGN §10).
  *
- *   attnkit info [--json]     version, CPU kernel level (in use and detected), threads, CUDA status
- *   attnkit bench [options]   validated timings of the ops, as a table or JSON
+ *   attnkit info [--json] [--kernels]
+ *                             version, CPU kernel level (in use and detected), threads, CUDA status;
+ *                             with --kernels the compile-gate report of the CUDA kernels (registers,
+ *                             shared memory, spills per kernel and arch; build/compile-gate/*.json)
+ *   attnkit bench [options]   validated timings of the ops, as a table or JSON; --device cuda[:N]
+ *                             times attention on a GPU with CUDA events (skipped, with the reason,
+ *                             where CUDA is unavailable)
  *   attnkit sim [options]     upper bounds of the neighborhood-attention speedup over dense attention
  *                             (FLOP ratio, tile level) and whether the tiles are fully block-sparse
  *
@@ -17,7 +22,7 @@
  * The library is imported only once the arguments are parsed, so that `--threads` can set
  * ATTNKIT_NUM_THREADS before the native thread pool starts.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -25,6 +30,7 @@ import { Presets, SingleBar } from 'cli-progress';
 import type { FloatDType } from '../dtype.js';
 import type { AttentionBenchReport, BenchShape, MaskName } from '../../bench/attention.js';
 import type { NaBenchConfig, NaOp, NaProblem } from '../../bench/neighborhood.js';
+import type { CudaBenchReport, CudaDType } from '../../bench/cuda.js';
 // bench/common.ts does not load the addon, so it can be imported before --threads applies.
 import { fmt, formatTable, PEAK_GFLOPS_PER_THREAD } from '../../bench/common.js';
 
@@ -45,15 +51,29 @@ const DEFAULT_REPEATS = 10;
 const QUICK_REPEATS = 3;
 const WARMUP = 1;
 
-/** The package version, read without loading the native addon. */
-function packageVersion(): string {
+/** The package root (the folder holding package.json), found without loading the native addon. */
+function packageDir(): string | null {
   let dir = dirname(fileURLToPath(import.meta.url));
   while (!existsSync(join(dir, 'package.json'))) {
     const up = dirname(dir);
-    if (up === dir) return 'unknown';
+    if (up === dir) return null;
     dir = up;
   }
+  return dir;
+}
+
+/** The package version, read without loading the native addon. */
+function packageVersion(): string {
+  const dir = packageDir();
+  if (dir === null) return 'unknown';
   return (JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { version: string }).version;
+}
+
+/** A device for --device: cpu, cuda or cuda:N (checked against the machine later). */
+function parseDeviceArg(value: string): string {
+  const v = value.trim();
+  if (!/^(cpu|cuda(:\d+)?)$/.test(v)) throw new InvalidArgumentError("expected 'cpu', 'cuda' or 'cuda:N'.");
+  return v === 'cuda' ? 'cuda:0' : v;
 }
 
 function positiveInt(value: string): number {
@@ -135,13 +155,104 @@ function peakEstimate(isa: string, threads: number): Record<string, number> | nu
 
 // ------------------------------------------------------------------ info
 
-async function infoCommand(opts: { json?: boolean }): Promise<void> {
+/** One row of a compile-gate report (scripts/compile-gate.mjs). */
+interface GateKernel {
+  kernel: string;
+  arch: string;
+  entry: boolean;
+  registers: number | null;
+  smem: number;
+  dynamicSmem: number;
+  spillStores: number;
+  spillLoads: number;
+  stackFrame: number;
+  mma: number;
+  tensorCore: boolean;
+  violations: string[];
+}
+interface GateReport {
+  file: string;
+  nvcc?: string;
+  archs?: string[];
+  ok?: boolean;
+  kernels?: GateKernel[];
+  violations?: string[];
+  error?: string;
+}
+
+/**
+ * The compile-gate reports: every JSON file in $ATTNKIT_COMPILE_GATE_DIR, else in the package's
+ * build/compile-gate/ (where scripts/compile-gate.mjs writes them). An unreadable file is listed
+ * with its error.
+ */
+function compileGateReports(): { dir: string; reports: GateReport[] } {
+  const dir = process.env.ATTNKIT_COMPILE_GATE_DIR ?? join(packageDir() ?? process.cwd(), 'build', 'compile-gate');
+  const files = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.json')).sort() : [];
+  const reports = files.map((file): GateReport => {
+    try {
+      const r = JSON.parse(readFileSync(join(dir, file), 'utf8')) as Omit<GateReport, 'file'>;
+      if (!r || typeof r !== 'object' || !Array.isArray(r.kernels)) return { file, error: 'not a compile-gate report (no "kernels" list)' };
+      return { file, ...r };
+    } catch (e) {
+      return { file, error: (e as Error).message };
+    }
+  });
+  return { dir, reports };
+}
+
+/** The compile-gate section of `attnkit info --kernels`, as text. */
+function kernelLines(gate: { dir: string; reports: GateReport[] }): string[] {
+  const lines = ['CUDA kernels (compile gate)'];
+  if (gate.reports.length === 0) {
+    lines.push(
+      `  no compile-gate report in ${gate.dir}`,
+      '  (reports are written by `node scripts/compile-gate.mjs` in a build with nvcc; this install has none)',
+    );
+    return lines;
+  }
+  for (const r of gate.reports) {
+    if (r.error) {
+      lines.push(`  ${r.file}: unreadable: ${r.error}`);
+      continue;
+    }
+    const violations = r.violations ?? [];
+    lines.push(
+      `  ${r.file}: nvcc ${r.nvcc ?? '?'}, ${(r.archs ?? []).join(', ') || 'no arch'}: ` +
+        (r.ok ? 'passed' : `FAILED (${violations.length} violation${violations.length === 1 ? '' : 's'})`),
+    );
+    const entries = (r.kernels ?? []).filter((k) => k.entry);
+    if (entries.length > 0) {
+      const rows = [
+        ['arch', 'regs', 'smem', '+dyn', 'spill st/ld', 'stack', 'mma', 'kernel'],
+        ...entries.map((k) => [
+          k.arch,
+          String(k.registers ?? '?'),
+          String(k.smem),
+          String(k.dynamicSmem),
+          `${k.spillStores}/${k.spillLoads}`,
+          String(k.stackFrame),
+          String(k.mma),
+          // the demangled name without its parameter list
+          k.kernel.replace(/\(.*\)$/, '') + (k.tensorCore ? '  [tensor core]' : ''),
+        ]),
+      ];
+      lines.push(...formatTable(rows, new Set([1, 2, 3, 4, 5, 6])).split('\n').map((l) => `    ${l}`));
+    } else {
+      lines.push('    no kernels');
+    }
+    for (const v of violations) lines.push(`    violation: ${v.replace(/\n/g, '\n      ')}`);
+  }
+  return lines;
+}
+
+async function infoCommand(opts: { json?: boolean; kernels?: boolean }): Promise<void> {
   const ak = await import('../index.js');
   const i = ak.info();
   const peak = peakEstimate(i.cpu.isa, i.cpu.threads);
   const env: Record<string, string> = {};
   for (const key of ['ATTNKIT_CPU_ISA', 'ATTNKIT_NUM_THREADS', 'ATTNKIT_CUDA', 'ATTNKIT_CUDA_ARCHS'])
     if (process.env[key] !== undefined) env[key] = process.env[key]!;
+  const gate = opts.kernels ? compileGateReports() : null;
   if (opts.json) {
     const out = {
       ...i,
@@ -149,6 +260,7 @@ async function infoCommand(opts: { json?: boolean }): Promise<void> {
       platform: `${process.platform}-${process.arch}`,
       peakGflopsEstimate: peak,
       env,
+      ...(gate ? { compileGate: gate } : {}),
     };
     console.log(JSON.stringify(out, null, 2));
     return;
@@ -171,12 +283,19 @@ async function infoCommand(opts: { json?: boolean }): Promise<void> {
     `  archs            ${i.cuda.archs.length ? i.cuda.archs.join(', ') : '-'}`,
     `  available        ${i.cuda.available ? 'yes' : `no: ${i.cuda.reason}`}`,
     `  devices          ${i.cuda.deviceCount}`,
+    ...i.cuda.devices.map(
+      (d, n) =>
+        `    cuda:${n}         ${d.name} (compute capability ${d.computeCapability}, ` +
+        `${(d.memory / 2 ** 30).toFixed(1)} GiB, ${d.multiprocessors} SMs)`,
+    ),
+    `  attention        ${i.cuda.attentionKernels ? 'fused kernels compiled (float16, bfloat16)' : i.cuda.compiled ? 'no CUDA attention kernels in this build' : '-'}`,
   ];
   if (Object.keys(env).length)
     lines.push(
       'Environment',
       ...Object.entries(env).map(([k, v]) => `  ${k}=${v}`),
     );
+  if (gate) lines.push(...kernelLines(gate));
   console.log(lines.join('\n'));
 }
 
@@ -257,6 +376,7 @@ async function maskCommand(o: MaskOpts): Promise<void> {
 interface BenchOpts extends NaCliOpts {
   op?: (typeof OPS)[number];
   density?: number[];
+  device?: string;
   dtype?: FloatDType;
   causal?: boolean[] | true;
   backward?: boolean;
@@ -271,6 +391,7 @@ interface BenchOpts extends NaCliOpts {
 
 async function benchCommand(opts: BenchOpts): Promise<void> {
   if (opts.threads !== undefined) process.env.ATTNKIT_NUM_THREADS = String(opts.threads);
+  if (opts.device !== undefined && opts.device !== 'cpu') return cudaBenchCommand(opts);
   if (opts.op !== undefined && (NA_OPS as readonly string[]).includes(opts.op)) return naBenchCommand(opts);
   if (opts.op !== undefined && (BS_OPS as readonly string[]).includes(opts.op)) return bsBenchCommand(opts);
   if (opts.density !== undefined) throw new Error(`--density applies to --op blocksparse only.`);
@@ -389,6 +510,94 @@ async function benchCommand(opts: BenchOpts): Promise<void> {
             .join(', ')} GFLOP/s per thread (Sapphire Rapids figures), against the unit that ` +
           'bounds each row; blank where that unit has no estimate.'
         : `% peak: no estimate for kernel level ${report.isa}.`,
+    ].join('\n'),
+  );
+}
+
+// ------------------------------------------------------------------ bench --device cuda
+
+async function cudaBenchCommand(opts: BenchOpts): Promise<void> {
+  const device = opts.device!;
+  if (opts.op !== undefined && opts.op !== 'attention')
+    throw new Error(`--op ${opts.op} runs on the CPU only (not implemented on CUDA yet); --device cuda times --op attention.`);
+  for (const key of ['input', 'kernel', 'stride', 'dilation', 'tile', 'heads', 'headDim', 'threads', 'density'] as const)
+    if (opts[key] !== undefined)
+      throw new Error(`--${key === 'headDim' ? 'head-dim' : key} does not apply to --device ${device}.`);
+  if (Array.isArray(opts.causal)) throw new Error('--causal takes no value for --op attention.');
+  if (opts.dtype === 'float32')
+    throw new Error('--dtype float32: the CUDA kernels take float16 or bfloat16.');
+  const ak = await import('../index.js');
+  const cb = await import('../../bench/cuda.js');
+  const version = ak.info().version;
+  const why = cb.cudaBenchUnavailable(device);
+  if (why) {
+    // Not an error: the CUDA benchmark is for GPU machines; on others it says why and succeeds.
+    if (opts.json) console.log(JSON.stringify({ ok: true, skipped: true, version, device, reason: why }, null, 2));
+    else console.log(`attnkit bench --device ${device}: skipped: ${why}`);
+    return;
+  }
+  const suite = opts.op === undefined;
+  const quick = opts.quick === true;
+  const shapes: BenchShape[] = opts.shape ? [opts.shape] : cb.defaultCudaShapes(quick);
+  const dtypes: CudaDType[] = opts.dtype ? [opts.dtype as CudaDType] : suite ? [...cb.CUDA_DTYPES] : ['bfloat16'];
+  const masks: MaskName[] = opts.causal ? ['causal'] : suite ? ['none', 'causal'] : ['none'];
+  const backward = opts.backward === true || suite;
+  const repeats = opts.repeats ?? (quick ? QUICK_REPEATS : DEFAULT_REPEATS);
+  const config = { device: device as `cuda:${number}`, shapes, dtypes, masks, backward, repeats, warmup: WARMUP };
+  const bar =
+    process.stdout.isTTY && !opts.json
+      ? new SingleBar({ format: 'bench [{bar}] {value}/{total}  {task}', clearOnComplete: true, hideCursor: true }, Presets.shades_classic)
+      : null;
+  bar?.start(cb.countCudaSteps(config), 0, { task: 'validating' });
+  let report: CudaBenchReport;
+  try {
+    report = await cb.benchCudaAttention({ ...config, onStep: (task) => bar?.increment(1, { task }) });
+  } catch (e) {
+    bar?.stop();
+    if (e instanceof cb.CudaValidationFailure) {
+      if (opts.json) console.log(JSON.stringify({ ok: false, error: e.message, validation: e.validation }, null, 2));
+      process.stderr.write(`attnkit bench: ${e.message}\n`);
+      process.exitCode = 1;
+      return;
+    }
+    throw e;
+  }
+  bar?.stop();
+  if (opts.json) {
+    console.log(
+      JSON.stringify(
+        { ok: true, version, device, deviceName: report.deviceName, timing: 'cuda-events', warmup: WARMUP, validation: report.validation, results: report.results },
+        null,
+        2,
+      ),
+    );
+    return;
+  }
+  const rows = [
+    ['op', 'shape B,N,H,D', 'dtype', 'mask', 'pass', 'median ms', 'min ms', 'TFLOP/s', 'vs dense'],
+    ...report.results.map((r) => [
+      r.op,
+      r.shape.join(','),
+      r.dtype,
+      r.mask,
+      r.pass === 'forward' ? 'fwd' : 'bwd',
+      fmt(r.medianMs, 4),
+      fmt(r.minMs, 4),
+      fmt(r.tflops, 4),
+      r.speedupVsDense === null ? '' : `${fmt(r.speedupVsDense, 3)}x`,
+    ]),
+  ];
+  const worst = (key: string) => Math.max(...report.validation.map((v) => v.errors[key] ?? 0));
+  const checked = ['out', 'lse', ...(backward ? ['dq', 'dk', 'dv'] : [])];
+  console.log(
+    [
+      `attnkit ${version} bench: ${device} (${report.deviceName}); CUDA-event time, median of ${repeats} runs after ${WARMUP} warm-up`,
+      'validated against the float64 reference (N=150), worst errors (relative to the largest reference value; lse absolute): ' +
+        checked.map((k) => `${k} ${worst(k).toExponential(1)}`).join(', '),
+      '',
+      formatTable(rows, new Set([5, 6, 7, 8])),
+      '',
+      'FLOP: forward = 4 x visible query-key pairs x D, backward = 2.5 x forward; vs dense = dense ms / causal ms on the same shape.',
     ].join('\n'),
   );
 }
@@ -545,8 +754,9 @@ program
 
 program
   .command('info')
-  .description('version, CPU kernel level and threads, CUDA build and availability')
+  .description('version, CPU kernel level and threads, CUDA build and availability; --kernels: the CUDA compile-gate report')
   .option('--json', 'machine-readable output')
+  .option('--kernels', 'the compile-gate report of the CUDA kernels: registers, shared memory and spills per kernel and arch')
   .action(infoCommand);
 
 program
@@ -556,6 +766,11 @@ program
       `with the causal mask, forward and backward, at [B,N,H,D] = [1,${DEFAULT_N},4,64]`,
   )
   .addOption(new Option('--op <name>', 'operation to benchmark').choices(OPS))
+  .option(
+    '--device <device>',
+    'cpu (default), or cuda[:N]: attention on a GPU timed with CUDA events (skipped, with the reason, without CUDA)',
+    parseDeviceArg,
+  )
   .addOption(new Option('--dtype <dtype>', 'element type (default float32; neighborhood: float32 and bfloat16)').choices(DTYPE_CHOICES))
   .option('--causal [axes]', 'causal mask; neighborhood: per axis (1,0), bare = every axis', parseCausal)
   .option('--backward', 'time the backward as well')

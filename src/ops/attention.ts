@@ -2,11 +2,12 @@
  * Dense fused attention (FlashAttention 2 semantics): full, causal and sliding-window masks, GQA/MQA,
  * Nq != Nk with bottom-right causal alignment, a value head dim that may differ, LSE in natural log.
  * Layout [B, N, H, D]. The CPU kernel is the tiled online-softmax FMHA driven by the dense mask
- * policy (native/include/attnkit/mask_dense.h).
+ * policy (native/include/attnkit/mask_dense.h); on CUDA tensors the FlashAttention-2 kernels of
+ * native/cuda/fmha/ (float16/bfloat16), same policy header.
  */
-import type { FloatDType } from '../dtype.js';
-import { argError, callNative } from '../errors.js';
-import type { AttentionParams } from '../native.js';
+import { DTYPES, type FloatDType } from '../dtype.js';
+import { AttnkitError, argError, callNative } from '../errors.js';
+import { native, type AttentionParams } from '../native.js';
 import { empty, type Tensor } from '../tensor.js';
 import type { Stream } from '../stream.js';
 import {
@@ -102,8 +103,16 @@ function parse(op: string, q: unknown, k: unknown, v: unknown, options: unknown)
     [left, right] = w as [number, number];
   }
   const scale = checkScale(op, o.scale, 1 / Math.sqrt(D));
-  const stream = checkStream(op, o.stream, Q.device);
-  return { params: { B, Nq, Nk, H, Hkv, D, Dv, scale, causal, left, right }, dtype, stream };
+  const stream = checkStream(op, o.stream, Q.device, { cuda: true });
+  const params = { B, Nq, Nk, H, Hkv, D, Dv, scale, causal, left, right };
+  if (Q.device !== 'cpu') checkCuda(op, params, dtype);
+  return { params, dtype, stream };
+}
+
+/** What the CUDA kernels support, checked at the call (before any output is allocated). */
+function checkCuda(op: string, params: AttentionParams, dtype: FloatDType): void {
+  const why = callNative(op, () => native.cudaAttentionSupport(params, DTYPES[dtype].code, op === 'attentionBackward'));
+  if (why !== '') throw new AttnkitError('ERR_ATTNKIT_UNSUPPORTED', op, `${op}: ${why}`);
 }
 
 /**
@@ -114,8 +123,9 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOpt
   const op = 'attention';
   const { params, dtype, stream } = parse(op, q, k, v, options);
   const { B, Nq, H, Dv } = params;
-  const out = empty([B, Nq, H, Dv], { dtype, device: q.device });
-  const lse = empty([B, Nq, H], { dtype: 'float32', device: q.device });
+  // On CUDA the outputs are allocated stream-ordered on the stream that writes them.
+  const out = empty([B, Nq, H, Dv], { dtype, device: q.device, stream });
+  const lse = empty([B, Nq, H], { dtype: 'float32', device: q.device, stream });
   callNative(op, () =>
     stream.native.attentionForward(q._native(op, 'q'), k._native(op, 'k'), v._native(op, 'v'), out._native(op, 'out'), lse._native(op, 'lse'), params),
   );
@@ -164,9 +174,9 @@ export function attentionBackward(
     checkDType(op, 'dLse', dL, 'float32');
     checkSameDevice(op, 'dLse', dL, q, 'q');
   }
-  const dq = empty([B, Nq, H, D], { dtype, device: q.device });
-  const dk = empty([B, Nk, Hkv, D], { dtype, device: q.device });
-  const dv = empty([B, Nk, Hkv, Dv], { dtype, device: q.device });
+  const dq = empty([B, Nq, H, D], { dtype, device: q.device, stream });
+  const dk = empty([B, Nk, Hkv, D], { dtype, device: q.device, stream });
+  const dv = empty([B, Nk, Hkv, Dv], { dtype, device: q.device, stream });
   callNative(op, () =>
     stream.native.attentionBackward(
       q._native(op, 'q'),

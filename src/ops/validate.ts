@@ -81,7 +81,17 @@ export function checkScale(op: string, v: unknown, dflt: number): number {
   return v;
 }
 
-export function checkStream(op: string, v: unknown, device: Tensor['device']): Stream {
+/**
+ * The stream an op runs on: `v`, or the default stream of the inputs' device. Ops without a CUDA
+ * implementation (all but those that pass `cuda: true`) reject CUDA inputs here, before allocating.
+ */
+export function checkStream(op: string, v: unknown, device: Tensor['device'], opts: { cuda?: boolean } = {}): Stream {
+  if (device !== 'cpu' && !opts.cuda)
+    throw new AttnkitError(
+      'ERR_ATTNKIT_UNSUPPORTED',
+      op,
+      `${op}: not implemented on CUDA yet (the inputs are on ${device}); move them to the CPU with .to('cpu')`,
+    );
   if (v === undefined) return defaultStream(device);
   if (!(v instanceof Stream)) throw argError('ERR_ATTNKIT_ARGUMENT', op, 'stream', 'to be a Stream', typeof v);
   if (v.device !== device)

@@ -3,7 +3,8 @@
 // contiguous: q [B, N, H, D], k [B, N, Hkv, D], v [B, N, Hkv, Dv], out [B, N, H, Dv]; query head h
 // reads kv head h / (H / Hkv). States are float32 [B, H, D, Ds] with Ds = Dv + normalize: with
 // `normalize` the last column is the running key sum z (the same recurrence with v extended by 1).
-// Convention (FLA's recurrent form): S_t = decay * S_{t-1} + phi(k_t) v_t^T, o_t = scale phi(q_t)^T S_t.
+// Convention (FLA's recurrent form): S_t = decay * S_{t-1} + phi(k_t) v_t^T,
+// o_t = scale * phi(q_t)^T S_t.
 #pragma once
 #include <cstdint>
 #include "attnkit/dtype.h"

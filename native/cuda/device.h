@@ -1,0 +1,124 @@
+// The CUDA runtime behind attnkit's tensors and streams (DESIGN §2, §3, §7), in a header free of
+// CUDA types, so that the binding (native/napi/) compiles in every build. The CUDA build implements
+// it in native/cuda/device_*.cu; builds without CUDA link native/cuda/runtime_stub.cc, whose
+// functions throw (they are never reached: no CUDA stream or storage can be made there).
+//
+// Model (docs/cuda.md):
+//  - A DeviceStream is a cudaStream_t (non-blocking) plus a worker thread that issues its tasks in
+//    enqueue order. Before issuing a task the worker makes the stream wait for the task's inputs:
+//    an input produced on another CUDA stream by cudaStreamWaitEvent on the event recorded after
+//    its producer (no host round trip); an input produced on a CPU stream by waiting, on the
+//    worker, for that stream to finish it. A CPU stream that consumes a tensor produced on a CUDA
+//    stream (a device-to-host copy) waits on its worker with cudaEventSynchronize (the
+//    StreamState::wait_for override). No thread the CUDA runtime owns ever blocks on attnkit work,
+//    and the JS thread never waits for the device.
+//  - Waits (synchronize, toArray) are tasks too: the worker synchronizes the stream and hands the
+//    result to the JS thread through the stream's thread-safe function (native/napi/addon.cc), so
+//    errors from the device (a faulted kernel) reject the promise instead of leaving it pending.
+//  - Device memory comes from the stream-ordered allocator: cudaMallocAsync on the stream the
+//    tensor is made for (on the JS thread, so out-of-memory throws at the call), cudaFreeAsync on
+//    that stream once the storage dies (its last task has been issued), after waiting for every
+//    other stream that used it.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "../cpu/stream.h"
+#include "attnkit/attention.h"
+#include "attnkit/dtype.h"
+
+namespace attnkit::cuda {
+
+class DeviceStream {
+ public:
+  // Creates a stream on cuda:device (throws Error DEVICE/CUDA/UNSUPPORTED with the reason).
+  explicit DeviceStream(int device);
+  ~DeviceStream();  // lets queued work drain on the worker, never blocks the caller
+  DeviceStream(const DeviceStream&) = delete;
+  DeviceStream& operator=(const DeviceStream&) = delete;
+
+  // Enqueues on the JS thread; returns the task's sequence number and marks outputs ready at it.
+  // `task.run` executes on the worker with the device current and issues asynchronous work on
+  // handle(); a wait task (is_wait) is followed by a stream synchronization before `done`.
+  uint64_t enqueue(cpu::Task task);
+  const std::shared_ptr<cpu::StreamState>& state() const;
+  int device() const;
+  void* handle() const;  // the cudaStream_t
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// ---------------------------------------------------------------- memory
+
+// `numel` elements of `dtype` on the stream's device, from cudaMallocAsync on that stream (throws
+// Error OOM or CUDA naming `op`). With `zero`, a memset is enqueued on the stream.
+cpu::StoragePtr allocate(DType dtype, int64_t numel, DeviceStream& stream, bool zero, const char* op);
+
+// Memory attnkit does not own (fromDevicePointer): `ptr` on cuda:N (N = owner.device()). Checks
+// that the pointer is device memory of that device (throws Error ARGUMENT). `keep_alive` is
+// released once the storage is gone and the device has finished every task that used it.
+cpu::StoragePtr wrap_external(uint64_t ptr, DType dtype, int64_t numel, DeviceStream& owner,
+                              std::shared_ptr<void> keep_alive, const char* op);
+
+// Makes `storage` (just wrapped) ready on `stream` only after the work issued so far on the
+// foreign stream `raw_stream` (a cudaStream_t of another library; 0 is the legacy default stream).
+void wait_foreign_stream(const cpu::StoragePtr& storage, DeviceStream& stream, uint64_t raw_stream,
+                         const char* op);
+
+// Live bytes of attnkit storage on cuda:device (allocated and not yet released).
+int64_t live_bytes(int device);
+
+struct PoolStats {
+  int64_t reserved = 0;  // bytes the device's default memory pool holds
+  int64_t used = 0;      // bytes of that in use (allocated and not yet freed in stream order)
+};
+// Statistics of the default memory pool of cuda:device; false when unavailable.
+bool pool_stats(int device, PoolStats* out);
+
+// ---------------------------------------------------------------- work issued by tasks
+// These run on a DeviceStream's worker, inside task.run, with `stream` = handle(). They throw
+// attnkit::Error (code CUDA, OOM or UNSUPPORTED) naming `op`.
+
+// Copies `src` into `dst` (same dtype and size): host to device, device to host (complete on
+// return), device to device, between devices.
+void copy(const cpu::StoragePtr& dst, const cpu::StoragePtr& src, void* stream, const char* op);
+// Copies `bytes` from device memory to host memory `dst`; complete on return.
+void copy_to_host(void* dst, const void* src, size_t bytes, void* stream, const char* op);
+// Elementwise dtype conversion on the device (round to nearest even, as the CPU conversion).
+void convert(const void* src, DType from, void* dst, DType to, int64_t n, void* stream, const char* op);
+// Keeps the stream busy on the device for about `ms` milliseconds (a test hook).
+void spin(double ms, void* stream);
+// Launches a kernel that makes an illegal memory access (a test hook, for child processes: the
+// device context is unusable afterwards).
+void fault(void* stream);
+
+// Dense fused attention on the device: the kernels of native/cuda/fmha/ when this build has them.
+// attention_support returns "" when the problem can run on CUDA, else the reason (synchronous
+// check at the call, before anything is enqueued).
+std::string attention_support(const AttentionShape& shape, DType dtype, bool backward);
+void run_attention_forward(const AttentionFwdParams& p, const DenseMaskOptions& mask, void* stream);
+void run_attention_backward(const AttentionBwdParams& p, const DenseMaskOptions& mask, void* stream);
+bool have_attention_kernels();
+
+// ---------------------------------------------------------------- timing events
+
+// A timing event created on the JS thread and recorded by a task (CUDA events for the benchmark).
+class TimingEvent {
+ public:
+  explicit TimingEvent(int device);
+  ~TimingEvent();
+  TimingEvent(const TimingEvent&) = delete;
+  TimingEvent& operator=(const TimingEvent&) = delete;
+  void record(void* stream);  // on the worker
+  // Milliseconds from `start` to `end`; both must have completed (after a synchronize).
+  static double elapsed_ms(const TimingEvent& start, const TimingEvent& end);
+
+ private:
+  void* event_ = nullptr;
+  int device_ = 0;
+};
+
+}  // namespace attnkit::cuda
