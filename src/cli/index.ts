@@ -35,7 +35,7 @@ import type { CudaBenchReport, CudaDType } from '../../bench/cuda.js';
 import { fmt, formatTable, PEAK_GFLOPS_PER_THREAD } from '../../bench/common.js';
 
 const DTYPE_CHOICES = ['float32', 'bfloat16', 'float16'] as const;
-const OPS = ['attention', 'na1d', 'na2d', 'na3d', 'blocksparse', 'moba', 'xattention'] as const;
+const OPS = ['attention', 'na1d', 'na2d', 'na3d', 'blocksparse', 'moba', 'xattention', 'linear'] as const;
 const BS_OPS = ['blocksparse', 'moba', 'xattention'] as const;
 const NA_OPS = ['na1d', 'na2d', 'na3d'] as const;
 const NA_DEFAULT_HEADS = 4;
@@ -328,6 +328,17 @@ async function bsBenchCommand(opts: BenchOpts): Promise<void> {
   process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : `${bs.formatBlockSparseReport(report)}\n`);
 }
 
+/** `bench --op linear`: bench/linear.ts (H = 8, D = 64, fixed B*N, N = 1K ... 64K, crossover). */
+async function linearBenchCommand(opts: BenchOpts): Promise<void> {
+  const lb = await import('../../bench/linear.js');
+  const rep = await lb.benchLinear(
+    opts.quick
+      ? { Ns: [1024, 16384], crossoverNs: [128, 256], repeats: 2, denseMaxN: 1024, backward: opts.backward ?? false }
+      : { backward: opts.backward ?? false, ...(opts.repeats ? { repeats: opts.repeats } : {}) },
+  );
+  process.stdout.write(opts.json ? `${JSON.stringify(rep, null, 2)}\n` : `${lb.formatLinearReport(rep)}\n`);
+}
+
 interface MaskOpts {
   svg: string;
   kind: 'causal' | 'window' | 'documents' | 'neighborhood';
@@ -394,6 +405,7 @@ async function benchCommand(opts: BenchOpts): Promise<void> {
   if (opts.device !== undefined && opts.device !== 'cpu') return cudaBenchCommand(opts);
   if (opts.op !== undefined && (NA_OPS as readonly string[]).includes(opts.op)) return naBenchCommand(opts);
   if (opts.op !== undefined && (BS_OPS as readonly string[]).includes(opts.op)) return bsBenchCommand(opts);
+  if (opts.op === 'linear') return linearBenchCommand(opts);
   if (opts.density !== undefined) throw new Error(`--density applies to --op blocksparse only.`);
   for (const key of ['input', 'kernel', 'stride', 'dilation', 'tile', 'heads', 'headDim'] as const)
     if (opts[key] !== undefined)
