@@ -662,12 +662,15 @@ describe('tensor factories', () => {
 });
 
 describe('a native allocation failure', () => {
-  it.skipIf(process.platform !== 'linux')('an impossible allocation throws ERR_ATTNKIT_OOM (and counts nothing)', () => {
+  it.skipIf(process.platform !== 'linux')('an impossible allocation throws ERR_ATTNKIT_OOM (and counts nothing)', async () => {
     // 2^42 float32 elements = 16 TiB: more than the address space a heuristic-overcommit kernel grants
+    await synchronize();
     const before = memory().cpu;
     const e = expectError(() => empty([2 ** 42]), { code: 'ERR_ATTNKIT_OOM', op: 'empty' });
     expect(e.message).toContain('out of memory');
-    expect(memory().cpu).toBe(before);
+    // Not counted: the live bytes did not grow. (They may shrink meanwhile: storage that earlier
+    // tests disposed while work on it was queued is freed by stream workers, off this thread.)
+    expect(memory().cpu).toBeLessThanOrEqual(before);
   });
 });
 

@@ -11,13 +11,10 @@ import { native, type AttentionParams } from '../native.js';
 import { empty, type Tensor } from '../tensor.js';
 import type { Stream } from '../stream.js';
 import {
+  checkSequenceQKV,
   checkBool,
-  checkDim,
   checkDType,
-  checkFloat,
-  checkHeadDim,
   checkOptions,
-  checkRank,
   checkSameDevice,
   checkSameDType,
   checkScale,
@@ -64,31 +61,8 @@ interface Problem {
 }
 
 function parse(op: string, q: unknown, k: unknown, v: unknown, options: unknown): Problem {
-  const Q = checkTensor(op, 'q', q);
-  const K = checkTensor(op, 'k', k);
-  const V = checkTensor(op, 'v', v);
+  const { Q, dtype, B, Nq, Nk, H, Hkv, D, Dv } = checkSequenceQKV(op, q, k, v);
   const o = checkOptions(op, options, KNOWN);
-  const dtype = checkFloat(op, 'q', Q);
-  checkSameDType(op, 'k', K, Q, 'q');
-  checkSameDType(op, 'v', V, Q, 'q');
-  checkSameDevice(op, 'k', K, Q, 'q');
-  checkSameDevice(op, 'v', V, Q, 'q');
-  checkRank(op, 'q', Q, 4, '[B, Nq, H, D]');
-  checkRank(op, 'k', K, 4, '[B, Nk, Hkv, D]');
-  checkRank(op, 'v', V, 4, '[B, Nk, Hkv, Dv]');
-  const [B, Nq, H, D] = Q.shape as [number, number, number, number];
-  const [, Nk, Hkv] = K.shape as [number, number, number, number];
-  const Dv = V.shape[3]!;
-  checkDim(op, 'k', 'batch size', K.shape[0]!, B, "q's batch");
-  checkDim(op, 'v', 'batch size', V.shape[0]!, B, "q's batch");
-  checkDim(op, 'k', 'head dim', K.shape[3]!, D, "q's head dim");
-  checkDim(op, 'v', 'sequence length', V.shape[1]!, Nk, "k's sequence length");
-  checkDim(op, 'v', 'kv head count', V.shape[2]!, Hkv, "k's head count");
-  if (B < 1 || H < 1) throw argError('ERR_ATTNKIT_SHAPE', op, 'q', 'to have B >= 1 and H >= 1', `[${Q.shape.join(', ')}]`);
-  if (Hkv < 1 || H % Hkv !== 0)
-    throw argError('ERR_ATTNKIT_SHAPE', op, 'k', `to have a head count that divides q's ${H} heads (GQA/MQA)`, String(Hkv));
-  checkHeadDim(op, 'q', D);
-  checkHeadDim(op, 'v', Dv);
   const causal = checkBool(op, 'causal', o.causal, false);
   let left = -1;
   let right = -1;

@@ -13,18 +13,14 @@ import type { Stream } from '../stream.js';
 import { BlockMask } from '../masks/block-mask.js';
 import type { AttentionGrads } from './attention.js';
 import {
+  checkSequenceQKV,
   checkDType,
-  checkFloat,
-  checkHeadDim,
   checkOptions,
-  checkRank,
-  checkSameDevice,
   checkSameDType,
   checkScale,
   checkShapeEquals,
   checkStream,
   checkTensor,
-  checkDim,
 } from './validate.js';
 
 export interface BlockSparseOptions {
@@ -70,30 +66,8 @@ interface Problem {
 }
 
 function parse(op: string, q: unknown, k: unknown, v: unknown, mask: unknown, options: unknown, known: readonly string[]): Problem {
-  const Q = checkTensor(op, 'q', q);
-  const K = checkTensor(op, 'k', k);
-  const V = checkTensor(op, 'v', v);
+  const { Q, dtype, B, Nq, Nk, H, Hkv, D, Dv } = checkSequenceQKV(op, q, k, v);
   const o = checkOptions(op, options, known);
-  const dtype = checkFloat(op, 'q', Q);
-  checkSameDType(op, 'k', K, Q, 'q');
-  checkSameDType(op, 'v', V, Q, 'q');
-  checkSameDevice(op, 'k', K, Q, 'q');
-  checkSameDevice(op, 'v', V, Q, 'q');
-  checkRank(op, 'q', Q, 4, '[B, Nq, H, D]');
-  checkRank(op, 'k', K, 4, '[B, Nk, Hkv, D]');
-  checkRank(op, 'v', V, 4, '[B, Nk, Hkv, Dv]');
-  const [B, Nq, H, D] = Q.shape as [number, number, number, number];
-  const [, Nk, Hkv] = K.shape as [number, number, number, number];
-  const Dv = V.shape[3]!;
-  checkDim(op, 'k', 'batch size', K.shape[0]!, B, "q's batch");
-  checkDim(op, 'v', 'batch size', V.shape[0]!, B, "q's batch");
-  checkDim(op, 'k', 'head dim', K.shape[3]!, D, "q's head dim");
-  checkDim(op, 'v', 'sequence length', V.shape[1]!, Nk, "k's sequence length");
-  checkDim(op, 'v', 'kv head count', V.shape[2]!, Hkv, "k's head count");
-  if (Hkv < 1 || H % Hkv !== 0)
-    throw new AttnkitError('ERR_ATTNKIT_SHAPE', op, `${op}: expected 'k' to have a head count that divides q's ${H} heads (GQA/MQA), received ${Hkv}`, 'k');
-  checkHeadDim(op, 'q', D);
-  checkHeadDim(op, 'v', Dv);
   if (!(mask instanceof BlockMask))
     throw new AttnkitError('ERR_ATTNKIT_ARGUMENT', op, `${op}: expected 'mask' to be a BlockMask, received ${mask === null ? 'null' : typeof mask}`, 'mask');
   if (mask.device !== Q.device)

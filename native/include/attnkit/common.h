@@ -1,6 +1,6 @@
 // Portability macros shared by host code, CUDA device code and the SIMT emulator.
 // ATTNKIT_HD marks functions that run on both sides (mask policies, index math); every header under
-// include/attnkit/ may be included from .cc and .cu alike, so none of them includes napi.h or STL
+// include/attnkit/ may be included from .cc and .cu alike, so none of them includes the Node-API headers or STL
 // containers.
 #pragma once
 #include <cstdint>
