@@ -412,7 +412,7 @@ describe('referenceNeighborhoodBackward vs central finite differences', () => {
     };
     const h = 1e-6;
     const check = (name: string, x: Float64Array, grad: Float64Array | undefined) => {
-      expect(grad, name).toBeDefined();
+      expect(grad, name).toBeInstanceOf(Float64Array);
       expect(grad!.length).toBe(x.length);
       for (let i = 0; i < x.length; i++) {
         const x0 = x[i]!;
