@@ -13,16 +13,29 @@
  * The emulator suites are skipped visibly without x86-64 Linux, g++ or the CUDA headers, the gate
  * without nvcc.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { availableParallelism, tmpdir } from 'node:os';
-import { basename, dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  COMMON_FLAGS as BASE_FLAGS,
+  FLAVOR_FLAGS,
+  RUNTIME,
+  SIMT,
+  exec,
+  gxxVersion,
+  inParallel,
+  inputsDigest,
+  root,
+  skipReason,
+  type Flavor,
+} from './simt-toolchain.ts';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const SIMT = join(root, 'native', 'simt');
+const COMMON_FLAGS = [...BASE_FLAGS, `-I${join(root, 'native', 'include')}`];
+
 const FMHA = join(root, 'native', 'cuda', 'fmha');
 const GENERATED = join(FMHA, 'generated');
 const TEST_SOURCE = join(FMHA, 'tests', 'fmha_test.cc');
@@ -46,79 +59,10 @@ const list = gen.readList();
 
 // ---------------------------------------------------------------- toolchain
 
-function cudaInclude(): string | null {
-  const dirs = [process.env.CUDA_PATH, process.env.CUDA_HOME, '/usr/local/cuda']
-    .filter((d): d is string => !!d)
-    .map((d) => join(d, 'include'));
-  return dirs.find((d) => existsSync(join(d, 'cuda_fp16.h'))) ?? null;
-}
-const cudaInc = cudaInclude();
-const gxxVersion = spawnSync('g++', ['--version'], { encoding: 'utf8' });
-const skipReason =
-  process.platform !== 'linux' || process.arch !== 'x64'
-    ? 'the emulator runs on x86-64 Linux only'
-    : gxxVersion.status !== 0
-      ? 'g++ not found'
-      : cudaInc === null
-        ? 'CUDA headers not found (set CUDA_PATH)'
-        : null;
-
 const gateModule = (await import(pathToFileURL(join(root, 'scripts', 'compile-gate.mjs')).href)) as {
   findNvcc(explicit?: string): string | null;
 };
 const nvcc = gateModule.findNvcc();
-
-type Flavor = 'opt' | 'asan';
-const FLAVOR_FLAGS: Record<Flavor, string[]> = {
-  opt: ['-O2', '-g'],
-  asan: ['-O1', '-g', '-fsanitize=address', '-fno-omit-frame-pointer'],
-};
-const COMMON_FLAGS = ['-std=c++17', '-Wall', '-Wextra', '-Wno-unknown-pragmas', '-pthread', `-I${cudaInc}`,
-  `-I${join(root, 'native', 'include')}`];
-const RUNTIME = ['runtime.cc', 'fiber.cc', 'switch_x86_64.S'];
-
-/** Every file whose change must rebuild: the emulator, the CUDA sources and headers, the policies. */
-function inputsDigest(): string {
-  const h = createHash('sha256');
-  const files: string[] = [];
-  const walk = (dir: string) => {
-    if (!existsSync(dir)) return;
-    for (const e of readdirSync(dir, { withFileTypes: true })) {
-      const p = join(dir, e.name);
-      if (e.isDirectory()) walk(p);
-      else if (/\.(h|cuh|cc|cu|S|inc)$/.test(e.name)) files.push(p);
-    }
-  };
-  walk(SIMT);
-  walk(join(root, 'native', 'cuda'));
-  walk(join(root, 'native', 'include'));
-  for (const f of files.sort()) h.update(f).update('\0').update(readFileSync(f)).update('\0');
-  return h.digest('hex');
-}
-
-function exec(cmd: string, args: string[]): Promise<{ status: number | null; output: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(cmd, args, { cwd: root });
-    let output = '';
-    child.stdout.on('data', (d) => (output += d));
-    child.stderr.on('data', (d) => (output += d));
-    child.on('error', (e) => resolve({ status: -1, output: output + String(e) }));
-    child.on('close', (status) => resolve({ status, output }));
-  });
-}
-
-async function inParallel<T>(tasks: (() => Promise<T>)[]): Promise<T[]> {
-  const results: T[] = new Array(tasks.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < tasks.length) {
-      const i = next++;
-      results[i] = await tasks[i]!();
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(availableParallelism(), tasks.length) }, worker));
-  return results;
-}
 
 /**
  * Builds the emulator runtime, every generated translation unit (as C++) and the test program of each
