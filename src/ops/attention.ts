@@ -11,16 +11,12 @@ import { native, type AttentionParams } from '../native.js';
 import { empty, type Tensor } from '../tensor.js';
 import type { Stream } from '../stream.js';
 import {
+  checkBackwardTensors,
   checkSequenceQKV,
   checkBool,
-  checkDType,
   checkOptions,
-  checkSameDevice,
-  checkSameDType,
   checkScale,
-  checkShapeEquals,
   checkStream,
-  checkTensor,
 } from './validate.js';
 
 export interface AttentionOptions {
@@ -131,23 +127,7 @@ export function attentionBackward(
   const { dLse, ...rest } = (options ?? {}) as AttentionBackwardOptions;
   const { params, dtype, stream } = parse(op, q, k, v, rest);
   const { B, Nq, Nk, H, Hkv, D, Dv } = params;
-  const O = checkTensor(op, 'out', out);
-  const L = checkTensor(op, 'lse', lse);
-  const dO = checkTensor(op, 'dOut', dOut);
-  checkShapeEquals(op, 'out', O, [B, Nq, H, Dv]);
-  checkShapeEquals(op, 'dOut', dO, [B, Nq, H, Dv]);
-  checkShapeEquals(op, 'lse', L, [B, Nq, H]);
-  checkSameDType(op, 'out', O, q, 'q');
-  checkSameDType(op, 'dOut', dO, q, 'q');
-  checkDType(op, 'lse', L, 'float32');
-  for (const [name, t] of [['out', O], ['lse', L], ['dOut', dO]] as const) checkSameDevice(op, name, t, q, 'q');
-  let dL: Tensor | null = null;
-  if (dLse !== undefined) {
-    dL = checkTensor(op, 'dLse', dLse);
-    checkShapeEquals(op, 'dLse', dL, [B, Nq, H]);
-    checkDType(op, 'dLse', dL, 'float32');
-    checkSameDevice(op, 'dLse', dL, q, 'q');
-  }
+  const { O, L, dO, dL } = checkBackwardTensors(op, q, out, lse, dOut, dLse, [B, Nq, H, Dv], [B, Nq, H]);
   const dq = empty([B, Nq, H, D], { dtype, device: q.device, stream });
   const dk = empty([B, Nk, Hkv, D], { dtype, device: q.device, stream });
   const dv = empty([B, Nk, Hkv, Dv], { dtype, device: q.device, stream });

@@ -13,14 +13,11 @@ import type { Stream } from '../stream.js';
 import { BlockMask } from '../masks/block-mask.js';
 import type { AttentionGrads } from './attention.js';
 import {
+  checkBackwardTensors,
   checkSequenceQKV,
-  checkDType,
   checkOptions,
-  checkSameDType,
   checkScale,
-  checkShapeEquals,
   checkStream,
-  checkTensor,
 } from './validate.js';
 
 export interface BlockSparseOptions {
@@ -117,21 +114,7 @@ export function blockSparseAttentionBackward(
   const op = 'blockSparseAttentionBackward';
   const p = parse(op, q, k, v, mask, options, ['scale', 'stream', 'dLse']);
   const { B, Nq, H, Dv } = p.shape;
-  const O = checkTensor(op, 'out', out);
-  const L = checkTensor(op, 'lse', lse);
-  const dO = checkTensor(op, 'dOut', dOut);
-  checkShapeEquals(op, 'out', O, [B, Nq, H, Dv]);
-  checkShapeEquals(op, 'dOut', dO, [B, Nq, H, Dv]);
-  checkShapeEquals(op, 'lse', L, [B, Nq, H]);
-  checkSameDType(op, 'out', O, q, 'q');
-  checkSameDType(op, 'dOut', dO, q, 'q');
-  checkDType(op, 'lse', L, 'float32');
-  let dL: Tensor | null = null;
-  if (options.dLse !== undefined) {
-    dL = checkTensor(op, 'dLse', options.dLse);
-    checkShapeEquals(op, 'dLse', dL, [B, Nq, H]);
-    checkDType(op, 'dLse', dL, 'float32');
-  }
+  const { O, L, dO, dL } = checkBackwardTensors(op, q, out, lse, dOut, options.dLse, [B, Nq, H, Dv], [B, Nq, H]);
   const dq = empty(q.shape, { dtype: p.dtype, device: q.device });
   const dk = empty(k.shape, { dtype: p.dtype, device: q.device });
   const dv = empty(v.shape, { dtype: p.dtype, device: q.device });

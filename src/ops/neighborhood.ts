@@ -13,7 +13,7 @@ import type { Stream } from '../stream.js';
 import { attention, attentionBackward } from './attention.js';
 import { mergeAttention } from './merge.js';
 import {
-  checkDType,
+  checkBackwardTensors,
   checkFloat,
   checkHeadDim,
   checkOptions,
@@ -356,21 +356,7 @@ function neighborhoodBackwardImpl(
   saved: { partials: { na: { out: Tensor; lse: Tensor }; x: { out: Tensor; lse: Tensor } }; merged: ReturnType<typeof mergeAttention> } | null,
 ): NeighborhoodGrads {
   const bop = `${op}Backward`;
-  const O = checkTensor(bop, 'out', out);
-  const L = checkTensor(bop, 'lse', lse);
-  const dO = checkTensor(bop, 'dOut', dOut);
-  checkShapeEquals(bop, 'out', O, [p.B, ...p.spatial, p.H, p.Dv]);
-  checkShapeEquals(bop, 'dOut', dO, [p.B, ...p.spatial, p.H, p.Dv]);
-  checkShapeEquals(bop, 'lse', L, [p.B, ...p.spatial, p.H]);
-  checkSameDType(bop, 'out', O, q, 'q');
-  checkSameDType(bop, 'dOut', dO, q, 'q');
-  checkDType(bop, 'lse', L, 'float32');
-  let dL: Tensor | null = null;
-  if (dLse !== undefined) {
-    dL = checkTensor(bop, 'dLse', dLse);
-    checkShapeEquals(bop, 'dLse', dL, [p.B, ...p.spatial, p.H]);
-    checkDType(bop, 'dLse', dL, 'float32');
-  }
+  const { O, L, dO, dL } = checkBackwardTensors(bop, q, out, lse, dOut, dLse, [p.B, ...p.spatial, p.H, p.Dv], [p.B, ...p.spatial, p.H]);
   if (!p.addK) return naBackward(bop, p, q, k, v, O, L, dO, dL);
   // With additional keys: backward through the merge into both partials (their LSE gradients
   // carry the coupling), then each partial's backward. The functional form recomputes the partials.

@@ -135,3 +135,38 @@ export function checkSequenceQKV(op: string, q: unknown, k: unknown, v: unknown)
   checkHeadDim(op, 'v', Dv);
   return { Q, K, V, dtype, B, Nq, Nk, H, Hkv, D, Dv };
 }
+
+/**
+ * The forward outputs and gradients a softmax-attention backward receives: out and dOut of shape
+ * `outShape` in q's dtype, lse (and the optional dLse) of shape `lseShape` in float32, all on q's
+ * device. Shared by every softmax attention op.
+ */
+export function checkBackwardTensors(
+  op: string,
+  q: Tensor,
+  out: unknown,
+  lse: unknown,
+  dOut: unknown,
+  dLse: unknown,
+  outShape: readonly number[],
+  lseShape: readonly number[],
+): { O: Tensor; L: Tensor; dO: Tensor; dL: Tensor | null } {
+  const O = checkTensor(op, 'out', out);
+  const L = checkTensor(op, 'lse', lse);
+  const dO = checkTensor(op, 'dOut', dOut);
+  checkShapeEquals(op, 'out', O, outShape);
+  checkShapeEquals(op, 'dOut', dO, outShape);
+  checkShapeEquals(op, 'lse', L, lseShape);
+  checkSameDType(op, 'out', O, q, 'q');
+  checkSameDType(op, 'dOut', dO, q, 'q');
+  checkDType(op, 'lse', L, 'float32');
+  for (const [name, t] of [['out', O], ['lse', L], ['dOut', dO]] as const) checkSameDevice(op, name, t, q, 'q');
+  let dL: Tensor | null = null;
+  if (dLse !== undefined) {
+    dL = checkTensor(op, 'dLse', dLse);
+    checkShapeEquals(op, 'dLse', dL, lseShape);
+    checkDType(op, 'dLse', dL, 'float32');
+    checkSameDevice(op, 'dLse', dL, q, 'q');
+  }
+  return { O, L, dO, dL };
+}
