@@ -217,6 +217,20 @@ void forward(const AttentionFwdParams& p, const Mask& mask, const char* op) {
 
 // ---------------------------------------------------------------- backward, float32 GEMMs
 
+// The per-row terms of every backward, for query token n of (b, h) given its dO row (float32):
+// delta = rowsum(dO * O) - dLSE (accumulated in double), and the LSE in log2 units.
+inline void row_terms(const AttentionBwdParams& p, int64_t b, int64_t n, int64_t h, const float* dout,
+                      float* delta, float* lse2) {
+  const auto& s = p.shape;
+  float orow[1024];
+  load_f32(p.out, p.dtype, tok(b, n, h, s.Nq, s.H, s.Dv), s.Dv, orow);
+  double acc = 0;
+  for (int64_t e = 0; e < s.Dv; ++e) acc += double(dout[e]) * orow[e];
+  const int64_t li = (b * s.Nq + n) * s.H + h;
+  *delta = float(acc) - (p.dlse ? p.dlse[li] : 0.f);
+  *lse2 = p.lse[li] * kLog2e;
+}
+
 // dq = scale * sum over chunks (in chunk order) of the partials, mapped back to tokens.
 template <typename Mask>
 void reduce_dq(const AttentionBwdParams& p, const Mask& mask, const float* dQp, int64_t chunks,
@@ -270,7 +284,6 @@ void backward_f32(const AttentionBwdParams& p, const Mask& mask, const char* op)
   pool.parallel_for(B * H * G * nqt, [&](int64_t t, int) {
     const int64_t qt = t % nqt, bhg = t / nqt, g = bhg % G, bh = bhg / G, b = bh / H, h = bh % H;
     const auto gp = mask.group(g, b, h);
-    float orow[1024];
     int64_t toks[BQ];
     if (qt < gp.q_tiles()) gp.q_tile_tokens(qt, toks);
     float* qtr = QT.get() + t * D * BQ;
@@ -289,12 +302,7 @@ void backward_f32(const AttentionBwdParams& p, const Mask& mask, const char* op)
       }
       load_f32(p.q, p.dtype, tok(b, n, h, Nq, H, D), D, qd);
       load_f32(p.dout, p.dtype, tok(b, n, h, Nq, H, Dv), Dv, dd);
-      load_f32(p.out, p.dtype, tok(b, n, h, Nq, H, Dv), Dv, orow);
-      double acc = 0;
-      for (int64_t e = 0; e < Dv; ++e) acc += double(dd[e]) * orow[e];
-      const int64_t li = (b * Nq + n) * H + h;
-      delta[row] = float(acc) - (p.dlse ? p.dlse[li] : 0.f);
-      lse2[row] = p.lse[li] * kLog2e;
+      row_terms(p, b, n, h, dd, &delta[row], &lse2[row]);
     }
     // transposes of the tile (padding rows are zero in Qf / dOf)
     for (int64_t r = 0; r < BQ; ++r) {
@@ -450,7 +458,7 @@ void backward_bf16(const AttentionBwdParams& p, const Mask& mask, const char* op
     std::fill(dr, dr + dor_elems, uint16_t(0));
     std::fill(qtr, qtr + qt_elems, uint16_t(0));
     std::fill(dtr, dtr + dot_elems, uint16_t(0));
-    float orow[1024], drow[1024];
+    float drow[1024];
     int64_t toks[BQ];
     if (qt < gp.q_tiles()) gp.q_tile_tokens(qt, toks);
     for (int64_t r = 0; r < BQ; ++r) {
@@ -465,13 +473,8 @@ void backward_bf16(const AttentionBwdParams& p, const Mask& mask, const char* op
       const uint16_t* di = doin + tok(b, n, h, Nq, H, Dv);
       for (int64_t d = 0; d < D; ++d) qr[r * DK + d] = qtr[d * BQ + r] = qi[d];
       for (int64_t e = 0; e < Dv; ++e) dr[r * DvK + e] = dtr[e * BQ + r] = di[e];
-      load_f32(p.out, p.dtype, tok(b, n, h, Nq, H, Dv), Dv, orow);
       load_f32(p.dout, p.dtype, tok(b, n, h, Nq, H, Dv), Dv, drow);
-      double acc = 0;
-      for (int64_t e = 0; e < Dv; ++e) acc += double(drow[e]) * orow[e];
-      const int64_t li = (b * Nq + n) * H + h;
-      delta[row] = float(acc) - (p.dlse ? p.dlse[li] : 0.f);
-      lse2[row] = p.lse[li] * kLog2e;
+      row_terms(p, b, n, h, drow, &delta[row], &lse2[row]);
     }
   });
 
