@@ -73,6 +73,21 @@ int64_t state_numel(const LinearShape& s) { return s.B * s.H * s.D * s.state_col
 const float* f32(const StoragePtr& s) { return s ? static_cast<const float*>(s->data) : nullptr; }
 float* f32m(const StoragePtr& s) { return s ? static_cast<float*>(s->data) : nullptr; }
 
+// The fields every linear-attention descriptor shares (forward, backward, step): problem, options,
+// decays and the input pointers, read on the worker once the inputs are ready.
+template <typename Params>
+void fill_inputs(Params& p, const Problem& pr, const StoragePtr& q, const StoragePtr& k,
+                 const StoragePtr& v, const StoragePtr& s0) {
+  p.shape = pr.shape;
+  p.opt = pr.opt;
+  p.opt.decay = pr.decay->data();
+  p.dtype = q->dtype;
+  p.q = q->data;
+  p.k = k->data;
+  p.v = v->data;
+  p.state_in = f32(s0);
+}
+
 // linearForward(stream, q, k, v, stateIn|null, out, stateOut|null, problem)
 Napi::Value LinearForward(const Napi::CallbackInfo& info) {
   return boundary(info.Env(), [&] {
@@ -96,14 +111,7 @@ Napi::Value LinearForward(const Napi::CallbackInfo& info) {
     if (sT) task.outputs.push_back(sT);
     task.run = [pr, q, k, v, s0, out, sT] {
       LinearFwdParams p;
-      p.shape = pr.shape;
-      p.opt = pr.opt;
-      p.opt.decay = pr.decay->data();
-      p.dtype = q->dtype;
-      p.q = q->data;
-      p.k = k->data;
-      p.v = v->data;
-      p.state_in = f32(s0);
+      fill_inputs(p, pr, q, k, v, s0);
       p.out = out->data;
       p.state_out = f32m(sT);
       cpu::linear_forward(p);
@@ -145,14 +153,7 @@ Napi::Value LinearBackward(const Napi::CallbackInfo& info) {
     if (ds0) task.outputs.push_back(ds0);
     task.run = [pr, q, k, v, s0, dout, dsT, dq, dk, dv, ds0] {
       LinearBwdParams p;
-      p.shape = pr.shape;
-      p.opt = pr.opt;
-      p.opt.decay = pr.decay->data();
-      p.dtype = q->dtype;
-      p.q = q->data;
-      p.k = k->data;
-      p.v = v->data;
-      p.state_in = f32(s0);
+      fill_inputs(p, pr, q, k, v, s0);
       p.dout = dout->data;
       p.dstate_out = f32(dsT);
       p.dq = dq->data;
@@ -190,14 +191,7 @@ Napi::Value LinearStep(const Napi::CallbackInfo& info) {
     task.outputs = {out, s1};
     task.run = [pr, q, k, v, s0, out, s1] {
       LinearStepParams p;
-      p.shape = pr.shape;
-      p.opt = pr.opt;
-      p.opt.decay = pr.decay->data();
-      p.dtype = q->dtype;
-      p.q = q->data;
-      p.k = k->data;
-      p.v = v->data;
-      p.state_in = f32(s0);
+      fill_inputs(p, pr, q, k, v, s0);
       p.out = out->data;
       p.state_out = f32m(s1);
       cpu::linear_step(p);
