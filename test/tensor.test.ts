@@ -543,3 +543,44 @@ describe('FinalizationRegistry safety net', () => {
     expect(r.final).toBe(r.baseline);
   });
 });
+
+describe('reshape (views)', () => {
+  it('shares the storage: the view reads the same values with the new shape, and allocates nothing', async () => {
+    const t = tensor(Float32Array.from({ length: 24 }, (_, i) => i), [2, 3, 4]);
+    const before = memory().cpu;
+    const v = t.reshape([6, 4]);
+    expect(memory().cpu).toBe(before);
+    expect(v.shape).toEqual([6, 4]);
+    expect(v.dtype).toBe('float32');
+    expect(Array.from(await v.toArray())).toEqual(Array.from({ length: 24 }, (_, i) => i));
+    t.dispose();
+  });
+
+  it('disposing a view keeps the storage; disposing the owner retires every view', async () => {
+    const t = tensor([1, 2, 3, 4], [4]);
+    const v = t.reshape([2, 2]);
+    const w = t.reshape([1, 4]);
+    v.dispose();
+    expect(v.disposed).toBe(true);
+    expect(t.disposed).toBe(false);
+    expect(Array.from(await w.toArray())).toEqual([1, 2, 3, 4]);
+    const bytes = memory().cpu;
+    t.dispose();
+    expect(memory().cpu).toBe(bytes - 16);
+    expect(w.disposed).toBe(true);
+    await expect(w.toArray()).rejects.toMatchObject({ code: 'ERR_ATTNKIT_DISPOSED', op: 'toArray' });
+  });
+
+  it('rejects a shape with another element count, naming both shapes', () => {
+    const t = tensor([1, 2, 3, 4, 5, 6], [6]);
+    try {
+      t.reshape([4, 2]);
+      expect.unreachable('reshape accepted 8 elements for 6');
+    } catch (e) {
+      expect(e).toBeInstanceOf(AttnkitError);
+      expect((e as AttnkitError).code).toBe('ERR_ATTNKIT_SHAPE');
+      expect((e as AttnkitError).message).toBe("reshape: expected 'shape' to hold 6 elements (as [6]), received [4, 2] (8 elements)");
+    }
+    t.dispose();
+  });
+});
