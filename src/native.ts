@@ -24,6 +24,11 @@ export interface ShapeParams {
   Dv: number;
 }
 
+/** What an op asks of a backend (ops::Request): dtype code and the sizes the op has. */
+export interface SupportRequest extends Partial<ShapeParams> {
+  dtype: number;
+}
+
 export interface AttentionParams extends ShapeParams {
   scale: number;
   causal: boolean;
@@ -34,49 +39,6 @@ export interface AttentionParams extends ShapeParams {
 export interface NativeStream {
   synchronize(): Promise<void>;
   read(s: NativeStorage, asFloat32: boolean): Promise<ArrayBuffer>;
-  randn(out: NativeStorage, seed: number): void;
-  convert(src: NativeStorage, dst: NativeStorage): void;
-  attentionForward(
-    q: NativeStorage,
-    k: NativeStorage,
-    v: NativeStorage,
-    out: NativeStorage,
-    lse: NativeStorage,
-    p: AttentionParams,
-  ): void;
-  attentionBackward(
-    q: NativeStorage,
-    k: NativeStorage,
-    v: NativeStorage,
-    out: NativeStorage,
-    lse: NativeStorage,
-    dout: NativeStorage,
-    dlse: NativeStorage | null,
-    dq: NativeStorage,
-    dk: NativeStorage,
-    dv: NativeStorage,
-    p: AttentionParams,
-  ): void;
-  mergeForward(
-    outs: NativeStorage[],
-    lses: NativeStorage[],
-    out: NativeStorage,
-    lse: NativeStorage,
-    p: { rows: number; dv: number },
-  ): void;
-  mergeBackward(
-    outs: NativeStorage[],
-    lses: NativeStorage[],
-    out: NativeStorage,
-    lse: NativeStorage,
-    dout: NativeStorage,
-    dlse: NativeStorage | null,
-    douts: NativeStorage[],
-    dlses: NativeStorage[],
-    p: { rows: number; dv: number },
-  ): void;
-  /** out = a + b elementwise (same dtype and size). */
-  add(a: NativeStorage, b: NativeStorage, out: NativeStorage): void;
   injectFailure(message: string, outputs?: NativeStorage[]): void;
   sleep(ms: number): void;
 }
@@ -108,6 +70,58 @@ export interface NativeBinding {
   NativeStorage: new (dtypeCode: number, numel: number, zero?: boolean, stream?: NativeStream, op?: string) => NativeStorage;
   /** A CPU stream, or a CUDA stream on cuda:`device`. */
   NativeStream: new (device?: number) => NativeStream;
+  /** Every op binds the same way: fn(stream, tensors..., params) (native/ops/dispatch.h). */
+  randn(stream: NativeStream, out: NativeStorage, seed: number): void;
+  convert(stream: NativeStream, src: NativeStorage, dst: NativeStorage): void;
+  attentionForward(
+    stream: NativeStream,
+    q: NativeStorage,
+    k: NativeStorage,
+    v: NativeStorage,
+    out: NativeStorage,
+    lse: NativeStorage,
+    p: AttentionParams,
+  ): void;
+  attentionBackward(
+    stream: NativeStream,
+    q: NativeStorage,
+    k: NativeStorage,
+    v: NativeStorage,
+    out: NativeStorage,
+    lse: NativeStorage,
+    dout: NativeStorage,
+    dlse: NativeStorage | null,
+    dq: NativeStorage,
+    dk: NativeStorage,
+    dv: NativeStorage,
+    p: AttentionParams,
+  ): void;
+  mergeForward(
+    stream: NativeStream,
+    outs: NativeStorage[],
+    lses: NativeStorage[],
+    out: NativeStorage,
+    lse: NativeStorage,
+    p: { rows: number; dv: number },
+  ): void;
+  mergeBackward(
+    stream: NativeStream,
+    outs: NativeStorage[],
+    lses: NativeStorage[],
+    out: NativeStorage,
+    lse: NativeStorage,
+    dout: NativeStorage,
+    dlse: NativeStorage | null,
+    douts: NativeStorage[],
+    dlses: NativeStorage[],
+    p: { rows: number; dv: number },
+  ): void;
+  /** out = a + b elementwise (same dtype and size). */
+  add(stream: NativeStream, a: NativeStorage, b: NativeStorage, out: NativeStorage): void;
+  /** "" when the backend of `device` (-1: the CPU, N: cuda:N) runs `op` on this request, else why not. */
+  supports(op: string, device: number, request: SupportRequest): string;
+  /** Which backend has a kernel for each op (native/ops/ops.cc). */
+  opTable(): { op: string; cpu: boolean; cuda: boolean }[];
   info(): NativeInfo;
   setIsa(name: string): boolean;
   /** Live bytes: `cpu`, and `cuda:N` for each CUDA device. */
@@ -130,8 +144,6 @@ export interface NativeBinding {
   cudaRecordEvent(stream: NativeStream): NativeEvent;
   /** Milliseconds between two completed events. */
   cudaEventElapsed(start: NativeEvent, end: NativeEvent): number;
-  /** "" when attention on this problem can run on CUDA, else why not. */
-  cudaAttentionSupport(shape: ShapeParams, dtypeCode: number, backward: boolean): string;
   /** Device memory of cuda:device: attnkit's live bytes and the default pool's reserved and used bytes. */
   cudaMemoryStats(device: number): { allocated: number; reserved: number; used: number } | null;
   /** Test hook: a kernel that makes an illegal memory access (the device context is lost). */

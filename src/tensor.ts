@@ -127,7 +127,7 @@ export class Tensor<T extends DType = DType> {
     if (isDType(target)) {
       if (target === this.dtype) return this;
       const out = allocate('to', this.shape, target, this.device, false, this.#stream);
-      callNative('to', () => this.#stream.native.convert(storage, out._native('to', 'out')));
+      callNative('to', () => native.convert(this.#stream.native, storage, out._native('to', 'out')));
       out._setStream(this.#stream);
       return out;
     }
@@ -305,7 +305,7 @@ export function randn<T extends DType = 'float32'>(
   }
   const t = allocate('randn', s, dtype, device, false);
   const stream = opts.stream ?? defaultStream(device);
-  callNative('randn', () => stream.native.randn(t._native('randn', 'out'), seed));
+  callNative('randn', () => native.randn(stream.native, t._native('randn', 'out'), seed));
   t._setStream(stream);
   return t;
 }

@@ -64,7 +64,7 @@ describe('source lists', () => {
   it('every native/cpu/*.cc and native/napi/*.cc is compiled by both builds', () => {
     const cmake = new Set(cmakeCpuSources());
     const gyp = new Set(gypSources());
-    const files = [...ccIn('native/cpu'), ...ccIn('native/napi')];
+    const files = [...ccIn('native/cpu'), ...ccIn('native/napi'), ...ccIn('native/ops'), ...ccIn('native/runtime')];
     expect(files.length).toBeGreaterThan(0);
     for (const f of files) {
       expect(cmake.has(f), `${f} missing from ATTNKIT_CPU_SOURCES in CMakeLists.txt`).toBe(true);
@@ -85,6 +85,35 @@ describe('layering', () => {
       (f) => !f.startsWith('native/napi/') && /#\s*include\s*[<"]napi\.h[>"]/.test(code(f)),
     );
     expect(offenders).toEqual([]);
+  });
+
+  // The includes of a file, as paths relative to native/ (resolved from the including file).
+  const includes = (f: string): string[] =>
+    [...code(f).matchAll(/#\s*include\s*"([^"]+)"/g)].map((m) => {
+      const rel = join(dirname(f), m[1]!);
+      return rel.startsWith('native/') ? rel : join('native', m[1]!);
+    });
+  const inDir = (d: string) => sources.filter((f) => f.startsWith(`native/${d}/`));
+  const reaching = (files: string[], d: string) => files.flatMap((f) => includes(f).filter((i) => i.startsWith(`native/${d}/`)).map((i) => `${f} -> ${i}`));
+
+  it('the runtime core includes neither backend, and neither backend includes the other', () => {
+    expect(reaching(inDir('runtime'), 'cpu')).toEqual([]);
+    expect(reaching(inDir('runtime'), 'cuda')).toEqual([]);
+    expect(reaching(inDir('cuda'), 'cpu')).toEqual([]);
+    expect(reaching(inDir('cpu'), 'cuda')).toEqual([]);
+  });
+
+  it('the binding picks no backend: op files reach the kernels only through native/ops/ (the backend table)', () => {
+    // cuda.cc binds the CUDA runtime's own functions (copies, events, device pointers); addon.cc's
+    // module functions report what each backend is (info, the ISA switch); neighborhood.cc's
+    // planner and probes are host-side test hooks of the policy.
+    const allowed = new Set(['native/napi/cuda.cc', 'native/napi/addon.cc', 'native/napi/neighborhood.cc', 'native/napi/storage.cc']);
+    const ops = inDir('napi').filter((f) => !allowed.has(f));
+    expect(reaching(ops, 'cpu')).toEqual([]);
+    expect(reaching(ops, 'cuda')).toEqual([]);
+    // and no op branches on the stream's backend
+    const branches = inDir('napi').filter((f) => /\bcuda_\b|device_stream\(\)|cpu_only\(/.test(code(f)));
+    expect(branches).toEqual([]);
   });
 
   const ptx = 'native/cuda/ptx.cuh';

@@ -32,7 +32,7 @@ const cudaInc = ['/usr/local/cuda/include', process.env.CUDA_PATH && join(proces
 const gxx = spawnSync('g++', ['--version'], { encoding: 'utf8' });
 const objectsOf = (dir: string) =>
   existsSync(join(CMAKE_OBJECTS, dir)) ? readdirSync(join(CMAKE_OBJECTS, dir)).filter((f) => f.endsWith('.o')).map((f) => join(CMAKE_OBJECTS, dir, f)) : [];
-const cmakeObjects = [...objectsOf('cpu'), ...objectsOf('napi')];
+const cmakeObjects = [...objectsOf('cpu'), ...objectsOf('napi'), ...objectsOf('ops'), ...objectsOf('runtime')];
 const why =
   process.platform !== 'linux' || process.arch !== 'x64'
     ? 'needs x86-64 Linux (the SIMT emulator)'

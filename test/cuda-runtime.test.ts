@@ -55,6 +55,9 @@ import { native } from '../src/native.ts';
 import { maxAbs, maxAbsErr, naiveAttention, worst } from './helpers.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+/** The backend table's answer for dense attention on cuda:0 (native/ops/ops.cc). */
+const support = (s: object, dtype: 'float16' | 'bfloat16' | 'float32', backward: boolean) =>
+  native.supports(backward ? 'attentionBackward' : 'attention', 0, { ...s, dtype: DTYPES[dtype].code });
 const HAS_CUDA = cuda.available();
 const REASON = cuda.reason();
 
@@ -196,8 +199,8 @@ describe.skipIf(HAS_CUDA)('without CUDA: every way to a CUDA device throws ERR_A
     expect(native.cudaMemoryStats(0)).toBeNull();
     const s = { B: 1, Nq: 8, Nk: 8, H: 1, Hkv: 1, D: 64, Dv: 64 };
     // what the compiled kernels support is known without a device
-    expect(native.cudaAttentionSupport(s, DTYPES.bfloat16.code, false)).toBe(info().cuda.attentionKernels ? '' : native.cudaAttentionSupport(s, DTYPES.bfloat16.code, true));
-    expect(native.cudaAttentionSupport(s, DTYPES.float32.code, false).length).toBeGreaterThan(0);
+    expect(support(s, 'bfloat16', false)).toBe(info().cuda.attentionKernels ? '' : support(s, 'bfloat16', true));
+    expect(support(s, 'float32', false).length).toBeGreaterThan(0);
   });
 });
 
@@ -320,7 +323,10 @@ describe('devicePointer', () => {
 });
 
 describe('ops without a CUDA implementation say so at the call, before allocating', () => {
-  const notYet = (op: string) => `${op}: not implemented on CUDA yet (the inputs are on cuda:0); move them to the CPU with .to('cpu')`;
+  const notYet = (op: string) => {
+    const kernel = /^na\dd$/.test(op) ? 'neighborhood' : op; // the backend table's row (native/ops/ops.cc)
+    return `${op}: not implemented on CUDA yet (the inputs are on cuda:0; ${kernel} runs on: cpu); move them to the CPU with .to('cpu')`;
+  };
   const owned: Tensor[] = [];
   const host = (shape: number[], seed: number, dtype: DType = 'float32') => {
     const t = randn(shape, { seed, dtype: dtype as FloatDType });
@@ -404,23 +410,27 @@ describe('ops without a CUDA implementation say so at the call, before allocatin
     const q = onCuda([1, 8, 2, 64], 1);
     const s = { B: 1, Nq: 8, Nk: 8, H: 2, Hkv: 2, D: 64, Dv: 64 };
     if (!info().cuda.attentionKernels) {
-      const why = native.cudaAttentionSupport(s, DTYPES.bfloat16.code, false);
+      const why = support(s, 'bfloat16', false);
       expect(why).toBe(info().cuda.compiled ? 'not implemented on CUDA yet (this build has no CUDA attention kernels)' : `attnkit was built without CUDA (nvcc was not found or ATTNKIT_CUDA=OFF)`);
     } else {
-      expect(native.cudaAttentionSupport(s, DTYPES.bfloat16.code, false)).toBe('');
-      expect(native.cudaAttentionSupport(s, DTYPES.float16.code, true)).toBe('');
-      expect(native.cudaAttentionSupport(s, DTYPES.float32.code, false)).toBe(
+      expect(support(s, 'bfloat16', false)).toBe('');
+      expect(support(s, 'float16', true)).toBe('');
+      expect(support(s, 'float32', false)).toBe(
         "dtype float32 is not supported on CUDA (the kernels take float16 or bfloat16); convert with .to('bfloat16') or run on the CPU",
       );
-      expect(native.cudaAttentionSupport({ ...s, D: 96, Dv: 96 }, DTYPES.float16.code, false)).toBe(
+      expect(support({ ...s, D: 96, Dv: 96 }, 'float16', false)).toBe(
         'head dim 96 is not supported on CUDA (32, 64 or 128)',
       );
-      expect(native.cudaAttentionSupport({ ...s, Dv: 32 }, DTYPES.float16.code, false)).toContain('value head dim (32)');
+      expect(support({ ...s, Dv: 32 }, 'float16', false)).toContain('value head dim (32)');
     }
     if (!HAS_CUDA) {
-      // the labelled tensors get as far as the device's default stream, which needs CUDA
-      expectError(() => attention(q, q, q), { code: 'ERR_ATTNKIT_DEVICE', op: 'defaultStream', has: [REASON] });
-      expectError(() => attentionBackward(q, q, q, q, onCuda([1, 8, 2], 2), q), { code: 'ERR_ATTNKIT_DEVICE', op: 'defaultStream' });
+      // the backend table refuses float32 on CUDA before the device's default stream is made
+      expectError(() => attention(q, q, q), { code: 'ERR_ATTNKIT_UNSUPPORTED', op: 'attention' });
+      expectError(() => attentionBackward(q, q, q, q, onCuda([1, 8, 2], 2), q), { code: 'ERR_ATTNKIT_UNSUPPORTED', op: 'attentionBackward' });
+      // bfloat16 gets as far as the default stream, which needs CUDA
+      const qb = labelledCuda(host([1, 8, 2, 64], 1, 'bfloat16'));
+      if (info().cuda.attentionKernels)
+        expectError(() => attention(qb, qb, qb), { code: 'ERR_ATTNKIT_DEVICE', op: 'defaultStream', has: [REASON] });
     }
     // a CPU stream for CUDA inputs is a device mismatch
     expectError(() => attention(q, q, q, { stream: new Stream() }), { code: 'ERR_ATTNKIT_DEVICE', op: 'attention', argument: 'stream' });
@@ -871,7 +881,7 @@ describe.skipIf(!HAS_CUDA)('cuda:0 (runs where a CUDA device is present)', () =>
       const cpuQ = keep(randn([1, 8, 2, 8], { seed: 1 }));
       let caught: unknown;
       try {
-        defaultStream().native.add(g._native('t', 'a'), cpuQ._native('t', 'b'), cpuQ._native('t', 'out'));
+        native.add(defaultStream().native, g._native('t', 'a'), cpuQ._native('t', 'b'), cpuQ._native('t', 'out'));
       } catch (e) {
         caught = e;
       }
@@ -879,7 +889,7 @@ describe.skipIf(!HAS_CUDA)('cuda:0 (runs where a CUDA device is present)', () =>
       expect((caught as Error).message).toContain('not implemented on CUDA yet');
       caught = undefined;
       try {
-        defaultStream(dev).native.add(g._native('t', 'a'), g._native('t', 'b'), g._native('t', 'out'));
+        native.add(defaultStream(dev).native, g._native('t', 'a'), g._native('t', 'b'), g._native('t', 'out'));
       } catch (e) {
         caught = e;
       }

@@ -16,7 +16,7 @@ describe('process lifecycle', () => {
       `const a = require(${JSON.stringify(join(packageRoot(), 'build/Release/attnkit.node'))});
        const s = new a.NativeStream();
        const t = new a.NativeStorage(0, 1 << 14);
-       s.randn(t, 1);
+       a.randn(s, t, 1);
        s.synchronize().then(() => s.read(t, true)).then((b) => { if (b.byteLength !== 4 << 14) process.exit(3); });`,
     );
     const codes: (number | null)[] = [];

@@ -1,14 +1,11 @@
 #include "stream.h"
 
 #include <cstdlib>
-#include <exception>
-#include <new>
+#include <thread>
 
 #include "buffer.h"
 
 namespace attnkit::cpu {
-
-static std::atomic<int64_t> g_live_bytes{0};
 
 namespace {
 constexpr size_t kScratchCacheBytes = size_t(256) << 20;
@@ -65,116 +62,23 @@ void scratch_release(void* p, size_t bytes) {
   c.blocks[c.count++] = {p, size};
   c.total += size;
 }
-int64_t live_bytes_cpu() { return g_live_bytes.load(); }
-
-Storage::Storage(DType t, int64_t n) : dtype(t), numel(n), bytes(size_t(n * dtype_size(t))) {
-  data = aligned_alloc64(bytes, "empty");
-  g_live_bytes += int64_t(bytes);
-}
-
-Storage::Storage(DType t, int64_t n, int dev, void* ptr, std::unique_ptr<DeviceMemory> memory)
-    : data(ptr), dtype(t), numel(n), bytes(size_t(n * dtype_size(t))), device(dev),
-      device_memory(std::move(memory)) {}
-
-Storage::~Storage() {
-  if (device >= 0) return;  // device_memory releases the device memory
-  std::free(data);
-  g_live_bytes -= int64_t(bytes);
-}
-
-std::shared_ptr<const Failure> Storage::get_failure() {
-  std::lock_guard<std::mutex> lk(mu);
-  return failure;
-}
-
-void StreamState::wait_for(uint64_t seq) {
-  std::unique_lock<std::mutex> lk(mu);
-  cv.wait(lk, [&] { return completed >= seq; });
-}
-
-CpuStream::CpuStream()
-    : state_(std::make_shared<StreamState>()), queue_(std::make_shared<Queue>()) {
+CpuStream::CpuStream() : runtime::Stream(std::make_shared<runtime::StreamState>()) {
   std::thread(worker_loop, queue_, state_).detach();
 }
 
-CpuStream::~CpuStream() {
-  {
-    std::lock_guard<std::mutex> lk(queue_->mu);
-    queue_->closing = true;
-  }
-  queue_->cv.notify_all();
-}
-
-uint64_t CpuStream::enqueue(Task task) {
-  const uint64_t seq = ++next_seq_;
-  for (auto& out : task.outputs) {
-    out->ready_stream = state_;
-    out->ready_seq = seq;
-  }
-  {
-    std::lock_guard<std::mutex> lk(queue_->mu);
-    queue_->tasks.emplace_back(seq, std::move(task));
-  }
-  queue_->cv.notify_one();
-  return seq;
-}
-
-void CpuStream::worker_loop(std::shared_ptr<Queue> q, std::shared_ptr<StreamState> st) {
-  for (;;) {
-    std::pair<uint64_t, Task> item;
-    {
-      std::unique_lock<std::mutex> lk(q->mu);
-      q->cv.wait(lk, [&] { return q->closing || !q->tasks.empty(); });
-      if (q->tasks.empty()) return;  // closing and drained
-      item = std::move(q->tasks.front());
-      q->tasks.pop_front();
-    }
+void CpuStream::worker_loop(std::shared_ptr<runtime::TaskQueue> q, std::shared_ptr<runtime::StreamState> st) {
+  std::pair<uint64_t, runtime::Task> item;
+  while (q->pop(&item)) {
     auto& [seq, task] = item;
-    std::shared_ptr<const Failure> failure;
     // Inputs produced on other streams: wait for them (they were enqueued earlier, so no cycle).
-    for (auto& in : task.inputs) {
+    for (auto& in : task.inputs)
       if (in->ready_stream && in->ready_stream != st) in->ready_stream->wait_for(in->ready_seq);
-      if (!failure) failure = in->get_failure();
-    }
-    if (failure && !task.is_wait) {
-      failure = std::make_shared<Failure>(Failure{
-          failure->code, failure->op,
-          failure->message + " (reported by a later operation that used this result)"});
-    }
-    if (!failure && task.run) {
-      try {
-        task.run();
-      } catch (const Error& e) {
-        failure = std::make_shared<Failure>(Failure{e.code(), e.op(), e.what()});
-      } catch (const std::bad_alloc&) {
-        failure = std::make_shared<Failure>(Failure{"OOM", "", "out of memory on cpu"});
-      } catch (const std::exception& e) {
-        failure = std::make_shared<Failure>(Failure{"INTERNAL", "", e.what()});
-      }
-    }
-    for (auto& out : task.outputs) {
-      std::lock_guard<std::mutex> lk(out->mu);
-      out->failure = failure;
-    }
-    std::shared_ptr<const Failure> report = failure;
-    {
-      std::lock_guard<std::mutex> lk(st->mu);
-      if (failure && !task.is_wait && !st->error) st->error = failure;
-      if (task.is_wait) {
-        // A wait reports its own failure (reading a failed tensor) or else the stream's recorded
-        // one; either way the recorded error counts as reported once the wait has shown it.
-        // (A failed tensor carries the very Failure its stream recorded, hence the comparison.)
-        if (!report && st->error) report = st->error;
-        if (report == st->error) st->error.reset();
-      }
-    }
+    runtime::FailurePtr failure = runtime::inherited(runtime::first_input_failure(task), task.is_wait);
+    if (!failure && task.run) failure = runtime::run_guarded(task.run, "cpu");
+    runtime::FailurePtr report = runtime::settle(task, *st, failure);
     if (task.done) task.done(report);
-    task = Task();  // release storage references before signalling completion
-    {
-      std::lock_guard<std::mutex> lk(st->mu);
-      st->completed = seq;
-    }
-    st->cv.notify_all();
+    task = runtime::Task();  // release storage references before signalling completion
+    runtime::complete(*st, seq);
   }
 }
 

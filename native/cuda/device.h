@@ -24,48 +24,37 @@
 #include <memory>
 #include <string>
 
-#include "../cpu/stream.h"
+#include "../runtime/stream.h"
 #include "attnkit/attention.h"
 #include "attnkit/dtype.h"
+#include "attnkit/error.h"
 
 namespace attnkit::cuda {
 
-class DeviceStream {
+// A runtime::Stream on cuda:device (native/runtime/stream.h): its worker issues each task's work
+// asynchronously on a non-blocking cudaStream_t (handle()).
+class DeviceStream : public runtime::Stream {
  public:
   // Creates a stream on cuda:device (throws Error DEVICE/CUDA/UNSUPPORTED with the reason).
   explicit DeviceStream(int device);
-  ~DeviceStream();  // lets queued work drain on the worker, never blocks the caller
-  DeviceStream(const DeviceStream&) = delete;
-  DeviceStream& operator=(const DeviceStream&) = delete;
-
-  // Enqueues on the JS thread; returns the task's sequence number and marks outputs ready at it.
-  // `task.run` executes on the worker with the device current and issues asynchronous work on
-  // handle(); a wait task (is_wait) is followed by a stream synchronization before `done`.
-  uint64_t enqueue(cpu::Task task);
-  const std::shared_ptr<cpu::StreamState>& state() const;
-  int device() const;
-  void* handle() const;  // the cudaStream_t
-
- private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
+  void* handle() const override;  // the cudaStream_t
 };
 
 // ---------------------------------------------------------------- memory
 
 // `numel` elements of `dtype` on the stream's device, from cudaMallocAsync on that stream (throws
 // Error OOM or CUDA naming `op`). With `zero`, a memset is enqueued on the stream.
-cpu::StoragePtr allocate(DType dtype, int64_t numel, DeviceStream& stream, bool zero, const char* op);
+runtime::StoragePtr allocate(DType dtype, int64_t numel, DeviceStream& stream, bool zero, const char* op);
 
 // Memory attnkit does not own (fromDevicePointer): `ptr` on cuda:N (N = owner.device()). Checks
 // that the pointer is device memory of that device (throws Error ARGUMENT). `keep_alive` is
 // released once the storage is gone and the device has finished every task that used it.
-cpu::StoragePtr wrap_external(uint64_t ptr, DType dtype, int64_t numel, DeviceStream& owner,
+runtime::StoragePtr wrap_external(uint64_t ptr, DType dtype, int64_t numel, DeviceStream& owner,
                               std::shared_ptr<void> keep_alive, const char* op);
 
 // Makes `storage` (just wrapped) ready on `stream` only after the work issued so far on the
 // foreign stream `raw_stream` (a cudaStream_t of another library; 0 is the legacy default stream).
-void wait_foreign_stream(const cpu::StoragePtr& storage, DeviceStream& stream, uint64_t raw_stream,
+void wait_foreign_stream(const runtime::StoragePtr& storage, DeviceStream& stream, uint64_t raw_stream,
                          const char* op);
 
 // Live bytes of attnkit storage on cuda:device (allocated and not yet released).
@@ -84,7 +73,7 @@ bool pool_stats(int device, PoolStats* out);
 
 // Copies `src` into `dst` (same dtype and size): host to device, device to host (complete on
 // return), device to device, between devices.
-void copy(const cpu::StoragePtr& dst, const cpu::StoragePtr& src, void* stream, const char* op);
+void copy(const runtime::StoragePtr& dst, const runtime::StoragePtr& src, void* stream, const char* op);
 // Copies `bytes` from device memory to host memory `dst`; complete on return.
 void copy_to_host(void* dst, const void* src, size_t bytes, void* stream, const char* op);
 // Elementwise dtype conversion on the device (round to nearest even, as the CPU conversion).

@@ -16,9 +16,9 @@
 
 namespace attnkit::cuda {
 
-using cpu::Failure;
-using cpu::StoragePtr;
-using cpu::Task;
+using runtime::Failure;
+using runtime::StoragePtr;
+using runtime::Task;
 
 namespace {
 
@@ -53,7 +53,7 @@ struct Point {
 
 // The shared state of a CUDA stream: the cudaStream_t, how far its worker has issued, and the
 // events recorded after issued tasks that may not have completed yet.
-struct CudaState final : cpu::StreamState {
+struct CudaState final : runtime::StreamState {
   cudaStream_t stream = nullptr;
   uint64_t issued = 0;      // guarded by mu; cv is notified when it grows
   std::deque<Point> points;  // guarded by mu; increasing seq
@@ -107,7 +107,7 @@ std::shared_ptr<const Failure> failure_of(cudaError_t e, const std::string& op, 
 
 // Device memory of a storage. `home` is the stream it was allocated for (or, for memory attnkit
 // does not own, the stream it was wrapped on); `users` are the other streams whose tasks used it.
-struct CudaMemory final : cpu::DeviceMemory {
+struct CudaMemory final : runtime::DeviceMemory {
   int device = 0;
   void* ptr = nullptr;
   size_t bytes = 0;
@@ -161,19 +161,12 @@ struct CudaMemory final : cpu::DeviceMemory {
   }
 };
 
-CudaState& cuda_state(const std::shared_ptr<cpu::StreamState>& s) { return static_cast<CudaState&>(*s); }
-
-struct Queue {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::deque<std::pair<uint64_t, Task>> tasks;
-  bool closing = false;
-};
+CudaState& cuda_state(const std::shared_ptr<runtime::StreamState>& s) { return static_cast<CudaState&>(*s); }
 
 // Makes `st` wait for `in`: on the device for a producer on another CUDA stream, on this worker for
 // a producer on a CPU stream.
 void wait_input(const std::shared_ptr<CudaState>& st, const StoragePtr& in) {
-  const std::shared_ptr<cpu::StreamState>& rs = in->ready_stream;
+  const std::shared_ptr<runtime::StreamState>& rs = in->ready_stream;
   if (!rs || rs == st) return;
   if (rs->device >= 0) {
     std::shared_ptr<Event> ev = cuda_state(rs).event_for(in->ready_seq);
@@ -183,51 +176,25 @@ void wait_input(const std::shared_ptr<CudaState>& st, const StoragePtr& in) {
   }
 }
 
-void worker_loop(std::shared_ptr<Queue> q, std::shared_ptr<CudaState> st) {
+void worker_loop(std::shared_ptr<runtime::TaskQueue> q, std::shared_ptr<CudaState> st) {
   cudaSetDevice(st->device);
-  for (;;) {
-    std::pair<uint64_t, Task> item;
-    {
-      std::unique_lock<std::mutex> lk(q->mu);
-      q->cv.wait(lk, [&] { return q->closing || !q->tasks.empty(); });
-      if (q->tasks.empty()) break;  // closing and drained
-      item = std::move(q->tasks.front());
-      q->tasks.pop_front();
-    }
+  std::pair<uint64_t, Task> item;
+  while (q->pop(&item)) {
     auto& [seq, task] = item;
-    std::shared_ptr<const Failure> failure, upstream;
+    std::shared_ptr<const Failure> failure;
     std::vector<StoragePtr> hold;
-    try {
+    failure = runtime::run_guarded([&] {
       for (auto& in : task.inputs) {
         wait_input(st, in);
-        if (!upstream) upstream = in->get_failure();
         if (in->device >= 0) static_cast<CudaMemory*>(in->device_memory.get())->note_use(st, "stream");
         else hold.push_back(in);
       }
       for (auto& out : task.outputs)
         if (out->device >= 0) static_cast<CudaMemory*>(out->device_memory.get())->note_use(st, "stream");
-    } catch (const Error& e) {
-      failure = std::make_shared<Failure>(Failure{e.code(), e.op(), e.what()});
-    } catch (const std::exception& e) {
-      failure = std::make_shared<Failure>(Failure{"INTERNAL", "", e.what()});
-    }
-    // As on the CPU: an input that failed fails this task with its cause (a wait reports it as is).
-    if (!failure && upstream) {
-      failure = task.is_wait ? upstream
-                             : std::make_shared<Failure>(Failure{upstream->code, upstream->op,
-                                                                 upstream->message + " (reported by a later operation that used this result)"});
-    }
-    if (!failure && task.run) {
-      try {
-        task.run();
-      } catch (const Error& e) {
-        failure = std::make_shared<Failure>(Failure{e.code(), e.op(), e.what()});
-      } catch (const std::bad_alloc&) {
-        failure = std::make_shared<Failure>(Failure{"OOM", "", "out of memory on the host"});
-      } catch (const std::exception& e) {
-        failure = std::make_shared<Failure>(Failure{"INTERNAL", "", e.what()});
-      }
-    }
+    }, "the host");
+    // The failure rules of every backend (native/runtime/stream.h).
+    if (!failure) failure = runtime::inherited(runtime::first_input_failure(task), task.is_wait);
+    if (!failure && task.run) failure = runtime::run_guarded(task.run, "the host");
     if (task.is_wait) {
       // Device-side errors (a faulted kernel) show up here, so the wait reports them.
       const cudaError_t e = cudaStreamSynchronize(st->stream);
@@ -246,21 +213,7 @@ void worker_loop(std::shared_ptr<Queue> q, std::shared_ptr<CudaState> st) {
           failure = failure_of(e, "stream", "work on cuda:" + std::to_string(st->device) + " failed");
       }
     }
-    for (auto& out : task.outputs) {
-      std::lock_guard<std::mutex> lk(out->mu);
-      out->failure = failure;
-    }
-    std::shared_ptr<const Failure> report = failure;
-    {
-      std::lock_guard<std::mutex> lk(st->mu);
-      if (failure && !task.is_wait && !st->error) st->error = failure;
-      if (task.is_wait) {
-        // As on the CPU: a wait reports its own failure or else the stream's recorded one, which
-        // then counts as reported.
-        if (!report && st->error) report = st->error;
-        if (report == st->error) st->error.reset();
-      }
-    }
+    std::shared_ptr<const Failure> report = runtime::settle(task, *st, failure);
     if (task.done) task.done(report);
     task = Task();  // release storage references (device memory is freed stream-ordered) first
     std::vector<StoragePtr> released;
@@ -323,54 +276,27 @@ void check_device(int device, const char* op) {
 
 // ---------------------------------------------------------------- DeviceStream
 
-struct DeviceStream::Impl {
-  std::shared_ptr<CudaState> state;
-  std::shared_ptr<cpu::StreamState> base;  // the same object, as the CPU side sees it
-  std::shared_ptr<Queue> queue;
-  uint64_t next_seq = 0;
-};
-
-DeviceStream::DeviceStream(int device) : impl_(std::make_unique<Impl>()) {
+namespace {
+// Checks the device and creates the cudaStream_t before the stream exists (nothing to undo).
+std::shared_ptr<CudaState> make_state(int device) {
   check_device(device, "Stream");
   DeviceGuard g(device);
   auto st = std::make_shared<CudaState>();
   st->device = device;
   check(cudaStreamCreateWithFlags(&st->stream, cudaStreamNonBlocking), "Stream", "cudaStreamCreateWithFlags");
-  impl_->state = st;
-  impl_->base = st;
-  impl_->queue = std::make_shared<Queue>();
-  std::thread(worker_loop, impl_->queue, st).detach();
+  return st;
+}
+}  // namespace
+
+DeviceStream::DeviceStream(int device) : runtime::Stream(make_state(device)) {
+  std::thread(worker_loop, queue_, std::static_pointer_cast<CudaState>(state_)).detach();
 }
 
-DeviceStream::~DeviceStream() {
-  {
-    std::lock_guard<std::mutex> lk(impl_->queue->mu);
-    impl_->queue->closing = true;
-  }
-  impl_->queue->cv.notify_all();
-}
-
-uint64_t DeviceStream::enqueue(Task task) {
-  const uint64_t seq = ++impl_->next_seq;
-  for (auto& out : task.outputs) {
-    out->ready_stream = impl_->base;
-    out->ready_seq = seq;
-  }
-  {
-    std::lock_guard<std::mutex> lk(impl_->queue->mu);
-    impl_->queue->tasks.emplace_back(seq, std::move(task));
-  }
-  impl_->queue->cv.notify_one();
-  return seq;
-}
-
-const std::shared_ptr<cpu::StreamState>& DeviceStream::state() const { return impl_->base; }
-int DeviceStream::device() const { return impl_->state->device; }
-void* DeviceStream::handle() const { return impl_->state->stream; }
+void* DeviceStream::handle() const { return static_cast<CudaState&>(*state_).stream; }
 
 // ---------------------------------------------------------------- memory
 
-cpu::StoragePtr allocate(DType dtype, int64_t numel, DeviceStream& stream, bool zero, const char* op) {
+runtime::StoragePtr allocate(DType dtype, int64_t numel, DeviceStream& stream, bool zero, const char* op) {
   const int device = stream.device();
   const size_t bytes = size_t(numel * dtype_size(dtype));
   DeviceGuard g(device);
@@ -391,7 +317,7 @@ cpu::StoragePtr allocate(DType dtype, int64_t numel, DeviceStream& stream, bool 
   mem->bytes = bytes;
   mem->home = std::static_pointer_cast<CudaState>(stream.state());
   g_live[device] += int64_t(bytes);
-  auto s = std::make_shared<cpu::Storage>(dtype, numel, device, ptr, std::move(mem));
+  auto s = std::make_shared<runtime::Storage>(dtype, numel, device, ptr, std::move(mem));
   if (zero && bytes > 0) {
     Task t;
     t.outputs = {s};
@@ -402,7 +328,7 @@ cpu::StoragePtr allocate(DType dtype, int64_t numel, DeviceStream& stream, bool 
   return s;
 }
 
-cpu::StoragePtr wrap_external(uint64_t address, DType dtype, int64_t numel, DeviceStream& owner,
+runtime::StoragePtr wrap_external(uint64_t address, DType dtype, int64_t numel, DeviceStream& owner,
                               std::shared_ptr<void> keep_alive, const char* op) {
   const int device = owner.device();
   void* ptr = reinterpret_cast<void*>(uintptr_t(address));
@@ -426,10 +352,10 @@ cpu::StoragePtr wrap_external(uint64_t address, DType dtype, int64_t numel, Devi
   mem->owned = false;
   mem->home = std::static_pointer_cast<CudaState>(owner.state());
   mem->keep_alive = std::move(keep_alive);
-  return std::make_shared<cpu::Storage>(dtype, numel, device, ptr, std::move(mem));
+  return std::make_shared<runtime::Storage>(dtype, numel, device, ptr, std::move(mem));
 }
 
-void wait_foreign_stream(const cpu::StoragePtr& storage, DeviceStream& stream, uint64_t raw_stream, const char* op) {
+void wait_foreign_stream(const runtime::StoragePtr& storage, DeviceStream& stream, uint64_t raw_stream, const char* op) {
   DeviceGuard g(stream.device());
   auto ev = std::make_shared<Event>();
   if (!ev->e) throw Error("CUDA", op, std::string(op) + ": cudaEventCreate failed");
@@ -467,7 +393,7 @@ bool pool_stats(int device, PoolStats* out) {
 
 // ---------------------------------------------------------------- copies
 
-void copy(const cpu::StoragePtr& dst, const cpu::StoragePtr& src, void* h, const char* op) {
+void copy(const runtime::StoragePtr& dst, const runtime::StoragePtr& src, void* h, const char* op) {
   const size_t n = src->bytes;
   if (n != dst->bytes) throw Error("SHAPE", op, std::string(op) + ": copy between storages of different sizes");
   if (n == 0) return;

@@ -3,6 +3,7 @@
 // no CUDA stream can be created (the constructor throws), so no CUDA storage or task exists.
 #include "device.h"
 #include "runtime.h"
+#include "attnkit/error.h"
 
 namespace attnkit::cuda {
 
@@ -17,23 +18,19 @@ CudaInfo cuda_info() {
   return info;
 }
 
-struct DeviceStream::Impl {};
-DeviceStream::DeviceStream(int) { no_cuda("Stream"); }
-DeviceStream::~DeviceStream() = default;
-uint64_t DeviceStream::enqueue(cpu::Task) { no_cuda("Stream"); }
-const std::shared_ptr<cpu::StreamState>& DeviceStream::state() const { no_cuda("Stream"); }
-int DeviceStream::device() const { return -1; }
+// A stream state is made only so that the base class can be constructed before the throw.
+DeviceStream::DeviceStream(int) : runtime::Stream(std::make_shared<runtime::StreamState>()) { no_cuda("Stream"); }
 void* DeviceStream::handle() const { return nullptr; }
 
-cpu::StoragePtr allocate(DType, int64_t, DeviceStream&, bool, const char* op) { no_cuda(op); }
-cpu::StoragePtr wrap_external(uint64_t, DType, int64_t, DeviceStream&, std::shared_ptr<void>, const char* op) {
+runtime::StoragePtr allocate(DType, int64_t, DeviceStream&, bool, const char* op) { no_cuda(op); }
+runtime::StoragePtr wrap_external(uint64_t, DType, int64_t, DeviceStream&, std::shared_ptr<void>, const char* op) {
   no_cuda(op);
 }
-void wait_foreign_stream(const cpu::StoragePtr&, DeviceStream&, uint64_t, const char* op) { no_cuda(op); }
+void wait_foreign_stream(const runtime::StoragePtr&, DeviceStream&, uint64_t, const char* op) { no_cuda(op); }
 int64_t live_bytes(int) { return 0; }
 bool pool_stats(int, PoolStats*) { return false; }
 
-void copy(const cpu::StoragePtr&, const cpu::StoragePtr&, void*, const char* op) { no_cuda(op); }
+void copy(const runtime::StoragePtr&, const runtime::StoragePtr&, void*, const char* op) { no_cuda(op); }
 void copy_to_host(void*, const void*, size_t, void*, const char* op) { no_cuda(op); }
 void convert(const void*, DType, void*, DType, int64_t, void*, const char* op) { no_cuda(op); }
 void spin(double, void*) { no_cuda("test"); }

@@ -4,16 +4,15 @@
 // because the kernels index with them.
 #include "binding.h"
 
-#include "../cpu/block_sparse.h"
 
 namespace attnkit::napi {
 
-MaskIO unwrap_mask(const Napi::Value& v, const char* op) {
+MaskIO unwrap_mask(const Napi::Value& v, const char* op, int device) {
   Napi::Array a = v.As<Napi::Array>();
   if (a.Length() != 5) fail("ARGUMENT", op, "expected the mask's five buffers");
-  MaskIO io{unwrap(a.Get(0u), op, "mask.fullOffsets"), unwrap(a.Get(1u), op, "mask.fullIndices"),
-            unwrap(a.Get(2u), op, "mask.partialOffsets"), unwrap(a.Get(3u), op, "mask.partialIndices"),
-            unwrap(a.Get(4u), op, "mask.partialBits")};
+  MaskIO io{unwrap(a.Get(0u), op, "mask.fullOffsets", device), unwrap(a.Get(1u), op, "mask.fullIndices", device),
+            unwrap(a.Get(2u), op, "mask.partialOffsets", device), unwrap(a.Get(3u), op, "mask.partialIndices", device),
+            unwrap(a.Get(4u), op, "mask.partialBits", device)};
   for (auto* s : {&io.full_off, &io.full_idx, &io.part_off, &io.part_idx, &io.part_bits})
     if ((*s)->dtype != DType::Int32) fail("DTYPE", op, "mask buffers must be int32");
   return io;
@@ -21,21 +20,6 @@ MaskIO unwrap_mask(const Napi::Value& v, const char* op) {
 
 namespace {
 
-void check_lists(const int32_t* off, int64_t rows, const cpu::StoragePtr& idx_s, int64_t kb,
-                 const char* op, const char* what) {
-  const int32_t* idx = static_cast<const int32_t*>(idx_s->data);
-  // Lists may have spare capacity past off[rows] (selection ops allocate for the worst case).
-  if (off[0] != 0 || off[rows] > idx_s->numel)
-    fail("ARGUMENT", op, std::string("mask ") + what + " offsets do not match the index list");
-  for (int64_t r = 0; r < rows; ++r) {
-    if (off[r + 1] < off[r]) fail("ARGUMENT", op, std::string("mask ") + what + " offsets decrease");
-    for (int64_t i = off[r]; i < off[r + 1]; ++i)
-      if (idx[i] < 0 || idx[i] >= kb || (i > off[r] && idx[i] <= idx[i - 1]))
-        fail("ARGUMENT", op, std::string("mask ") + what + " indices out of range or not increasing");
-  }
-}
-
-// The mask view over the buffers (validated against the problem), for use on the worker.
 BlockMaskView view_of(const MaskIO& io, const Napi::Object& o, const AttentionShape& s, const char* op) {
   BlockMaskView m;
   m.B = get_int(o, "maskB");
@@ -62,14 +46,10 @@ BlockMaskView view_of(const MaskIO& io, const Napi::Object& o, const AttentionSh
   return m;
 }
 
-// Re-validates the lists on the worker (the buffers may have been produced by enqueued work).
-void check_view(const BlockMaskView& m, const MaskIO& io, const char* op) {
-  const int64_t rows = m.B * m.H * m.qb;
-  check_lists(m.full_off, rows, io.full_idx, m.kb, op, "full");
-  check_lists(m.part_off, rows, io.part_idx, m.kb, op, "partial");
-}
+// The mask's lists are re-validated when the work runs (ops.cc): they may come from enqueued work.
+ops::BlockMaskCheck check_of(const MaskIO& io) { return {io.full_idx->numel, io.part_idx->numel}; }
 
-std::vector<cpu::StoragePtr> mask_inputs(const MaskIO& io) {
+std::vector<runtime::StoragePtr> mask_inputs(const MaskIO& io) {
   return {io.full_off, io.full_idx, io.part_off, io.part_idx, io.part_bits};
 }
 
@@ -77,19 +57,18 @@ std::vector<cpu::StoragePtr> mask_inputs(const MaskIO& io) {
 Napi::Value BsForward(const Napi::CallbackInfo& info) {
   return boundary(info.Env(), [&] {
     const char* op = "blockSparseAttention";
-    cpu::CpuStream& stream = unwrap_stream(info[0], op);
-    MaskIO mio = unwrap_mask(info[6], op);
+    runtime::Stream& stream = unwrap_stream(info[0], op);
+    MaskIO mio = unwrap_mask(info[6], op, stream.device());
     Napi::Object o = get_obj(info[7]);
-    AttentionFwdParams p;
-    p.shape = read_shape(o, op);
-    p.scale = float(get_num(o, "scale"));
-    FwdIO io = unwrap_fwd(info, 1, p.shape, op);
-    p.dtype = io.q->dtype;
-    const BlockMaskView view = view_of(mio, o, p.shape, op);
-    enqueue_fwd(stream, io, p, [view, mio, op](const AttentionFwdParams& x) {
-      check_view(view, mio, op);
-      cpu::block_sparse_forward(x, view);
-    }, mask_inputs(mio));
+    ops::BlockSparseFwdArgs a;
+    a.p.shape = read_shape(o, op);
+    a.p.scale = float(get_num(o, "scale"));
+    FwdIO io = unwrap_fwd(info, 1, a.p.shape, op, stream.device());
+    a.p.dtype = io.q->dtype;
+    a.mask = view_of(mio, o, a.p.shape, op);
+    a.check = check_of(mio);
+    runtime::Task task = fwd_task(io, a.p, mask_inputs(mio));
+    ops::enqueue(ops::kBlockSparseForward, stream, request(a.p.shape, a.p.dtype, stream.device()), a, std::move(task));
     return info.Env().Undefined();
   });
 }
@@ -98,19 +77,18 @@ Napi::Value BsForward(const Napi::CallbackInfo& info) {
 Napi::Value BsBackward(const Napi::CallbackInfo& info) {
   return boundary(info.Env(), [&] {
     const char* op = "blockSparseAttentionBackward";
-    cpu::CpuStream& stream = unwrap_stream(info[0], op);
-    MaskIO mio = unwrap_mask(info[11], op);
+    runtime::Stream& stream = unwrap_stream(info[0], op);
+    MaskIO mio = unwrap_mask(info[11], op, stream.device());
     Napi::Object o = get_obj(info[12]);
-    AttentionBwdParams p;
-    p.shape = read_shape(o, op);
-    p.scale = float(get_num(o, "scale"));
-    BwdIO io = unwrap_bwd(info, 1, p.shape, op);
-    p.dtype = io.q->dtype;
-    const BlockMaskView view = view_of(mio, o, p.shape, op);
-    enqueue_bwd(stream, io, p, [view, mio, op](const AttentionBwdParams& x) {
-      check_view(view, mio, op);
-      cpu::block_sparse_backward(x, view);
-    }, mask_inputs(mio));
+    ops::BlockSparseBwdArgs a;
+    a.p.shape = read_shape(o, op);
+    a.p.scale = float(get_num(o, "scale"));
+    BwdIO io = unwrap_bwd(info, 1, a.p.shape, op, stream.device());
+    a.p.dtype = io.q->dtype;
+    a.mask = view_of(mio, o, a.p.shape, op);
+    a.check = check_of(mio);
+    runtime::Task task = bwd_task(io, a.p, mask_inputs(mio));
+    ops::enqueue(ops::kBlockSparseBackward, stream, request(a.p.shape, a.p.dtype, stream.device()), a, std::move(task));
     return info.Env().Undefined();
   });
 }

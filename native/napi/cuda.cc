@@ -20,7 +20,7 @@
 
 namespace attnkit::napi {
 
-using cpu::StoragePtr;
+using runtime::StoragePtr;
 
 namespace {
 
@@ -92,6 +92,11 @@ uint64_t get_u64(const Napi::Value& v, const char* op, const char* arg) {
   return x;
 }
 
+cuda::DeviceStream* unwrap_device_stream(const Napi::Value& v, const char* op) {
+  runtime::Stream& s = unwrap_stream(v, op);
+  return s.device() >= 0 ? static_cast<cuda::DeviceStream*>(&s) : nullptr;
+}
+
 cuda::DeviceStream& cuda_stream(const Napi::Value& v, const char* op) {
   cuda::DeviceStream* ds = unwrap_device_stream(v, op);
   if (!ds) fail("DEVICE", op, "expected a CUDA stream, received a CPU stream");
@@ -148,7 +153,7 @@ Napi::Value Copy(const Napi::CallbackInfo& info) {
     if (src->dtype != dst->dtype || src->numel != dst->numel) fail("SHAPE", op, "a copy keeps the dtype and size");
     if (src->device != stream.device() && dst->device != stream.device())
       fail("DEVICE", op, "a copy runs on a stream of its source's or destination's device");
-    cpu::Task task;
+    runtime::Task task;
     task.inputs = {src};
     task.outputs = {dst};
     void* h = stream.handle();
@@ -163,7 +168,7 @@ Napi::Value RecordEvent(const Napi::CallbackInfo& info) {
   return boundary(info.Env(), [&]() -> Napi::Value {
     cuda::DeviceStream& stream = cuda_stream(info[0], "recordEvent");
     auto ev = std::make_shared<cuda::TimingEvent>(stream.device());
-    cpu::Task task;
+    runtime::Task task;
     void* h = stream.handle();
     task.run = [ev, h] { ev->record(h); };
     stream.enqueue(std::move(task));
@@ -181,16 +186,6 @@ Napi::Value EventElapsed(const Napi::CallbackInfo& info) {
     auto* a = info[0].As<Napi::External<std::shared_ptr<cuda::TimingEvent>>>().Data();
     auto* b = info[1].As<Napi::External<std::shared_ptr<cuda::TimingEvent>>>().Data();
     return Napi::Number::New(info.Env(), cuda::TimingEvent::elapsed_ms(**a, **b));
-  });
-}
-
-// cudaAttentionSupport({B, Nq, Nk, H, Hkv, D, Dv}, dtype, backward) -> "" or why not.
-Napi::Value AttentionSupport(const Napi::CallbackInfo& info) {
-  return boundary(info.Env(), [&]() -> Napi::Value {
-    const AttentionShape s = read_shape(get_obj(info[0]), "attention");
-    const int dtype = info[1].As<Napi::Number>().Int32Value();
-    if (dtype < 0 || dtype > 4) fail("DTYPE", "attention", "unknown dtype code");
-    return Napi::String::New(info.Env(), cuda::attention_support(s, DType(dtype), info[2].ToBoolean().Value()));
   });
 }
 
@@ -212,7 +207,7 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
 Napi::Value TestFault(const Napi::CallbackInfo& info) {
   return boundary(info.Env(), [&] {
     cuda::DeviceStream& stream = cuda_stream(info[0], "test");
-    cpu::Task task;
+    runtime::Task task;
     void* h = stream.handle();
     task.run = [h] { cuda::fault(h); };
     stream.enqueue(std::move(task));
@@ -228,7 +223,6 @@ void register_cuda(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaCopy", Napi::Function::New(env, Copy));
   exports.Set("cudaRecordEvent", Napi::Function::New(env, RecordEvent));
   exports.Set("cudaEventElapsed", Napi::Function::New(env, EventElapsed));
-  exports.Set("cudaAttentionSupport", Napi::Function::New(env, AttentionSupport));
   exports.Set("cudaMemoryStats", Napi::Function::New(env, MemoryStats));
   exports.Set("cudaTestFault", Napi::Function::New(env, TestFault));
 }

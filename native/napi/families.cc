@@ -1,5 +1,4 @@
-// The op families beyond dense attention and merge (which live in addon.cc) register their
-// binding functions here, each from its own native/napi/<family>.cc.
+// Every op family registers its binding functions here, each from its own native/napi/<family>.cc.
 #include "binding.h"
 
 namespace attnkit::napi {
@@ -10,6 +9,7 @@ void register_block_sparse(Napi::Env env, Napi::Object exports);  // block_spars
 void register_selection(Napi::Env env, Napi::Object exports);     // selection.cc
 
 void register_op_families(Napi::Env env, Napi::Object exports) {
+  register_attention(env, exports);  // attention.cc: dense, merge, to/add/randn
   register_linear(env, exports);
   register_neighborhood(env, exports);
   register_block_sparse(env, exports);

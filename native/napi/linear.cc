@@ -7,16 +7,15 @@
 
 #include "binding.h"
 
-#include "../cpu/linear.h"
 #include "attnkit/linear.h"
 
 namespace attnkit::napi {
 namespace {
 
-using cpu::StoragePtr;
+using runtime::StoragePtr;
 
-StoragePtr unwrap_opt(const Napi::Value& v, const char* op, const char* arg) {
-  return v.IsNull() || v.IsUndefined() ? nullptr : unwrap(v, op, arg);
+StoragePtr unwrap_opt(const Napi::Value& v, const char* op, const char* arg, int device) {
+  return v.IsNull() || v.IsUndefined() ? nullptr : unwrap(v, op, arg, device);
 }
 
 struct Problem {
@@ -74,13 +73,15 @@ const float* f32(const StoragePtr& s) { return s ? static_cast<const float*>(s->
 float* f32m(const StoragePtr& s) { return s ? static_cast<float*>(s->data) : nullptr; }
 
 // The fields every linear-attention descriptor shares (forward, backward, step): problem, options,
-// decays and the input pointers, read on the worker once the inputs are ready.
+// decays (owned by the descriptor) and the input pointers.
 template <typename Params>
-void fill_inputs(Params& p, const Problem& pr, const StoragePtr& q, const StoragePtr& k,
+void fill_inputs(ops::LinearArgs<Params>& a, const Problem& pr, const StoragePtr& q, const StoragePtr& k,
                  const StoragePtr& v, const StoragePtr& s0) {
+  Params& p = a.p;
+  a.decay = pr.decay;
   p.shape = pr.shape;
   p.opt = pr.opt;
-  p.opt.decay = pr.decay->data();
+  p.opt.decay = a.decay->data();
   p.dtype = q->dtype;
   p.q = q->data;
   p.k = k->data;
@@ -88,35 +89,46 @@ void fill_inputs(Params& p, const Problem& pr, const StoragePtr& q, const Storag
   p.state_in = f32(s0);
 }
 
+ops::Request request_of(const Problem& pr, const StoragePtr& q) {
+  ops::Request r;
+  r.dtype = q->dtype;
+  r.shape.B = pr.shape.B;
+  r.shape.Nq = r.shape.Nk = pr.shape.N;
+  r.shape.H = pr.shape.H;
+  r.shape.Hkv = pr.shape.Hkv;
+  r.shape.D = pr.shape.D;
+  r.shape.Dv = pr.shape.Dv;
+  r.device = q->device;
+  return r;
+}
+
 // linearForward(stream, q, k, v, stateIn|null, out, stateOut|null, problem)
 Napi::Value LinearForward(const Napi::CallbackInfo& info) {
   return boundary(info.Env(), [&] {
     const char* op = "linearAttention";
-    cpu::CpuStream& stream = unwrap_stream(info[0], op);
-    StoragePtr q = unwrap(info[1], op, "q"), k = unwrap(info[2], op, "k"),
-               v = unwrap(info[3], op, "v");
-    StoragePtr s0 = unwrap_opt(info[4], op, "initialState");
-    StoragePtr out = unwrap(info[5], op, "out");
-    StoragePtr sT = unwrap_opt(info[6], op, "finalState");
+    runtime::Stream& stream = unwrap_stream(info[0], op);
+    const int dev = stream.device();
+    StoragePtr q = unwrap(info[1], op, "q", dev), k = unwrap(info[2], op, "k", dev),
+               v = unwrap(info[3], op, "v", dev);
+    StoragePtr s0 = unwrap_opt(info[4], op, "initialState", dev);
+    StoragePtr out = unwrap(info[5], op, "out", dev);
+    StoragePtr sT = unwrap_opt(info[6], op, "finalState", dev);
     Problem pr = read_problem(info[7], op);
     const LinearShape& s = pr.shape;
     check_qkv(pr, q, k, v, op);
     expect_numel(out, s.B * s.N * s.H * s.Dv, q->dtype, op, "out");
     if (s0) expect_numel(s0, state_numel(s), DType::Float32, op, "initialState");
     if (sT) expect_numel(sT, state_numel(s), DType::Float32, op, "finalState");
-    cpu::Task task;
+    runtime::Task task;
     task.inputs = {q, k, v};
     if (s0) task.inputs.push_back(s0);
     task.outputs = {out};
     if (sT) task.outputs.push_back(sT);
-    task.run = [pr, q, k, v, s0, out, sT] {
-      LinearFwdParams p;
-      fill_inputs(p, pr, q, k, v, s0);
-      p.out = out->data;
-      p.state_out = f32m(sT);
-      cpu::linear_forward(p);
-    };
-    stream.enqueue(std::move(task));
+    ops::LinearArgs<LinearFwdParams> a;
+    fill_inputs(a, pr, q, k, v, s0);
+    a.p.out = out->data;
+    a.p.state_out = f32m(sT);
+    ops::enqueue(ops::kLinearForward, stream, request_of(pr, q), a, std::move(task));
     return info.Env().Undefined();
   });
 }
@@ -126,15 +138,16 @@ Napi::Value LinearForward(const Napi::CallbackInfo& info) {
 Napi::Value LinearBackward(const Napi::CallbackInfo& info) {
   return boundary(info.Env(), [&] {
     const char* op = "linearAttentionBackward";
-    cpu::CpuStream& stream = unwrap_stream(info[0], op);
-    StoragePtr q = unwrap(info[1], op, "q"), k = unwrap(info[2], op, "k"),
-               v = unwrap(info[3], op, "v");
-    StoragePtr s0 = unwrap_opt(info[4], op, "initialState");
-    StoragePtr dout = unwrap(info[5], op, "dOut");
-    StoragePtr dsT = unwrap_opt(info[6], op, "dFinalState");
-    StoragePtr dq = unwrap(info[7], op, "dq"), dk = unwrap(info[8], op, "dk"),
-               dv = unwrap(info[9], op, "dv");
-    StoragePtr ds0 = unwrap_opt(info[10], op, "dInitialState");
+    runtime::Stream& stream = unwrap_stream(info[0], op);
+    const int dev = stream.device();
+    StoragePtr q = unwrap(info[1], op, "q", dev), k = unwrap(info[2], op, "k", dev),
+               v = unwrap(info[3], op, "v", dev);
+    StoragePtr s0 = unwrap_opt(info[4], op, "initialState", dev);
+    StoragePtr dout = unwrap(info[5], op, "dOut", dev);
+    StoragePtr dsT = unwrap_opt(info[6], op, "dFinalState", dev);
+    StoragePtr dq = unwrap(info[7], op, "dq", dev), dk = unwrap(info[8], op, "dk", dev),
+               dv = unwrap(info[9], op, "dv", dev);
+    StoragePtr ds0 = unwrap_opt(info[10], op, "dInitialState", dev);
     Problem pr = read_problem(info[11], op);
     const LinearShape& s = pr.shape;
     check_qkv(pr, q, k, v, op);
@@ -145,24 +158,21 @@ Napi::Value LinearBackward(const Napi::CallbackInfo& info) {
     if (s0) expect_numel(s0, state_numel(s), DType::Float32, op, "initialState");
     if (dsT) expect_numel(dsT, state_numel(s), DType::Float32, op, "dFinalState");
     if (ds0) expect_numel(ds0, state_numel(s), DType::Float32, op, "dInitialState");
-    cpu::Task task;
+    runtime::Task task;
     task.inputs = {q, k, v, dout};
     if (s0) task.inputs.push_back(s0);
     if (dsT) task.inputs.push_back(dsT);
     task.outputs = {dq, dk, dv};
     if (ds0) task.outputs.push_back(ds0);
-    task.run = [pr, q, k, v, s0, dout, dsT, dq, dk, dv, ds0] {
-      LinearBwdParams p;
-      fill_inputs(p, pr, q, k, v, s0);
-      p.dout = dout->data;
-      p.dstate_out = f32(dsT);
-      p.dq = dq->data;
-      p.dk = dk->data;
-      p.dv = dv->data;
-      p.dstate_in = f32m(ds0);
-      cpu::linear_backward(p);
-    };
-    stream.enqueue(std::move(task));
+    ops::LinearArgs<LinearBwdParams> a;
+    fill_inputs(a, pr, q, k, v, s0);
+    a.p.dout = dout->data;
+    a.p.dstate_out = f32(dsT);
+    a.p.dq = dq->data;
+    a.p.dk = dk->data;
+    a.p.dv = dv->data;
+    a.p.dstate_in = f32m(ds0);
+    ops::enqueue(ops::kLinearBackward, stream, request_of(pr, q), a, std::move(task));
     return info.Env().Undefined();
   });
 }
@@ -171,12 +181,13 @@ Napi::Value LinearBackward(const Napi::CallbackInfo& info) {
 Napi::Value LinearStep(const Napi::CallbackInfo& info) {
   return boundary(info.Env(), [&] {
     const char* op = "linearAttentionStep";
-    cpu::CpuStream& stream = unwrap_stream(info[0], op);
-    StoragePtr q = unwrap(info[1], op, "q"), k = unwrap(info[2], op, "k"),
-               v = unwrap(info[3], op, "v");
-    StoragePtr s0 = unwrap_opt(info[4], op, "state");
-    StoragePtr out = unwrap(info[5], op, "out");
-    StoragePtr s1 = unwrap(info[6], op, "newState");
+    runtime::Stream& stream = unwrap_stream(info[0], op);
+    const int dev = stream.device();
+    StoragePtr q = unwrap(info[1], op, "q", dev), k = unwrap(info[2], op, "k", dev),
+               v = unwrap(info[3], op, "v", dev);
+    StoragePtr s0 = unwrap_opt(info[4], op, "state", dev);
+    StoragePtr out = unwrap(info[5], op, "out", dev);
+    StoragePtr s1 = unwrap(info[6], op, "newState", dev);
     Problem pr = read_problem(info[7], op);
     const LinearShape& s = pr.shape;
     if (s.N != 1) fail("SHAPE", op, "a step takes one token per sequence");
@@ -185,18 +196,15 @@ Napi::Value LinearStep(const Napi::CallbackInfo& info) {
     if (s0) expect_numel(s0, state_numel(s), DType::Float32, op, "state");
     expect_numel(s1, state_numel(s), DType::Float32, op, "newState");
     if (s0 == s1) fail("ARGUMENT", op, "the new state must not alias the old one");
-    cpu::Task task;
+    runtime::Task task;
     task.inputs = {q, k, v};
     if (s0) task.inputs.push_back(s0);
     task.outputs = {out, s1};
-    task.run = [pr, q, k, v, s0, out, s1] {
-      LinearStepParams p;
-      fill_inputs(p, pr, q, k, v, s0);
-      p.out = out->data;
-      p.state_out = f32m(s1);
-      cpu::linear_step(p);
-    };
-    stream.enqueue(std::move(task));
+    ops::LinearArgs<LinearStepParams> a;
+    fill_inputs(a, pr, q, k, v, s0);
+    a.p.out = out->data;
+    a.p.state_out = f32m(s1);
+    ops::enqueue(ops::kLinearStep, stream, request_of(pr, q), a, std::move(task));
     return info.Env().Undefined();
   });
 }

@@ -3,7 +3,7 @@
 // evaluated on every position and tile of a small problem).
 #include "binding.h"
 
-#include "../cpu/neighborhood.h"
+#include "../cpu/neighborhood.h"  // the tile planner (neighborhoodPlan)
 #include "attnkit/mask_neighborhood.h"
 
 namespace attnkit::napi {
@@ -61,15 +61,16 @@ AttentionShape read_na_shape(const Napi::Object& o, const NeighborhoodOptions& n
 Napi::Value NaForward(const Napi::CallbackInfo& info) {
   return boundary(info.Env(), [&] {
     const char* op = "neighborhood";
-    cpu::CpuStream& stream = unwrap_stream(info[0], op);
+    runtime::Stream& stream = unwrap_stream(info[0], op);
     Napi::Object o = get_obj(info[6]);
-    const NeighborhoodOptions na = read_na(o, op);
-    AttentionFwdParams p;
-    p.shape = read_na_shape(o, na, op);
-    p.scale = float(get_num(o, "scale"));
-    FwdIO io = unwrap_fwd(info, 1, p.shape, op);
-    p.dtype = io.q->dtype;
-    enqueue_fwd(stream, io, p, [na](const AttentionFwdParams& x) { cpu::neighborhood_forward(x, na); });
+    ops::NeighborhoodFwdArgs a;
+    a.na = read_na(o, op);
+    a.p.shape = read_na_shape(o, a.na, op);
+    a.p.scale = float(get_num(o, "scale"));
+    FwdIO io = unwrap_fwd(info, 1, a.p.shape, op, stream.device());
+    a.p.dtype = io.q->dtype;
+    runtime::Task task = fwd_task(io, a.p);
+    ops::enqueue(ops::kNeighborhoodForward, stream, request(a.p.shape, a.p.dtype, stream.device()), a, std::move(task));
     return info.Env().Undefined();
   });
 }
@@ -78,15 +79,16 @@ Napi::Value NaForward(const Napi::CallbackInfo& info) {
 Napi::Value NaBackward(const Napi::CallbackInfo& info) {
   return boundary(info.Env(), [&] {
     const char* op = "neighborhoodBackward";
-    cpu::CpuStream& stream = unwrap_stream(info[0], op);
+    runtime::Stream& stream = unwrap_stream(info[0], op);
     Napi::Object o = get_obj(info[11]);
-    const NeighborhoodOptions na = read_na(o, op);
-    AttentionBwdParams p;
-    p.shape = read_na_shape(o, na, op);
-    p.scale = float(get_num(o, "scale"));
-    BwdIO io = unwrap_bwd(info, 1, p.shape, op);
-    p.dtype = io.q->dtype;
-    enqueue_bwd(stream, io, p, [na](const AttentionBwdParams& x) { cpu::neighborhood_backward(x, na); });
+    ops::NeighborhoodBwdArgs a;
+    a.na = read_na(o, op);
+    a.p.shape = read_na_shape(o, a.na, op);
+    a.p.scale = float(get_num(o, "scale"));
+    BwdIO io = unwrap_bwd(info, 1, a.p.shape, op, stream.device());
+    a.p.dtype = io.q->dtype;
+    runtime::Task task = bwd_task(io, a.p);
+    ops::enqueue(ops::kNeighborhoodBackward, stream, request(a.p.shape, a.p.dtype, stream.device()), a, std::move(task));
     return info.Env().Undefined();
   });
 }

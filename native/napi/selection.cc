@@ -3,12 +3,11 @@
 // worst case; the offsets say what is used).
 #include "binding.h"
 
-#include "../cpu/selection.h"
 
 namespace attnkit::napi {
 namespace {
 
-SelectionInput read_input(const Napi::Object& o, const cpu::StoragePtr& q, const cpu::StoragePtr& k,
+SelectionInput read_input(const Napi::Object& o, const runtime::StoragePtr& q, const runtime::StoragePtr& k,
                           const char* op) {
   SelectionInput in;
   in.B = get_int(o, "B");
@@ -51,7 +50,7 @@ void bind_mask(MaskOutput& m, const MaskIO& io) {
   m.part_bits = static_cast<uint32_t*>(io.part_bits->data);
 }
 
-std::vector<cpu::StoragePtr> mask_outputs(const MaskIO& io) {
+std::vector<runtime::StoragePtr> mask_outputs(const MaskIO& io) {
   return {io.full_off, io.full_idx, io.part_off, io.part_idx, io.part_bits};
 }
 
@@ -60,10 +59,11 @@ std::vector<cpu::StoragePtr> mask_outputs(const MaskIO& io) {
 Napi::Value MobaSelect(const Napi::CallbackInfo& info) {
   return boundary(info.Env(), [&] {
     const char* op = "mobaMask";
-    cpu::CpuStream& stream = unwrap_stream(info[0], op);
-    auto q = unwrap(info[1], op, "q"), k = unwrap(info[2], op, "k");
-    auto scores = unwrap(info[3], op, "scores"), selected = unwrap(info[4], op, "selected");
-    MaskIO mio = unwrap_mask(info[5], op);
+    runtime::Stream& stream = unwrap_stream(info[0], op);
+    const int dev = stream.device();
+    auto q = unwrap(info[1], op, "q", dev), k = unwrap(info[2], op, "k", dev);
+    auto scores = unwrap(info[3], op, "scores", dev), selected = unwrap(info[4], op, "selected", dev);
+    MaskIO mio = unwrap_mask(info[5], op, dev);
     Napi::Object o = get_obj(info[6]);
     MobaParams p;
     p.in = read_input(o, q, k, op);
@@ -78,19 +78,20 @@ Napi::Value MobaSelect(const Napi::CallbackInfo& info) {
     expect_numel(scores, p.in.B * p.in.Nq * p.in.H * nb, DType::Float32, op, "scores");
     expect_numel(selected, p.in.B * p.in.Nq * p.in.H * p.topk, DType::Int32, op, "selected");
     p.mask = read_output(mio, p.in.B * p.in.H * ceil_div(p.in.Nq, bq), bq, bk, get_int(o, "capacity"), op);
-    cpu::Task task;
+    runtime::Task task;
     task.inputs = {q, k};
     task.outputs = mask_outputs(mio);
     task.outputs.insert(task.outputs.end(), {scores, selected});
-    task.run = [p, q, k, scores, selected, mio]() mutable {
-      p.in.q = q->data;
-      p.in.k = k->data;
-      p.scores = static_cast<float*>(scores->data);
-      p.selected = static_cast<int32_t*>(selected->data);
-      bind_mask(p.mask, mio);
-      cpu::moba_select(p);
-    };
-    stream.enqueue(std::move(task));
+    p.in.q = q->data;
+    p.in.k = k->data;
+    p.scores = static_cast<float*>(scores->data);
+    p.selected = static_cast<int32_t*>(selected->data);
+    bind_mask(p.mask, mio);
+    ops::Request r;
+    r.dtype = p.in.dtype;
+    r.shape.D = r.shape.Dv = p.in.D;
+    r.device = dev;
+    ops::enqueue(ops::kMobaSelect, stream, r, p, std::move(task));
     return info.Env().Undefined();
   });
 }
@@ -100,10 +101,11 @@ Napi::Value MobaSelect(const Napi::CallbackInfo& info) {
 Napi::Value XattnSelect(const Napi::CallbackInfo& info) {
   return boundary(info.Env(), [&] {
     const char* op = "xattentionMask";
-    cpu::CpuStream& stream = unwrap_stream(info[0], op);
-    auto q = unwrap(info[1], op, "q"), k = unwrap(info[2], op, "k");
-    auto scores = unwrap(info[3], op, "scores"), selected = unwrap(info[4], op, "selected");
-    MaskIO mio = unwrap_mask(info[5], op);
+    runtime::Stream& stream = unwrap_stream(info[0], op);
+    const int dev = stream.device();
+    auto q = unwrap(info[1], op, "q", dev), k = unwrap(info[2], op, "k", dev);
+    auto scores = unwrap(info[3], op, "scores", dev), selected = unwrap(info[4], op, "selected", dev);
+    MaskIO mio = unwrap_mask(info[5], op, dev);
     Napi::Object o = get_obj(info[6]);
     XattnParams p;
     p.in = read_input(o, q, k, op);
@@ -118,19 +120,20 @@ Napi::Value XattnSelect(const Napi::CallbackInfo& info) {
     expect_numel(scores, p.in.B * p.in.H * Qb * Kb, DType::Float32, op, "scores");
     expect_numel(selected, p.in.B * p.in.H * Qb * Kb, DType::UInt8, op, "selected");
     p.mask = read_output(mio, p.in.B * p.in.H * Qb, p.block, p.block, get_int(o, "capacity"), op);
-    cpu::Task task;
+    runtime::Task task;
     task.inputs = {q, k};
     task.outputs = mask_outputs(mio);
     task.outputs.insert(task.outputs.end(), {scores, selected});
-    task.run = [p, q, k, scores, selected, mio]() mutable {
-      p.in.q = q->data;
-      p.in.k = k->data;
-      p.scores = static_cast<float*>(scores->data);
-      p.selected = static_cast<uint8_t*>(selected->data);
-      bind_mask(p.mask, mio);
-      cpu::xattention_select(p);
-    };
-    stream.enqueue(std::move(task));
+    p.in.q = q->data;
+    p.in.k = k->data;
+    p.scores = static_cast<float*>(scores->data);
+    p.selected = static_cast<uint8_t*>(selected->data);
+    bind_mask(p.mask, mio);
+    ops::Request r;
+    r.dtype = p.in.dtype;
+    r.shape.D = r.shape.Dv = p.in.D;
+    r.device = dev;
+    ops::enqueue(ops::kXattentionSelect, stream, r, p, std::move(task));
     return info.Env().Undefined();
   });
 }

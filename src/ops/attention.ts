@@ -73,16 +73,9 @@ function parse(op: string, q: unknown, k: unknown, v: unknown, options: unknown)
     [left, right] = w as [number, number];
   }
   const scale = checkScale(op, o.scale, 1 / Math.sqrt(D));
-  const stream = checkStream(op, o.stream, Q.device, { cuda: true });
+  const stream = checkStream(op, o.stream, Q, { B, Nq, Nk, H, Hkv, D, Dv });
   const params = { B, Nq, Nk, H, Hkv, D, Dv, scale, causal, left, right };
-  if (Q.device !== 'cpu') checkCuda(op, params, dtype);
   return { params, dtype, stream };
-}
-
-/** What the CUDA kernels support, checked at the call (before any output is allocated). */
-function checkCuda(op: string, params: AttentionParams, dtype: FloatDType): void {
-  const why = callNative(op, () => native.cudaAttentionSupport(params, DTYPES[dtype].code, op === 'attentionBackward'));
-  if (why !== '') throw new AttnkitError('ERR_ATTNKIT_UNSUPPORTED', op, `${op}: ${why}`);
 }
 
 /**
@@ -97,7 +90,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOpt
   const out = empty([B, Nq, H, Dv], { dtype, device: q.device, stream });
   const lse = empty([B, Nq, H], { dtype: 'float32', device: q.device, stream });
   callNative(op, () =>
-    stream.native.attentionForward(q._native(op, 'q'), k._native(op, 'k'), v._native(op, 'v'), out._native(op, 'out'), lse._native(op, 'lse'), params),
+    native.attentionForward(stream.native, q._native(op, 'q'), k._native(op, 'k'), v._native(op, 'v'), out._native(op, 'out'), lse._native(op, 'lse'), params),
   );
   out._setStream(stream);
   lse._setStream(stream);
@@ -132,7 +125,8 @@ export function attentionBackward(
   const dk = empty([B, Nk, Hkv, D], { dtype, device: q.device, stream });
   const dv = empty([B, Nk, Hkv, Dv], { dtype, device: q.device, stream });
   callNative(op, () =>
-    stream.native.attentionBackward(
+    native.attentionBackward(
+      stream.native,
       q._native(op, 'q'),
       k._native(op, 'k'),
       v._native(op, 'v'),

@@ -74,7 +74,7 @@ function parse(op: string, q: unknown, k: unknown, v: unknown, mask: unknown, op
   if ((mask.B !== 1 && mask.B !== B) || (mask.H !== 1 && mask.H !== H))
     throw new AttnkitError('ERR_ATTNKIT_SHAPE', op, `${op}: expected 'mask' to have B = 1 or ${B} and H = 1 or ${H} (query heads), received B = ${mask.B}, H = ${mask.H}`, 'mask');
   const scale = checkScale(op, o.scale, 1 / Math.sqrt(D));
-  const stream = checkStream(op, o.stream, Q.device);
+  const stream = checkStream(op, o.stream, Q, { B, Nq, Nk, H, Hkv, D, Dv });
   return { shape: { B, Nq, Nk, H, Hkv, D, Dv }, scale, dtype, stream, mask };
 }
 

@@ -223,7 +223,7 @@ function parse(op: string, q: unknown, k: unknown, v: unknown, options: unknown,
   const featureMap = checkFeatureMap(op, o.featureMap);
   const normalize = checkBool(op, 'normalize', o.normalize, false);
   const returnFinalState = checkBool(op, 'returnFinalState', o.returnFinalState, false);
-  const stream = checkStream(op, o.stream, Q.device);
+  const stream = checkStream(op, o.stream, Q, { B, Nq: N, Nk: N, H, Hkv, D, Dv });
   const params: LinearParams = { B, N, H, Hkv, D, Dv, normalize, causal, featureMap, scale, eps: LINEAR_NORMALIZE_EPS, decay };
   const initialState = o.initialState === undefined ? null : checkState(op, 'initialState', o.initialState, params, Q);
   return { params, dtype, stream, initialState, returnFinalState };

@@ -5,6 +5,7 @@
  * is 0 with lse -Infinity.
  */
 import { argError, callNative } from '../errors.js';
+import { native } from '../native.js';
 import { empty, type Tensor } from '../tensor.js';
 import type { Stream } from '../stream.js';
 import {
@@ -72,11 +73,12 @@ export function mergeAttention(parts: readonly AttentionPart[], options: { strea
   const o = checkOptions(op, options, ['stream']);
   const { outs, lses, rows, dv } = parseParts(op, parts);
   const o0 = outs[0]!;
-  const stream = checkStream(op, o.stream, o0.device);
+  const stream = checkStream(op, o.stream, o0, { Dv: dv });
   const out = empty(o0.shape, { dtype: o0.dtype, device: o0.device });
   const lse = empty(o0.shape.slice(0, -1), { dtype: 'float32', device: o0.device });
   callNative(op, () =>
-    stream.native.mergeForward(
+    native.mergeForward(
+      stream.native,
       outs.map((t, i) => t._native(op, `parts[${i}].out`)),
       lses.map((t, i) => t._native(op, `parts[${i}].lse`)),
       out._native(op, 'out'),
@@ -122,13 +124,14 @@ export function mergeAttentionBackward(
     checkDType(op, 'dLse', dL, 'float32');
   }
   for (const [name, t] of [['out', O], ['lse', L], ['dOut', dO]] as const) checkSameDevice(op, name, t, o0, 'parts[0].out');
-  const stream = checkStream(op, o.stream, o0.device);
+  const stream = checkStream(op, o.stream, o0, { Dv: dv });
   const grads = outs.map(() => ({
     dout: empty(o0.shape, { dtype: o0.dtype, device: o0.device }),
     dlse: empty(o0.shape.slice(0, -1), { dtype: 'float32', device: o0.device }),
   }));
   callNative(op, () =>
-    stream.native.mergeBackward(
+    native.mergeBackward(
+      stream.native,
       outs.map((t, i) => t._native(op, `parts[${i}].out`)),
       lses.map((t, i) => t._native(op, `parts[${i}].lse`)),
       O._native(op, 'out'),

@@ -240,7 +240,7 @@ function parse(op: string, rank: number, q: unknown, k: unknown, v: unknown, opt
       );
   }
   const scale = checkScale(op, o.scale, 1 / Math.sqrt(D));
-  const stream = checkStream(op, o.stream, Q.device);
+  const stream = checkStream(op, o.stream, Q, { D, Dv }, op.endsWith('Backward') ? 'neighborhoodBackward' : 'neighborhood');
   const base = { rank, size: spatial, kernel, stride, dilation, causal };
   let tile: number[];
   if (o.tileShape !== undefined) {
@@ -370,7 +370,7 @@ function neighborhoodBackwardImpl(
   });
   // dq = dq_neighborhood + dq_additional
   const dq = empty(g.dq.shape, { dtype: p.dtype, device: q.device });
-  callNative(bop, () => p.stream.native.add(g.dq._native(bop, 'dq'), gx.dq._native(bop, 'dq'), dq._native(bop, 'dq')));
+  callNative(bop, () => native.add(p.stream.native, g.dq._native(bop, 'dq'), gx.dq._native(bop, 'dq'), dq._native(bop, 'dq')));
   dq._setStream(p.stream);
   return { dq, dk: g.dk, dv: g.dv, dAdditionalKeys: gx.dk, dAdditionalValues: gx.dv };
 }

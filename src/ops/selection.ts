@@ -112,7 +112,7 @@ export function mobaMask(q: Tensor, k: Tensor, options: MobaOptions): MobaResult
   const causal = checkBool(op, 'causal', o.causal, true);
   const blockQ = o.blockQ === undefined ? 64 : (o.blockQ as number);
   if (!pow2(blockQ, 16, 128)) throw argError('ERR_ATTNKIT_ARGUMENT', op, 'blockQ', 'to be a power of two between 16 and 128', String(o.blockQ));
-  const stream = checkStream(op, o.stream, Q.device);
+  const stream = checkStream(op, o.stream, Q, { D });
   const blockK = Math.min(C, 128);
   const nBlocks = Math.ceil(Nk / C);
   const Qb = Math.ceil(Nq / blockQ);
@@ -152,7 +152,7 @@ export function xattentionMask(q: Tensor, k: Tensor, options: XattentionOptions)
   if (typeof o.threshold !== 'number' || !(o.threshold >= 0 && o.threshold <= 1))
     throw argError('ERR_ATTNKIT_ARGUMENT', op, 'threshold', 'to be a number in [0, 1]', String(o.threshold));
   const causal = checkBool(op, 'causal', o.causal, true);
-  const stream = checkStream(op, o.stream, Q.device);
+  const stream = checkStream(op, o.stream, Q, { D });
   const Qb = Math.ceil(Nq / block);
   const Kb = Math.ceil(Nk / block);
   const capacity = B * H * Qb * Kb;

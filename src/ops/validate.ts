@@ -2,9 +2,10 @@
  * Argument checks shared by the ops: each names the op and the argument and says what was expected
  * ("attention: expected 'k' to have rank 4 ([B, N, Hkv, D]), received rank 3").
  */
-import { AttnkitError, argError } from '../errors.js';
+import { AttnkitError, argError, callNative } from '../errors.js';
 import { Tensor } from '../tensor.js';
-import type { FloatDType } from '../dtype.js';
+import { DTYPES, type FloatDType } from '../dtype.js';
+import { native, type ShapeParams } from '../native.js';
 import { defaultStream, Stream } from '../stream.js';
 
 export function checkTensor(op: string, arg: string, t: unknown): Tensor {
@@ -82,21 +83,20 @@ export function checkScale(op: string, v: unknown, dflt: number): number {
 }
 
 /**
- * The stream an op runs on: `v`, or the default stream of the inputs' device. Ops without a CUDA
- * implementation (all but those that pass `cuda: true`) reject CUDA inputs here, before allocating.
+ * The stream an op runs on: `v`, or the default stream of the inputs' device. Then the backend
+ * table (native/ops/ops.cc) is asked whether the inputs' backend runs `kernel` (default: `op`) on
+ * this dtype and these sizes; what it does not run is refused here with ERR_ATTNKIT_UNSUPPORTED,
+ * before any output is allocated. There is no per-op backend branch in the facade.
  */
-export function checkStream(op: string, v: unknown, device: Tensor['device'], opts: { cuda?: boolean } = {}): Stream {
-  if (device !== 'cpu' && !opts.cuda)
-    throw new AttnkitError(
-      'ERR_ATTNKIT_UNSUPPORTED',
-      op,
-      `${op}: not implemented on CUDA yet (the inputs are on ${device}); move them to the CPU with .to('cpu')`,
-    );
-  if (v === undefined) return defaultStream(device);
-  if (!(v instanceof Stream)) throw argError('ERR_ATTNKIT_ARGUMENT', op, 'stream', 'to be a Stream', typeof v);
-  if (v.device !== device)
+export function checkStream(op: string, v: unknown, t: Tensor, sizes: Partial<ShapeParams> = {}, kernel: string = op): Stream {
+  const device = t.device;
+  if (v !== undefined && !(v instanceof Stream)) throw argError('ERR_ATTNKIT_ARGUMENT', op, 'stream', 'to be a Stream', typeof v);
+  if (v !== undefined && v.device !== device)
     throw argError('ERR_ATTNKIT_DEVICE', op, 'stream', `to be a stream on ${device} (the inputs' device)`, v.device);
-  return v;
+  const ordinal = device === 'cpu' ? -1 : Number(device.slice('cuda:'.length));
+  const why = callNative(op, () => native.supports(kernel, ordinal, { dtype: DTYPES[t.dtype].code, ...sizes }));
+  if (why !== '') throw new AttnkitError('ERR_ATTNKIT_UNSUPPORTED', op, `${op}: ${why}`);
+  return v ?? defaultStream(device);
 }
 
 /** CPU kernels support head dims 1..MAX_HEAD_DIM. */
