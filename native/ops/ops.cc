@@ -135,7 +135,7 @@ Entry entry() {
 }
 const std::vector<Entry>& entries() {
   static const std::vector<Entry> all = {
-      entry<kRead>(), entry<kConvert>(), entry<kAdd>(), entry<kRandn>(),
+      entry<kRead>(), entry<kConvert>(), entry<kAdd>(), entry<kRandn>(), entry<kSleep>(),
       entry<kAttentionForward>(), entry<kAttentionBackward>(),
       entry<kNeighborhoodForward>(), entry<kNeighborhoodBackward>(),
       entry<kBlockSparseForward>(), entry<kBlockSparseBackward>(),
