@@ -5,14 +5,15 @@
  * naiveAttention), measured on the same inputs, plus a tiny floor; float32 also gets an absolute
  * bound of 1e-5 relative to the quantity's scale.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { attention, attentionBackward, cpu, info, randn, zeros, type FloatDType, type Tensor } from '../src/index.ts';
+import { describe, expect, it } from 'vitest';
+import { attention, attentionBackward, cpu, randn, zeros, type FloatDType, type Tensor } from '../src/index.ts';
 import {
   attentionAllows,
   referenceAttention,
   referenceAttentionBackward,
   type RefMaskOptions,
 } from '../src/reference/attention.ts';
+import { defaultIsa, detectedIsa as detected, eachIsaLevel, RatioLog, runnable } from './isa-levels.ts';
 import { makeInputs, maxAbs, maxAbsErr, naiveAttention, randT, read64, worst, type Inputs, type Shape } from './helpers.ts';
 
 interface Case extends Shape {
@@ -95,30 +96,7 @@ function expected(c: Case, ci: number, dtype: FloatDType): Promise<Expected> {
 }
 
 // Ratio kernel error / naive error, worst per dtype and quantity (and where), printed at the end.
-const ratios: Record<string, { r: number; at: string }> = {};
-function noteRatio(dtype: FloatDType, level: string, name: string, qn: Quantity, kernelErr: number, naiveErr: number) {
-  if (naiveErr <= 0) return;
-  const r = kernelErr / naiveErr;
-  const key = `${dtype} ${qn}`;
-  if (r > (ratios[key]?.r ?? -1)) ratios[key] = { r, at: `${level} / ${name} (kernel ${kernelErr.toExponential(2)}, naive ${naiveErr.toExponential(2)})` };
-}
-
-const defaultIsa = cpu.isa();
-afterAll(() => {
-  cpu.setIsa(defaultIsa as Level);
-  const lines = Object.entries(ratios)
-    .sort(([a], [b]) => a.localeCompare(b))
-    .map(([k, v]) => `${k.padEnd(16)} ${v.r.toFixed(3)}  ${v.at}`);
-  if (process.env.ATTNKIT_TEST_RATIOS) {
-    // eslint-disable-next-line no-console
-    console.log(`worst kernel/naive error ratios:\n${lines.join('\n')}`);
-  }
-});
-
-// Levels the CPU can run: the detected one and every lower one (all of them on the CI machine).
-const detected = info().cpu.detectedIsa;
-const runnable = (l: string) => cpu.levels.indexOf(l as Level) <= cpu.levels.indexOf(detected as Level);
-type Level = (typeof cpu.levels)[number];
+const ratios = new RatioLog('error ratios');
 
 it('the default level is the detected one; every runnable level can be forced, others are refused', () => {
   expect(cpu.levels).toContain(defaultIsa);
@@ -127,19 +105,11 @@ it('the default level is the detected one; every runnable level can be forced, o
     expect(cpu.setIsa(l), l).toBe(runnable(l));
     if (runnable(l)) expect(cpu.isa()).toBe(l);
   }
-  expect(cpu.setIsa(defaultIsa as Level)).toBe(true);
+  expect(cpu.setIsa(defaultIsa)).toBe(true);
   expect(cpu.isa()).toBe(defaultIsa);
 });
 
-describe.each(cpu.levels.map((l) => [l]))('level %s', (level) => {
-  beforeAll(() => {
-    if (runnable(level)) expect(cpu.setIsa(level)).toBe(true);
-  });
-  afterAll(() => {
-    cpu.setIsa(defaultIsa as Level);
-  });
-  const test = it.skipIf(!runnable(level));
-
+eachIsaLevel((test, level) => {
   for (const [ci, c] of CASES.entries())
     for (const dtype of DTYPES)
       test(`${c.name} ${dtype}`, async () => {
@@ -182,7 +152,7 @@ describe.each(cpu.levels.map((l) => [l]))('level %s', (level) => {
           const scale = Math.max(1, maxAbs(e.ref[qn]));
           const factor = qn === 'out' || qn === 'lse' ? 2 : 3;
           const floor = 2e-6 * scale;
-          noteRatio(dtype, level, c.name, qn, err, e.naiveErr[qn]);
+          ratios.note(`${dtype} ${qn}`, err, e.naiveErr[qn], `${level} / ${c.name}`);
           expect(
             err,
             `${qn}: kernel error ${err} vs naive ${dtype} error ${e.naiveErr[qn]} (${worst(got[qn], e.ref[qn])})`,

@@ -8,7 +8,7 @@
  * 1e-5 of the quantity's scale. Then: tiny random masks from explicit lists for every block-size
  * combination (the kernel's tile plan and row masks against toDense), error paths.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import {
   AttnkitError,
   BlockMask,
@@ -16,7 +16,6 @@ import {
   blockSparseAttention,
   blockSparseAttentionBackward,
   cpu,
-  info,
   randn,
   tensor,
   type BlockMaskData,
@@ -26,6 +25,7 @@ import {
 import type { RefProblem } from '../src/reference/attention.ts';
 import { referenceBlockSparse, referenceBlockSparseBackward } from '../src/reference/block-sparse.ts';
 import { makeInputs, maxAbs, maxAbsErr, randT, read64, rng, rounder, worst, type Inputs, type Shape } from './helpers.ts';
+import { eachIsaLevel, RatioLog } from './isa-levels.ts';
 
 type Allows = (i: number, j: number, b: number, h: number) => boolean;
 
@@ -342,21 +342,7 @@ function expected(c: Case, ci: number, dtype: FloatDType): Promise<Expected> {
   return e;
 }
 
-const ratios: Record<string, { r: number; at: string }> = {};
-const defaultIsa = cpu.isa();
-type Level = (typeof cpu.levels)[number];
-const detected = info().cpu.detectedIsa;
-const runnable = (l: string) => cpu.levels.indexOf(l as Level) <= cpu.levels.indexOf(detected as Level);
-afterAll(() => {
-  cpu.setIsa(defaultIsa as Level);
-  if (process.env.ATTNKIT_TEST_RATIOS) {
-    const lines = Object.entries(ratios)
-      .sort(([a], [b]) => a.localeCompare(b))
-      .map(([k, v]) => `${k.padEnd(16)} ${v.r.toFixed(3)}  ${v.at}`);
-    // eslint-disable-next-line no-console
-    console.log(`worst kernel/naive error ratios (block-sparse):\n${lines.join('\n')}`);
-  }
-});
+const ratios = new RatioLog('error ratios (block-sparse)');
 
 it('the cases are what they claim (densities, empty rows)', async () => {
   for (const [ci, c] of CASES.entries()) {
@@ -368,14 +354,7 @@ it('the cases are what they claim (densities, empty rows)', async () => {
   }
 });
 
-describe.each(cpu.levels.map((l) => [l]))('level %s', (level) => {
-  beforeAll(() => {
-    if (runnable(level)) expect(cpu.setIsa(level)).toBe(true);
-  });
-  afterAll(() => {
-    cpu.setIsa(defaultIsa as Level);
-  });
-  const test = it.skipIf(!runnable(level));
+eachIsaLevel((test, level) => {
 
   for (const [ci, c] of CASES.entries())
     for (const dtype of DTYPES)
@@ -422,10 +401,7 @@ describe.each(cpu.levels.map((l) => [l]))('level %s', (level) => {
           const factor = qn === 'out' || qn === 'lse' ? 2 : 3;
           const floor = 2e-6 * scale;
           const naive = e.naiveErr[qn];
-          if (naive > 0) {
-            const key = `${dtype} ${qn}`;
-            if (err / naive > (ratios[key]?.r ?? -1)) ratios[key] = { r: err / naive, at: `${level} / ${c.name}` };
-          }
+          ratios.note(`${dtype} ${qn}`, err, naive, `${level} / ${c.name}`);
           expect(err, `${qn}: kernel error ${err} vs naive ${dtype} error ${naive} (${worst(got[qn], e.ref[qn])})`).toBeLessThanOrEqual(
             factor * naive + floor,
           );

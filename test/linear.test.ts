@@ -12,11 +12,10 @@
  * ops, each rounded to the dtype, float32 accumulation), plus a floor of 2e-6; float32 results must
  * also be within 1e-5.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   AttnkitError,
   cpu,
-  info,
   linearAttention,
   linearAttentionBackward,
   linearAttentionStep,
@@ -38,6 +37,7 @@ import {
   type LinearRefProblem,
 } from '../src/reference/linear.ts';
 import { concatSeq, gaussian, randT, read64, rounder, sliceSeq } from './helpers.ts';
+import { eachIsaLevel, RatioLog } from './isa-levels.ts';
 
 // ------------------------------------------------------------------ cases
 
@@ -297,32 +297,9 @@ function expected(c: Case, ci: number, dtype: FloatDType): Promise<Expected> {
 }
 
 // Worst kernel/naive ratio per dtype and quantity, printed with ATTNKIT_TEST_RATIOS=1.
-const ratios: Record<string, { r: number; at: string }> = {};
+const ratios = new RatioLog('relative-RMS ratios', 24);
 
-type Level = (typeof cpu.levels)[number];
-const defaultIsa = cpu.isa() as Level;
-const detected = info().cpu.detectedIsa;
-const runnable = (l: string) => cpu.levels.indexOf(l as Level) <= cpu.levels.indexOf(detected as Level);
-
-afterAll(() => {
-  cpu.setIsa(defaultIsa);
-  if (process.env.ATTNKIT_TEST_RATIOS) {
-    const lines = Object.entries(ratios)
-      .sort(([a], [b]) => a.localeCompare(b))
-      .map(([k, v]) => `${k.padEnd(24)} ${v.r.toFixed(3)}  ${v.at}`);
-    // eslint-disable-next-line no-console
-    console.log(`worst kernel/naive relative-RMS ratios:\n${lines.join('\n')}`);
-  }
-});
-
-describe.each(cpu.levels.map((l) => [l]))('level %s', (level) => {
-  beforeAll(() => {
-    if (runnable(level)) expect(cpu.setIsa(level)).toBe(true);
-  });
-  afterAll(() => {
-    cpu.setIsa(defaultIsa);
-  });
-  const test = it.skipIf(!runnable(level));
+eachIsaLevel((test, level) => {
 
   for (const [ci, c] of CASES.entries())
     for (const dtype of DTYPES)
@@ -353,9 +330,7 @@ describe.each(cpu.levels.map((l) => [l]))('level %s', (level) => {
           const err = relRms(x, e.ref[qn]);
           const naive = e.naiveErr[qn];
           const factor = qn === 'out' || qn === 'finalState' ? 2 : 3;
-          const key = `${dtype} ${qn}`;
-          if (naive > 0 && err / naive > (ratios[key]?.r ?? -1))
-            ratios[key] = { r: err / naive, at: `${level} / ${c.name} (kernel ${err.toExponential(2)}, naive ${naive.toExponential(2)})` };
+          ratios.note(`${dtype} ${qn}`, err, naive, `${level} / ${c.name}`);
           expect(err, `${qn}: kernel relative RMS error ${err} vs naive ${dtype} ${naive}`).toBeLessThanOrEqual(factor * naive + 2e-6);
           if (dtype === 'float32') expect(err, `${qn}: float32 relative RMS error ${err}`).toBeLessThanOrEqual(1e-5);
         }

@@ -13,12 +13,11 @@
  * (a covering set, not the full product); GQA/MQA, Dv != D, additional keys, dLse.
  * Then: functional backward forms, explicit tile shapes, determinism, error paths.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   AttnkitError,
   chooseTileShape,
   cpu,
-  info,
   na1d,
   na1dBackward,
   na2d,
@@ -42,8 +41,8 @@ import {
   type RefNaProblem,
 } from '../src/reference/neighborhood.ts';
 import { concatSeq, maxAbs, maxAbsErr, randT, read64, rounder, worst } from './helpers.ts';
+import { eachIsaLevel, RatioLog } from './isa-levels.ts';
 
-type Level = (typeof cpu.levels)[number];
 type Rank = 1 | 2 | 3;
 const OPS = { 1: na1d, 2: na2d, 3: na3d } as const;
 const BWD = { 1: na1dBackward, 2: na2dBackward, 3: na3dBackward } as const;
@@ -304,7 +303,7 @@ function expectWithinRule(got: Partial<Record<Quantity, Float64Array>>, e: Expec
     const err = maxAbsErr(got[qn]!, ref);
     const scale = Math.max(1, maxAbs(ref));
     const factor = qn === 'out' || qn === 'lse' ? 2 : 3;
-    noteRatio(dtype, qn, what, err, e.naive[qn]!);
+    ratios.note(`${dtype} ${qn}`, err, e.naive[qn]!, what);
     expect(err, `${what} ${qn}: kernel error ${err} vs naive ${dtype} error ${e.naive[qn]} (${worst(got[qn]!, ref)})`).toBeLessThanOrEqual(
       factor * e.naive[qn]! + 2e-6 * scale,
     );
@@ -313,30 +312,9 @@ function expectWithinRule(got: Partial<Record<Quantity, Float64Array>>, e: Expec
 }
 
 // Worst kernel/naive error ratio per dtype and quantity, printed with ATTNKIT_TEST_RATIOS=1.
-const ratios: Record<string, { r: number; at: string }> = {};
-function noteRatio(dtype: FloatDType, qn: Quantity, what: string, err: number, naive: number) {
-  if (!(naive > 0)) return;
-  const key = `${dtype} ${qn}`;
-  if (err / naive > (ratios[key]?.r ?? -1)) ratios[key] = { r: err / naive, at: `${what} (kernel ${err.toExponential(2)}, naive ${naive.toExponential(2)})` };
-}
+const ratios = new RatioLog('error ratios');
 
 // ------------------------------------------------------------------ conformance on every level
-
-const defaultIsa = cpu.isa() as Level;
-const detected = info().cpu.detectedIsa;
-const runnable = (l: string) => cpu.levels.indexOf(l as Level) <= cpu.levels.indexOf(detected as Level);
-
-afterAll(() => {
-  cpu.setIsa(defaultIsa);
-  if (process.env.ATTNKIT_TEST_RATIOS)
-    // eslint-disable-next-line no-console
-    console.log(
-      `worst kernel/naive error ratios:\n${Object.entries(ratios)
-        .sort(([a], [b]) => a.localeCompare(b))
-        .map(([k, v]) => `${k.padEnd(16)} ${v.r.toFixed(3)}  ${v.at}`)
-        .join('\n')}`,
-    );
-});
 
 it('the covering set has every (stride > 1, dilation > 1, causal) combination on every axis', () => {
   for (const rank of [1, 2, 3] as const)
@@ -363,14 +341,7 @@ it('the covering set has every (stride > 1, dilation > 1, causal) combination on
   }
 });
 
-describe.each(cpu.levels.map((l) => [l]))('level %s', (level) => {
-  beforeAll(() => {
-    if (runnable(level)) expect(cpu.setIsa(level)).toBe(true);
-  });
-  afterAll(() => {
-    cpu.setIsa(defaultIsa);
-  });
-  const test = it.skipIf(!runnable(level));
+eachIsaLevel((test, level) => {
 
   for (const [ci, c] of CASES.entries())
     for (const dtype of DTYPES)
