@@ -4,7 +4,7 @@
  * 30% and 100%, random element masks with partial blocks, every builder, non-square blocks, tails,
  * GQA/MQA, Nq != Nk, per-(b, h) masks, empty rows. Tolerance rule as for dense attention (test/
  * attention.test.ts): at most 2x (out, lse) / 3x (gradients) the error of a naive implementation in
- * the same dtype (the same masking, test-local `naiveMasked`), plus a tiny floor; float32 also gets
+ * the same dtype (the same masking, test/helpers.ts `naiveMasked`), plus a tiny floor; float32 also gets
  * 1e-5 of the quantity's scale. Then: tiny random masks from explicit lists for every block-size
  * combination (the kernel's tile plan and row masks against toDense), error paths.
  */
@@ -24,98 +24,8 @@ import {
 } from '../src/index.ts';
 import type { RefProblem } from '../src/reference/attention.ts';
 import { referenceBlockSparse, referenceBlockSparseBackward } from '../src/reference/block-sparse.ts';
-import { makeInputs, maxAbs, maxAbsErr, randT, read64, rng, rounder, worst, type Inputs, type Shape } from './helpers.ts';
+import { makeInputs, maxAbs, maxAbsErr, naiveMasked, randT, read64, rng, worst, type Allows, type Inputs, type Shape } from './helpers.ts';
 import { eachIsaLevel, RatioLog } from './isa-levels.ts';
-
-type Allows = (i: number, j: number, b: number, h: number) => boolean;
-
-/**
- * naiveAttention of test/helpers.ts with an arbitrary per-(b, h) visibility (the helper's takes
- * causal/window only): eager-PyTorch-style rounding in `dtype`, float32 accumulation.
- */
-function naiveMasked(
-  p: RefProblem,
-  allows: Allows,
-  scale: number,
-  dtype: FloatDType,
-  grad: { dOut: ArrayLike<number>; dLse?: ArrayLike<number> },
-): Record<Quantity, Float64Array> {
-  const f = Math.fround;
-  const r = rounder(dtype);
-  const { B, Nq, Nk, H, Hkv, D, Dv } = p;
-  const group = H / Hkv;
-  const out = new Float64Array(B * Nq * H * Dv);
-  const lse = new Float64Array(B * Nq * H);
-  const dq = new Float64Array(B * Nq * H * D);
-  const dkAcc = new Float64Array(B * Nk * Hkv * D);
-  const dvAcc = new Float64Array(B * Nk * Hkv * Dv);
-  const S = new Float64Array(Nk);
-  const Pf = new Float64Array(Nk);
-  const dP = new Float64Array(Nk);
-  const dS = new Float64Array(Nk);
-  for (let b = 0; b < B; b++)
-    for (let h = 0; h < H; h++) {
-      const hk = Math.floor(h / group);
-      for (let i = 0; i < Nq; i++) {
-        const li = (b * Nq + i) * H + h;
-        const qo = li * D;
-        const oo = li * Dv;
-        let mx = -Infinity;
-        for (let j = 0; j < Nk; j++) {
-          if (!allows(i, j, b, h)) {
-            S[j] = -Infinity;
-            continue;
-          }
-          const ko = ((b * Nk + j) * Hkv + hk) * D;
-          let acc = 0;
-          for (let d = 0; d < D; d++) acc = f(acc + p.q[qo + d]! * p.k[ko + d]!);
-          S[j] = r(r(acc) * scale);
-          if (S[j]! > mx) mx = S[j]!;
-        }
-        if (mx === -Infinity) {
-          lse[li] = -Infinity;
-          continue;
-        }
-        let sum = 0;
-        for (let j = 0; j < Nk; j++) {
-          Pf[j] = S[j] === -Infinity ? 0 : f(Math.exp(S[j]! - mx));
-          sum = f(sum + Pf[j]!);
-        }
-        lse[li] = f(mx + f(Math.log(sum)));
-        for (let j = 0; j < Nk; j++) Pf[j] = f(Pf[j]! / sum);
-        for (let e = 0; e < Dv; e++) {
-          let acc = 0;
-          for (let j = 0; j < Nk; j++) if (Pf[j] !== 0) acc = f(acc + r(Pf[j]!) * p.v[((b * Nk + j) * Hkv + hk) * Dv + e]!);
-          out[oo + e] = r(acc);
-        }
-        const dO = grad.dOut;
-        let rowDot = 0;
-        for (let j = 0; j < Nk; j++) {
-          dP[j] = 0;
-          if (S[j] === -Infinity) continue;
-          const vo = ((b * Nk + j) * Hkv + hk) * Dv;
-          let acc = 0;
-          for (let e = 0; e < Dv; e++) acc = f(acc + dO[oo + e]! * p.v[vo + e]!);
-          dP[j] = r(acc);
-          rowDot = f(rowDot + Pf[j]! * dP[j]!);
-          for (let e = 0; e < Dv; e++) dvAcc[vo + e] = f(dvAcc[vo + e]! + r(Pf[j]!) * dO[oo + e]!);
-        }
-        const dl = grad.dLse ? grad.dLse[li]! : 0;
-        for (let j = 0; j < Nk; j++) dS[j] = S[j] === -Infinity ? 0 : r(r(f(Pf[j]! * f(f(dP[j]! - rowDot) + dl))) * scale);
-        for (let d = 0; d < D; d++) {
-          let acc = 0;
-          for (let j = 0; j < Nk; j++) if (dS[j] !== 0) acc = f(acc + dS[j]! * p.k[((b * Nk + j) * Hkv + hk) * D + d]!);
-          dq[qo + d] = r(acc);
-        }
-        for (let j = 0; j < Nk; j++) {
-          if (dS[j] === 0) continue;
-          const ko = ((b * Nk + j) * Hkv + hk) * D;
-          for (let d = 0; d < D; d++) dkAcc[ko + d] = f(dkAcc[ko + d]! + dS[j]! * p.q[qo + d]!);
-        }
-      }
-    }
-  return { out, lse, dq, dk: dkAcc.map(r), dv: dvAcc.map(r) };
-}
 
 type Quantity = 'out' | 'lse' | 'dq' | 'dk' | 'dv';
 const QUANTITIES: Quantity[] = ['out', 'lse', 'dq', 'dk', 'dv'];

@@ -36,19 +36,13 @@ import {
   type LinearRefOptions,
   type LinearRefProblem,
 } from '../src/reference/linear.ts';
-import { concatSeq, gaussian, randT, read64, rounder, sliceSeq } from './helpers.ts';
+import { concatSeq, gaussian, randT, read64, rounder, sliceSeq, type SeqShape } from './helpers.ts';
 import { eachIsaLevel, RatioLog } from './isa-levels.ts';
 
 // ------------------------------------------------------------------ cases
 
-interface Case {
+interface Case extends SeqShape {
   name: string;
-  B: number;
-  N: number;
-  H: number;
-  Hkv: number;
-  D: number;
-  Dv: number;
   causal?: boolean;
   decay?: number | number[];
   featureMap?: LinearFeatureMap;

@@ -5,8 +5,8 @@
  * Tolerance rule (as for dense attention, test/attention.test.ts): the kernel's error against the
  * float64 reference is at most 2x (forward) / 3x (gradients) the error of a *naive* implementation
  * in the same dtype on the same inputs, plus a tiny floor; float32 also within 1e-5 of the
- * quantity's scale. The naive implementation is test/helpers.ts's naiveAttention with the
- * neighborhood visibility (over the tokens followed by the additional keys) in place of its mask.
+ * quantity's scale. The naive implementation is test/helpers.ts's naiveMasked with the
+ * neighborhood visibility (over the tokens followed by the additional keys).
  *
  * Cases: odd sizes (1-D 37, 2-D 13x17, 3-D 5x9x11); per axis, every combination of (stride > 1,
  * dilation > 1, causal) occurs on every axis, the axes of a case taking different combinations
@@ -40,7 +40,7 @@ import {
   type RefNaParams,
   type RefNaProblem,
 } from '../src/reference/neighborhood.ts';
-import { concatSeq, maxAbs, maxAbsErr, randT, read64, rounder, worst } from './helpers.ts';
+import { concatSeq, maxAbs, maxAbsErr, naiveMasked, randT, read64, worst } from './helpers.ts';
 import { eachIsaLevel, RatioLog } from './isa-levels.ts';
 
 type Rank = 1 | 2 | 3;
@@ -130,89 +130,6 @@ CASES.push(makeCase(2, [16, 24], [8, 8], [0, 0], 2, { stride: [8, 8], tileShape:
 
 const DTYPES: FloatDType[] = ['float32', 'float16', 'bfloat16'];
 type Quantity = 'out' | 'lse' | 'dq' | 'dk' | 'dv' | 'dAddK' | 'dAddV';
-
-// ------------------------------------------------------------------ naive low-precision
-
-/**
- * helpers.ts naiveAttention (eager-PyTorch rounding in `dtype`) with an arbitrary visibility
- * function: S = (q k^T -> dtype) * scale -> dtype; P = softmax in float32 -> dtype; out = P v in
- * float32 -> dtype; backward by autograd through the same steps.
- */
-function naiveMasked(
-  p: RefProblem,
-  allows: (i: number, j: number) => boolean,
-  scale: number,
-  dtype: FloatDType,
-  grad: { dOut: ArrayLike<number>; dLse?: ArrayLike<number> },
-): Record<'out' | 'lse' | 'dq' | 'dk' | 'dv', Float64Array> {
-  const f = Math.fround;
-  const r = rounder(dtype);
-  const { B, Nq, Nk, H, Hkv, D, Dv } = p;
-  const group = H / Hkv;
-  const out = new Float64Array(B * Nq * H * Dv);
-  const lse = new Float64Array(B * Nq * H);
-  const dq = new Float64Array(B * Nq * H * D);
-  const dkAcc = new Float64Array(B * Nk * Hkv * D);
-  const dvAcc = new Float64Array(B * Nk * Hkv * Dv);
-  const S = new Float64Array(Nk);
-  const Pf = new Float64Array(Nk);
-  const dP = new Float64Array(Nk);
-  const dS = new Float64Array(Nk);
-  const vis: number[] = [];
-  for (let b = 0; b < B; b++)
-    for (let h = 0; h < H; h++) {
-      const hk = Math.floor(h / group);
-      for (let i = 0; i < Nq; i++) {
-        const li = (b * Nq + i) * H + h;
-        const qo = li * D;
-        const oo = li * Dv;
-        vis.length = 0;
-        let mx = -Infinity;
-        for (let j = 0; j < Nk; j++) {
-          if (!allows(i, j)) continue;
-          vis.push(j);
-          const ko = ((b * Nk + j) * Hkv + hk) * D;
-          let acc = 0;
-          for (let d = 0; d < D; d++) acc = f(acc + p.q[qo + d]! * p.k[ko + d]!);
-          S[j] = r(r(acc) * scale);
-          if (S[j]! > mx) mx = S[j]!;
-        }
-        let sum = 0;
-        for (const j of vis) {
-          Pf[j] = f(Math.exp(S[j]! - mx));
-          sum = f(sum + Pf[j]!);
-        }
-        lse[li] = f(mx + f(Math.log(sum)));
-        for (const j of vis) Pf[j] = f(Pf[j]! / sum);
-        for (let e = 0; e < Dv; e++) {
-          let acc = 0;
-          for (const j of vis) acc = f(acc + r(Pf[j]!) * p.v[((b * Nk + j) * Hkv + hk) * Dv + e]!);
-          out[oo + e] = r(acc);
-        }
-        let rowDot = 0;
-        for (const j of vis) {
-          const vo = ((b * Nk + j) * Hkv + hk) * Dv;
-          let acc = 0;
-          for (let e = 0; e < Dv; e++) acc = f(acc + grad.dOut[oo + e]! * p.v[vo + e]!);
-          dP[j] = r(acc);
-          rowDot = f(rowDot + Pf[j]! * dP[j]!);
-          for (let e = 0; e < Dv; e++) dvAcc[vo + e] = f(dvAcc[vo + e]! + r(Pf[j]!) * grad.dOut[oo + e]!);
-        }
-        const dl = grad.dLse ? grad.dLse[li]! : 0;
-        for (const j of vis) dS[j] = r(r(f(Pf[j]! * f(f(dP[j]! - rowDot) + dl))) * scale);
-        for (let d = 0; d < D; d++) {
-          let acc = 0;
-          for (const j of vis) acc = f(acc + dS[j]! * p.k[((b * Nk + j) * Hkv + hk) * D + d]!);
-          dq[qo + d] = r(acc);
-        }
-        for (const j of vis) {
-          const ko = ((b * Nk + j) * Hkv + hk) * D;
-          for (let d = 0; d < D; d++) dkAcc[ko + d] = f(dkAcc[ko + d]! + dS[j]! * p.q[qo + d]!);
-        }
-      }
-    }
-  return { out, lse, dq, dk: dkAcc.map(r), dv: dvAcc.map(r) };
-}
 
 /** [B, N + M, heads, dim] -> the token part and the additional part. */
 function split(a: Float64Array, B: number, N: number, M: number, row: number): [Float64Array, Float64Array] {
