@@ -13,7 +13,7 @@ import {
   referenceAttentionBackward,
   type RefMaskOptions,
 } from '../src/reference/attention.ts';
-import { defaultIsa, detectedIsa as detected, eachIsaLevel, RatioLog, runnable } from './isa-levels.ts';
+import { defaultIsa, detectedIsa as detected, eachIsaLevel, RatioLog, runnable, perCaseAndDtype } from './isa-levels.ts';
 import { makeInputs, maxAbs, maxAbsErr, naiveAttention, randT, read64, worst, type Inputs, type Shape } from './helpers.ts';
 
 interface Case extends Shape {
@@ -62,38 +62,29 @@ const QUANTITIES: Quantity[] = ['out', 'lse', 'dq', 'dk', 'dv'];
 
 // The reference and the naive implementation depend only on (case, dtype): computed once and
 // shared by every SIMD level.
-const cache = new Map<string, Promise<Expected>>();
-function expected(c: Case, ci: number, dtype: FloatDType): Promise<Expected> {
-  const key = `${ci}/${dtype}`;
-  let e = cache.get(key);
-  if (!e) {
-    e = (async () => {
-      const seed = 1000 * (ci + 1);
-      const inp = await makeInputs(c, { seed, dtype });
-      const dO = await randT([c.B, c.Nq, c.H, c.Dv], { seed: seed + 3, dtype });
-      const dL = c.dLse ? await randT([c.B, c.Nq, c.H], { seed: seed + 4, dtype: 'float32' }) : undefined;
-      const fwd = referenceAttention(inp.p, c.opts);
-      const bwd = referenceAttentionBackward(inp.p, dO.a, dL?.a, c.opts);
-      const ref = { ...fwd, ...bwd };
-      const naive = naiveAttention(inp.p, c.opts, dtype, { dOut: dO.a, dLse: dL?.a });
-      const naiveErr = Object.fromEntries(
-        QUANTITIES.map((qn) => [qn, maxAbsErr(naive[qn]!, ref[qn])]),
-      ) as Record<Quantity, number>;
-      const emptyRows: number[] = [];
-      for (let li = 0; li < fwd.lse.length; li++) if (fwd.lse[li] === -Infinity) emptyRows.push(li);
-      const unseenKeys: number[] = [];
-      for (let b = 0; b < c.B; b++)
-        for (let j = 0; j < c.Nk; j++) {
-          let seen = false;
-          for (let i = 0; i < c.Nq && !seen; i++) seen = attentionAllows(i, j, c.Nq, c.Nk, c.opts);
-          if (!seen) for (let hk = 0; hk < c.Hkv; hk++) unseenKeys.push((b * c.Nk + j) * c.Hkv + hk);
-        }
-      return { inp, dOut: dO.t, dLse: dL?.t, ref, naiveErr, emptyRows, unseenKeys };
-    })();
-    cache.set(key, e);
-  }
-  return e;
-}
+const expected = perCaseAndDtype(async (c: Case, ci: number, dtype: FloatDType): Promise<Expected> => {
+  const seed = 1000 * (ci + 1);
+  const inp = await makeInputs(c, { seed, dtype });
+  const dO = await randT([c.B, c.Nq, c.H, c.Dv], { seed: seed + 3, dtype });
+  const dL = c.dLse ? await randT([c.B, c.Nq, c.H], { seed: seed + 4, dtype: 'float32' }) : undefined;
+  const fwd = referenceAttention(inp.p, c.opts);
+  const bwd = referenceAttentionBackward(inp.p, dO.a, dL?.a, c.opts);
+  const ref = { ...fwd, ...bwd };
+  const naive = naiveAttention(inp.p, c.opts, dtype, { dOut: dO.a, dLse: dL?.a });
+  const naiveErr = Object.fromEntries(
+    QUANTITIES.map((qn) => [qn, maxAbsErr(naive[qn]!, ref[qn])]),
+  ) as Record<Quantity, number>;
+  const emptyRows: number[] = [];
+  for (let li = 0; li < fwd.lse.length; li++) if (fwd.lse[li] === -Infinity) emptyRows.push(li);
+  const unseenKeys: number[] = [];
+  for (let b = 0; b < c.B; b++)
+    for (let j = 0; j < c.Nk; j++) {
+      let seen = false;
+      for (let i = 0; i < c.Nq && !seen; i++) seen = attentionAllows(i, j, c.Nq, c.Nk, c.opts);
+      if (!seen) for (let hk = 0; hk < c.Hkv; hk++) unseenKeys.push((b * c.Nk + j) * c.Hkv + hk);
+    }
+  return { inp, dOut: dO.t, dLse: dL?.t, ref, naiveErr, emptyRows, unseenKeys };
+});
 
 // Ratio kernel error / naive error, worst per dtype and quantity (and where), printed at the end.
 const ratios = new RatioLog('error ratios');

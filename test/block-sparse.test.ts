@@ -25,7 +25,7 @@ import {
 import type { RefProblem } from '../src/reference/attention.ts';
 import { referenceBlockSparse, referenceBlockSparseBackward } from '../src/reference/block-sparse.ts';
 import { makeInputs, maxAbs, maxAbsErr, naiveMasked, randT, read64, rng, worst, type Allows, type Inputs, type Shape } from './helpers.ts';
-import { eachIsaLevel, RatioLog } from './isa-levels.ts';
+import { eachIsaLevel, RatioLog, perCaseAndDtype } from './isa-levels.ts';
 
 type Quantity = 'out' | 'lse' | 'dq' | 'dk' | 'dv';
 const QUANTITIES: Quantity[] = ['out', 'lse', 'dq', 'dk', 'dv'];
@@ -216,41 +216,32 @@ function maskOf(ci: number) {
   return m;
 }
 
-const cache = new Map<string, Promise<Expected>>();
-function expected(c: Case, ci: number, dtype: FloatDType): Promise<Expected> {
-  const key = `${ci}/${dtype}`;
-  let e = cache.get(key);
-  if (!e) {
-    e = (async () => {
-      const { mask, dense } = await maskOf(ci);
-      const seed = 5000 + 100 * ci;
-      const inp = await makeInputs(c, { seed, dtype });
-      const dO = await randT([c.B, c.Nq, c.H, c.Dv], { seed: seed + 3, dtype });
-      const dL = c.dLse ? await randT([c.B, c.Nq, c.H], { seed: seed + 4, dtype: 'float32' }) : undefined;
-      const rm = { data: dense, B: mask.B, H: mask.H };
-      const fwd = referenceBlockSparse(inp.p, rm, c.scale);
-      const bwd = referenceBlockSparseBackward(inp.p, rm, dO.a, dL?.a, c.scale);
-      const ref = { ...fwd, ...bwd };
-      const allows: Allows = (i, j, b, h) => dense[(((b % mask.B) * mask.H + (h % mask.H)) * c.Nq + i) * c.Nk + j] === 1;
-      const naive = naiveMasked(inp.p, allows, c.scale ?? 1 / Math.sqrt(c.D), dtype, { dOut: dO.a, dLse: dL?.a });
-      const naiveErr = Object.fromEntries(QUANTITIES.map((qn) => [qn, maxAbsErr(naive[qn], ref[qn])])) as Record<Quantity, number>;
-      const emptyRows: number[] = [];
-      for (let li = 0; li < fwd.lse.length; li++) if (fwd.lse[li] === -Infinity) emptyRows.push(li);
-      const unseenKeys: number[] = [];
-      const group = c.H / c.Hkv;
-      for (let b = 0; b < c.B; b++)
-        for (let j = 0; j < c.Nk; j++)
-          for (let hk = 0; hk < c.Hkv; hk++) {
-            let seen = false;
-            for (let h = hk * group; h < (hk + 1) * group && !seen; h++) for (let i = 0; i < c.Nq && !seen; i++) seen = allows(i, j, b, h);
-            if (!seen) unseenKeys.push((b * c.Nk + j) * c.Hkv + hk);
-          }
-      return { inp, mask, dense, dOut: dO.t, dLse: dL?.t, ref, naiveErr, emptyRows, unseenKeys };
-    })();
-    cache.set(key, e);
-  }
-  return e;
-}
+const expected = perCaseAndDtype(async (c: Case, ci: number, dtype: FloatDType): Promise<Expected> => {
+  const { mask, dense } = await maskOf(ci);
+  const seed = 5000 + 100 * ci;
+  const inp = await makeInputs(c, { seed, dtype });
+  const dO = await randT([c.B, c.Nq, c.H, c.Dv], { seed: seed + 3, dtype });
+  const dL = c.dLse ? await randT([c.B, c.Nq, c.H], { seed: seed + 4, dtype: 'float32' }) : undefined;
+  const rm = { data: dense, B: mask.B, H: mask.H };
+  const fwd = referenceBlockSparse(inp.p, rm, c.scale);
+  const bwd = referenceBlockSparseBackward(inp.p, rm, dO.a, dL?.a, c.scale);
+  const ref = { ...fwd, ...bwd };
+  const allows: Allows = (i, j, b, h) => dense[(((b % mask.B) * mask.H + (h % mask.H)) * c.Nq + i) * c.Nk + j] === 1;
+  const naive = naiveMasked(inp.p, allows, c.scale ?? 1 / Math.sqrt(c.D), dtype, { dOut: dO.a, dLse: dL?.a });
+  const naiveErr = Object.fromEntries(QUANTITIES.map((qn) => [qn, maxAbsErr(naive[qn], ref[qn])])) as Record<Quantity, number>;
+  const emptyRows: number[] = [];
+  for (let li = 0; li < fwd.lse.length; li++) if (fwd.lse[li] === -Infinity) emptyRows.push(li);
+  const unseenKeys: number[] = [];
+  const group = c.H / c.Hkv;
+  for (let b = 0; b < c.B; b++)
+    for (let j = 0; j < c.Nk; j++)
+      for (let hk = 0; hk < c.Hkv; hk++) {
+        let seen = false;
+        for (let h = hk * group; h < (hk + 1) * group && !seen; h++) for (let i = 0; i < c.Nq && !seen; i++) seen = allows(i, j, b, h);
+        if (!seen) unseenKeys.push((b * c.Nk + j) * c.Hkv + hk);
+      }
+  return { inp, mask, dense, dOut: dO.t, dLse: dL?.t, ref, naiveErr, emptyRows, unseenKeys };
+});
 
 const ratios = new RatioLog('error ratios (block-sparse)');
 

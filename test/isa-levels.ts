@@ -64,3 +64,22 @@ export class RatioLog {
       this.worst[key] = { r, at: `${at} (kernel ${kernelErr.toExponential(2)}, naive ${naiveErr.toExponential(2)})` };
   }
 }
+
+/**
+ * Memoizes a suite's expected values per (case index, dtype): the float64 reference and the naive
+ * errors do not depend on the ISA level, so every level shares one computation.
+ */
+export function perCaseAndDtype<C, D extends string, E>(
+  compute: (c: C, ci: number, dtype: D) => Promise<E>,
+): (c: C, ci: number, dtype: D) => Promise<E> {
+  const cache = new Map<string, Promise<E>>();
+  return (c, ci, dtype) => {
+    const key = `${ci}/${dtype}`;
+    let e = cache.get(key);
+    if (!e) {
+      e = compute(c, ci, dtype);
+      cache.set(key, e);
+    }
+    return e;
+  };
+}

@@ -37,7 +37,7 @@ import {
   type LinearRefProblem,
 } from '../src/reference/linear.ts';
 import { concatSeq, gaussian, randT, read64, rounder, sliceSeq, type SeqShape } from './helpers.ts';
-import { eachIsaLevel, RatioLog } from './isa-levels.ts';
+import { eachIsaLevel, RatioLog, perCaseAndDtype } from './isa-levels.ts';
 
 // ------------------------------------------------------------------ cases
 
@@ -263,32 +263,23 @@ interface Expected {
 }
 
 // The reference and the naive errors depend only on (case, dtype): computed once for all levels.
-const cache = new Map<string, Promise<Expected>>();
-function expected(c: Case, ci: number, dtype: FloatDType): Promise<Expected> {
-  const key = `${ci}/${dtype}`;
-  let e = cache.get(key);
-  if (!e) {
-    e = (async () => {
-      const seed = 5000 + 100 * ci;
-      const q = await randT([c.B, c.N, c.H, c.D], { seed, dtype });
-      const k = await randT([c.B, c.N, c.Hkv, c.D], { seed: seed + 1, dtype });
-      const v = await randT([c.B, c.N, c.Hkv, c.Dv], { seed: seed + 2, dtype });
-      const dOut = await randT([c.B, c.N, c.H, c.Dv], { seed: seed + 3, dtype });
-      const s0 = c.init ? await makeState(c, seed + 4) : undefined;
-      const dFinal = c.dFinal ? await makeState({ ...c, normalize: false, Dv: stateCols(c) }, seed + 5) : undefined;
-      const p: LinearRefProblem = { B: c.B, N: c.N, H: c.H, Hkv: c.Hkv, D: c.D, Dv: c.Dv, q: q.a, k: k.a, v: v.a };
-      const opts = refOptions(c, s0?.a);
-      const fwd = referenceLinearAttention(p, opts);
-      const bwd = referenceLinearAttentionBackward(p, dOut.a, dFinal?.a, opts);
-      const ref = { ...fwd, ...bwd };
-      const naive = naiveLinear(p, opts, dtype, dOut.a, dFinal?.a);
-      const naiveErr = Object.fromEntries(QUANTITIES.map((qn) => [qn, relRms(naive[qn], ref[qn])])) as Record<Quantity, number>;
-      return { q: q.t, k: k.t, v: v.t, s0: s0?.t, dOut: dOut.t, dFinal: dFinal?.t, ref, naiveErr };
-    })();
-    cache.set(key, e);
-  }
-  return e;
-}
+const expected = perCaseAndDtype(async (c: Case, ci: number, dtype: FloatDType): Promise<Expected> => {
+  const seed = 5000 + 100 * ci;
+  const q = await randT([c.B, c.N, c.H, c.D], { seed, dtype });
+  const k = await randT([c.B, c.N, c.Hkv, c.D], { seed: seed + 1, dtype });
+  const v = await randT([c.B, c.N, c.Hkv, c.Dv], { seed: seed + 2, dtype });
+  const dOut = await randT([c.B, c.N, c.H, c.Dv], { seed: seed + 3, dtype });
+  const s0 = c.init ? await makeState(c, seed + 4) : undefined;
+  const dFinal = c.dFinal ? await makeState({ ...c, normalize: false, Dv: stateCols(c) }, seed + 5) : undefined;
+  const p: LinearRefProblem = { B: c.B, N: c.N, H: c.H, Hkv: c.Hkv, D: c.D, Dv: c.Dv, q: q.a, k: k.a, v: v.a };
+  const opts = refOptions(c, s0?.a);
+  const fwd = referenceLinearAttention(p, opts);
+  const bwd = referenceLinearAttentionBackward(p, dOut.a, dFinal?.a, opts);
+  const ref = { ...fwd, ...bwd };
+  const naive = naiveLinear(p, opts, dtype, dOut.a, dFinal?.a);
+  const naiveErr = Object.fromEntries(QUANTITIES.map((qn) => [qn, relRms(naive[qn], ref[qn])])) as Record<Quantity, number>;
+  return { q: q.t, k: k.t, v: v.t, s0: s0?.t, dOut: dOut.t, dFinal: dFinal?.t, ref, naiveErr };
+});
 
 // Worst kernel/naive ratio per dtype and quantity, printed with ATTNKIT_TEST_RATIOS=1.
 const ratios = new RatioLog('relative-RMS ratios', 24);

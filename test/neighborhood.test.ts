@@ -41,7 +41,7 @@ import {
   type RefNaProblem,
 } from '../src/reference/neighborhood.ts';
 import { concatSeq, maxAbs, maxAbsErr, naiveMasked, randT, read64, worst } from './helpers.ts';
-import { eachIsaLevel, RatioLog } from './isa-levels.ts';
+import { eachIsaLevel, RatioLog, perCaseAndDtype } from './isa-levels.ts';
 
 type Rank = 1 | 2 | 3;
 const OPS = { 1: na1d, 2: na2d, 3: na3d } as const;
@@ -172,46 +172,37 @@ function options(c: Case, e: { addK?: Tensor; addV?: Tensor }): NeighborhoodOpti
 }
 
 // Reference and naive results depend only on (case, dtype): computed once, shared by every level.
-const cache = new Map<string, Promise<Expected>>();
-function expected(c: Case, ci: number, dtype: FloatDType): Promise<Expected> {
-  const key = `${ci}/${dtype}`;
-  let e = cache.get(key);
-  if (!e) {
-    e = (async () => {
-      const seed = 5000 + 100 * ci;
-      const N = prod(c.size);
-      const { B, H, Hkv, D, Dv, M } = c;
-      const q = await randT([B, ...c.size, H, D], { seed, dtype });
-      const k = await randT([B, ...c.size, Hkv, D], { seed: seed + 1, dtype });
-      const v = await randT([B, ...c.size, Hkv, Dv], { seed: seed + 2, dtype });
-      const addK = M ? await randT([B, M, Hkv, D], { seed: seed + 3, dtype }) : undefined;
-      const addV = M ? await randT([B, M, Hkv, Dv], { seed: seed + 4, dtype }) : undefined;
-      const dOut = await randT([B, ...c.size, H, Dv], { seed: seed + 5, dtype });
-      const dLse = c.dLse ? await randT([B, ...c.size, H], { seed: seed + 6 }) : undefined;
-      const prob: RefNaProblem = { B, H, Hkv, D, Dv, q: q.a, k: k.a, v: v.a, ...(M ? { addK: addK!.a, addV: addV!.a, M } : {}) };
-      const p = refParams(c);
-      const fwd = referenceNeighborhood(prob, p, c.scale);
-      const bwd = referenceNeighborhoodBackward(prob, p, dOut.a, dLse?.a, c.scale);
-      const ref: Expected['ref'] = { ...fwd, dq: bwd.dq, dk: bwd.dk, dv: bwd.dv, dAddK: bwd.dAddK, dAddV: bwd.dAddV };
-      // naive over the tokens followed by the additional keys
-      const nb = Array.from({ length: N }, (_, i) => new Set(neighborhoodOf(i, p)));
-      const dp: RefProblem = {
-        B, Nq: N, Nk: N + M, H, Hkv, D, Dv, q: q.a,
-        k: M ? concatSeq([{ a: k.a, N }, { a: addK!.a, N: M }], B, Hkv * D) : k.a,
-        v: M ? concatSeq([{ a: v.a, N }, { a: addV!.a, N: M }], B, Hkv * Dv) : v.a,
-      };
-      const nv = naiveMasked(dp, (i, j) => j >= N || nb[i]!.has(j), c.scale ?? 1 / Math.sqrt(D), dtype, { dOut: dOut.a, dLse: dLse?.a });
-      const [ndk, ndAddK] = split(nv.dk, B, N, M, Hkv * D);
-      const [ndv, ndAddV] = split(nv.dv, B, N, M, Hkv * Dv);
-      const naiveVals: Record<Quantity, Float64Array> = { out: nv.out, lse: nv.lse, dq: nv.dq, dk: ndk, dv: ndv, dAddK: ndAddK, dAddV: ndAddV };
-      const naive = {} as Record<Quantity, number>;
-      for (const qn of Object.keys(naiveVals) as Quantity[]) if (ref[qn]) naive[qn] = maxAbsErr(naiveVals[qn], ref[qn]!);
-      return { q: q.t, k: k.t, v: v.t, addK: addK?.t, addV: addV?.t, dOut: dOut.t, dLse: dLse?.t, ref, naive };
-    })();
-    cache.set(key, e);
-  }
-  return e;
-}
+const expected = perCaseAndDtype(async (c: Case, ci: number, dtype: FloatDType): Promise<Expected> => {
+  const seed = 5000 + 100 * ci;
+  const N = prod(c.size);
+  const { B, H, Hkv, D, Dv, M } = c;
+  const q = await randT([B, ...c.size, H, D], { seed, dtype });
+  const k = await randT([B, ...c.size, Hkv, D], { seed: seed + 1, dtype });
+  const v = await randT([B, ...c.size, Hkv, Dv], { seed: seed + 2, dtype });
+  const addK = M ? await randT([B, M, Hkv, D], { seed: seed + 3, dtype }) : undefined;
+  const addV = M ? await randT([B, M, Hkv, Dv], { seed: seed + 4, dtype }) : undefined;
+  const dOut = await randT([B, ...c.size, H, Dv], { seed: seed + 5, dtype });
+  const dLse = c.dLse ? await randT([B, ...c.size, H], { seed: seed + 6 }) : undefined;
+  const prob: RefNaProblem = { B, H, Hkv, D, Dv, q: q.a, k: k.a, v: v.a, ...(M ? { addK: addK!.a, addV: addV!.a, M } : {}) };
+  const p = refParams(c);
+  const fwd = referenceNeighborhood(prob, p, c.scale);
+  const bwd = referenceNeighborhoodBackward(prob, p, dOut.a, dLse?.a, c.scale);
+  const ref: Expected['ref'] = { ...fwd, dq: bwd.dq, dk: bwd.dk, dv: bwd.dv, dAddK: bwd.dAddK, dAddV: bwd.dAddV };
+  // naive over the tokens followed by the additional keys
+  const nb = Array.from({ length: N }, (_, i) => new Set(neighborhoodOf(i, p)));
+  const dp: RefProblem = {
+    B, Nq: N, Nk: N + M, H, Hkv, D, Dv, q: q.a,
+    k: M ? concatSeq([{ a: k.a, N }, { a: addK!.a, N: M }], B, Hkv * D) : k.a,
+    v: M ? concatSeq([{ a: v.a, N }, { a: addV!.a, N: M }], B, Hkv * Dv) : v.a,
+  };
+  const nv = naiveMasked(dp, (i, j) => j >= N || nb[i]!.has(j), c.scale ?? 1 / Math.sqrt(D), dtype, { dOut: dOut.a, dLse: dLse?.a });
+  const [ndk, ndAddK] = split(nv.dk, B, N, M, Hkv * D);
+  const [ndv, ndAddV] = split(nv.dv, B, N, M, Hkv * Dv);
+  const naiveVals: Record<Quantity, Float64Array> = { out: nv.out, lse: nv.lse, dq: nv.dq, dk: ndk, dv: ndv, dAddK: ndAddK, dAddV: ndAddV };
+  const naive = {} as Record<Quantity, number>;
+  for (const qn of Object.keys(naiveVals) as Quantity[]) if (ref[qn]) naive[qn] = maxAbsErr(naiveVals[qn], ref[qn]!);
+  return { q: q.t, k: k.t, v: v.t, addK: addK?.t, addV: addV?.t, dOut: dOut.t, dLse: dLse?.t, ref, naive };
+});
 
 /** Asserts the tolerance rule for every quantity present in `got`. */
 function expectWithinRule(got: Partial<Record<Quantity, Float64Array>>, e: Expected, dtype: FloatDType, what: string) {
