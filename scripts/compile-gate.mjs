@@ -7,7 +7,8 @@
  *   - a kernel marked as a tensor-core kernel has no `mma.sync` in its PTX (a kernel that silently
  *     fell off the tensor-core path);
  *   - a kernel exceeds a register or shared-memory budget given for it;
- *   - a file does not compile;
+ *   - a file does not compile, or calls a host function from host+device code (nvcc warning 20011,
+ *     made an error: nvcc would drop that path from the device code);
  *   - (--ptx-check) a wrapper's device PTX differs from the variant the SIMT emulator implements.
  * Each file is compiled once per arch: `nvcc -ptx -arch=compute_XX` (the PTX the tripwire reads),
  * then `ptxas -arch=sm_XX -v -warn-spills -warn-lmem-usage` on that PTX (what nvcc does for sm_XX).
@@ -238,7 +239,7 @@ async function ptxCheck(file, headerPath, archs, nvcc, tmp) {
   if (wrappers.length === 0) violations.push(`${rel(headerPath)}: no wrapper with inline asm found`);
   const results = await Promise.all(archs.map(async (arch) => {
     const out = join(tmp, `ptx-check-${arch}.ptx`);
-    const r = await run(nvcc, ['-ptx', `-arch=compute_${arch}`, '-std=c++17', `-I${inc}`, file, '-o', out]);
+    const r = await run(nvcc, ['-ptx', `-arch=compute_${arch}`, '-std=c++17', ...NVCC_DIAGNOSTICS, `-I${inc}`, file, '-o', out]);
     return { arch, error: r.status !== 0 ? `${r.stderr}${r.stdout}` : null, ptx: r.status === 0 ? readFileSync(out, 'utf8') : '' };
   }));
   for (const { arch, error, ptx } of results) {
@@ -360,6 +361,11 @@ function entries(o) {
   return list;
 }
 
+// Warning 20011, a __host__ function (a compiler builtin such as __builtin_ctzll, a std:: call)
+// called from a __host__ __device__ function, is an error here: nvcc then emits the device code with
+// that path dropped (a kernel whose body compiles to a bare `ret`), so the warning is a broken kernel.
+const NVCC_DIAGNOSTICS = ['-diag-error', '20011'];
+
 const rel = (p) => (p.startsWith(root + '/') ? p.slice(root.length + 1) : p);
 
 export async function gate(argv) {
@@ -402,7 +408,7 @@ export async function gate(argv) {
       for (const arch of o.archs) {
         tasks.push(async () => {
           const stem = join(tmp, `${wi}-${basename(w.file, '.cu')}-${arch}`);
-          const flags = ['-std=c++17', ...w.includes.map((d) => `-I${d}`), ...w.defines.map((d) => `-D${d}`)];
+          const flags = ['-std=c++17', ...NVCC_DIAGNOSTICS, ...w.includes.map((d) => `-I${d}`), ...w.defines.map((d) => `-D${d}`)];
           const front = await run(nvcc, ['-ptx', `-arch=compute_${arch}`, ...flags, w.file, '-o', `${stem}.ptx`]);
           if (front.status !== 0) return { w, arch, error: `nvcc -ptx failed:\n${front.stderr}${front.stdout}` };
           const back = await run(ptxas, [`-arch=sm_${arch}`, '-v', '-warn-spills', '-warn-lmem-usage', `${stem}.ptx`,

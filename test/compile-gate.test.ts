@@ -7,10 +7,15 @@
  * (--ptx-check test/compile-gate/ptx_wrappers.cu) passes for every inline-asm wrapper of
  * native/cuda/ptx.cuh on sm_80 and sm_90, and fails on a copy of ptx.cuh whose device strings were
  * mutated one at a time (a dropped .trans, .x4 -> .x2, another mma type, a cp.async without its
- * src-size, a new wrapper without a kernel). Skipped visibly without nvcc.
+ * src-size, a new wrapper without a kernel). The mask policies (attnkit/mask_*.h) compile as device
+ * code for sm_80 and sm_90 at 64 x 64 and 128 x 64 tiles without local memory
+ * (test/compile-gate/policies.cu), and a host function in their device path or a per-thread array
+ * fails the gate. Skipped visibly without nvcc. Without nvcc too: the policies' host check
+ * (test/compile-gate/policies_host.cc) under AddressSanitizer and UBSan at 64 x 64, 128 x 64 and
+ * 64 x 32.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -22,6 +27,10 @@ const SAMPLE = 'native/simt/tests/gemm_tile.cu';
 const NEGATIVE = 'native/simt/tests/gate_negative.cu';
 const PTX_CHECK = 'test/compile-gate/ptx_wrappers.cu';
 const PTX_HEADER = join(root, 'native', 'cuda', 'ptx.cuh');
+const POLICIES = 'test/compile-gate/policies.cu';
+const POLICIES_HOST = join(root, 'test', 'compile-gate', 'policies_host.cc');
+const INCLUDE = join(root, 'native', 'include');
+const gxx = spawnSync('g++', ['--version'], { encoding: 'utf8' }).status === 0;
 
 interface KernelRow {
   kernel: string;
@@ -304,6 +313,40 @@ describe.skipIf(nvcc === null)(`compile gate with nvcc${nvcc === null ? ' (skipp
     expect(r.report!.violations.join('\n')).toContain('cp_async_fence_extra (sm_80): no kernel ptx_cp_async_fence_extra');
   });
 
+  it('the mask policies compile as device code for sm_80 and sm_90 (64x64 and 128x64), without local memory', () => {
+    const r = gate(['-I', INCLUDE, POLICIES]);
+    expect(r.status, `${r.stdout}${r.stderr}`).toBe(0);
+    const rows = r.report!.kernels.filter((k) => k.entry);
+    expect(rows).toHaveLength(10 * 2);
+    for (const shape of ['dense_policy<64, 64>', 'dense_policy<128, 64>', 'block_sparse_policy<128, 64>', 'neighborhood_policy<3, 128, 64>'])
+      expect(rows.filter((k) => k.kernel.includes(shape)).map((k) => k.arch).sort()).toEqual(['sm_80', 'sm_90']);
+    for (const k of rows) expect(k).toMatchObject({ stackFrame: 0, spillStores: 0, spillLoads: 0 });
+    console.log(`compile gate, policies: ${rows.map((k) => `${k.arch} ${k.kernel.replace(/^void \(anonymous namespace\)::/, '').replace(/\(.*$/, '')} ${k.registers} regs`).join('; ')}`);
+  });
+
+  // The two ways the policy headers failed as device code, injected into a copy of native/include.
+  const policyMutations: [string, string, string, string, RegExp][] = [
+    ['a host builtin in the device path', 'mask_neighborhood.h', 'low_k += ctz64(uint64_t(x.tk));', 'low_k += __builtin_ctzll(uint64_t(x.tk));',
+      /calling a __host__ function\("__builtin_ctzll"\)/],
+    ['a per-thread array', 'mask_block_sparse.h', '    uint64_t mask = 0;\n    for (int64_t b = k0 / m->bk;', '    uint64_t rows[QTile] = {};\n    rows[q % QTile] = 1;\n    uint64_t mask = rows[(q + 1) % QTile];\n    for (int64_t b = k0 / m->bk;',
+      /block_sparse_policy<64, 64>.*uses local memory/],
+  ];
+  it.each(policyMutations)('the policy gate fails on %s (%s)', (_what, file, from, to, expected) => {
+    const dir = mkdtempSync(join(tmpdir(), 'attnkit-gate-policies-'));
+    try {
+      cpSync(INCLUDE, join(dir, 'include'), { recursive: true });
+      const path = join(dir, 'include', 'attnkit', file);
+      const text = readFileSync(path, 'utf8');
+      expect(text.includes(from), `'${from}' not in ${file}`).toBe(true);
+      writeFileSync(path, text.replace(from, to));
+      const r = gate(['--arch', '80', '-I', join(dir, 'include'), POLICIES]);
+      expect(r.status).toBe(1);
+      expect(r.report!.violations.join('\n')).toMatch(expected);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('takes a manifest; fails on a register budget and on a tensor-core pattern that matches nothing', () => {
     const dir = mkdtempSync(join(tmpdir(), 'attnkit-gate-manifest-'));
     try {
@@ -320,4 +363,25 @@ describe.skipIf(nvcc === null)(`compile gate with nvcc${nvcc === null ? ' (skipp
       rmSync(dir, { recursive: true, force: true });
     }
   });
+});
+
+describe.skipIf(!gxx)(`mask policies on the host under ASan and UBSan${gxx ? '' : ' (skipped: g++ not found)'}`, () => {
+  it('agree with allows() at 64x64, 128x64 and 64x32 tiles: tokens, row masks, exact classes, tight tile lists', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'attnkit-policies-host-'));
+    try {
+      const exe = join(dir, 'policies_host');
+      const c = spawnSync('g++', ['-std=c++17', '-O1', '-g', '-fsanitize=address,undefined', '-fno-sanitize-recover=all',
+        '-fno-omit-frame-pointer', '-Wall', '-Wextra', '-Werror', `-I${INCLUDE}`, POLICIES_HOST, '-o', exe], { encoding: 'utf8', timeout: 300_000 });
+      expect(c.status, c.stderr).toBe(0);
+      const r = spawnSync(exe, [], { encoding: 'utf8', timeout: 300_000 });
+      expect(r.status, `${r.stdout}${r.stderr}`).toBe(0);
+      for (const line of ['dense 64x64', 'dense 128x64', 'dense 64x32', 'block-sparse 64x64', 'block-sparse 128x64',
+        'block-sparse 64x32', 'neighborhood 64x64', 'neighborhood 128x64', 'neighborhood 64x32'])
+        expect(r.stdout).toContain(`${line}: `);
+      expect(r.stderr).toBe('');
+      console.log(r.stdout.trim().split('\n').pop());
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 600_000);
 });
