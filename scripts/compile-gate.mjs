@@ -7,7 +7,9 @@
  *   - a kernel marked as a tensor-core kernel has no `mma.sync` in its PTX (a kernel that silently
  *     fell off the tensor-core path);
  *   - a kernel exceeds a register or shared-memory budget given for it;
- *   - a file does not compile.
+ *   - a file does not compile, or calls a host function from host+device code (nvcc warning 20011,
+ *     made an error: nvcc would drop that path from the device code);
+ *   - (--ptx-check) a wrapper's device PTX differs from the variant the SIMT emulator implements.
  * Each file is compiled once per arch: `nvcc -ptx -arch=compute_XX` (the PTX the tripwire reads),
  * then `ptxas -arch=sm_XX -v -warn-spills -warn-lmem-usage` on that PTX (what nvcc does for sm_XX).
  *
@@ -27,6 +29,12 @@
  *   --out FILE              report path (default build/compile-gate/report.json)
  *   --jobs N                parallel compilations (default: available cores)
  *   --quiet                 no table on stdout
+ *   --ptx-check FILE.cu     the PTX check: FILE has a kernel ptx_<wrapper> per inline-asm wrapper of the
+ *                           --ptx-header; built by g++ it prints the instruction the emulator models
+ *                           for each (test/compile-gate/ptx_wrappers.cu), built by nvcc -ptx per arch
+ *                           it holds the device strings; every wrapper must agree, instruction by
+ *                           instruction (mnemonic and modifiers, operand count, immediates)
+ *   --ptx-header PATH       default native/cuda/ptx.cuh; its folder is the include path of FILE
  * Manifest (JSON): {"entries": [{"file": "a.cu", "tensorCore": ["regex"] | true, "defines": ["X=1"],
  *   "includes": ["dir"], "maxRegisters": 128, "maxSmem": 49152, "dynamicSmem": 0}]}; paths relative
  *   to the manifest.
@@ -35,7 +43,8 @@
  * Exit status: 0 gate passed, 1 gate failed (violations listed, report written), 2 usage or tool error.
  * Report: {tool, nvcc, archs, ok, kernels: [{kernel, mangled, file, arch, entry, registers, smem,
  *   dynamicSmem, spillStores, spillLoads, stackFrame, barriers, mma, ldmatrix, cpAsync, tensorCore,
- *   violations}], violations}. smem is static shared memory as ptxas reports it.
+ *   violations}], ptx: [{wrapper, arch, device, emulator, ok}], violations}. smem is static shared
+ *   memory as ptxas reports it.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -100,17 +109,11 @@ export function parsePtxasOutput(text) {
   return [...fns.values()];
 }
 
-/**
- * The functions of a PTX module with their instruction counts (mma.sync, ldmatrix, cp.async), and
- * for entries the counts summed over every function they call, transitively.
- */
-export function ptxFunctions(ptx) {
-  const fns = new Map();
+/** The functions of a PTX module: {kind: 'entry' | 'func', name, body} with body the brace block. */
+export function* ptxBodies(ptx) {
   const header = /^[ \t]*(?:\.visible[ \t]+|\.weak[ \t]+)?\.(entry|func)[ \t]+(?:\([^)]*\)[ \t]*)?([\w$.]+)/gm;
   let m;
   while ((m = header.exec(ptx))) {
-    const kind = m[1];
-    const name = m[2];
     // The body is the brace block after the parameter list; a declaration ends with ';' first.
     let i = header.lastIndex;
     let depthParen = 0;
@@ -127,7 +130,18 @@ export function ptxFunctions(ptx) {
       if (ptx[j] === '{') depth++;
       else if (ptx[j] === '}' && --depth === 0) break;
     }
-    const body = ptx.slice(i, j + 1);
+    yield { kind: m[1], name: m[2], body: ptx.slice(i, j + 1) };
+    header.lastIndex = j + 1;
+  }
+}
+
+/**
+ * The functions of a PTX module with their instruction counts (mma.sync, ldmatrix, cp.async), and
+ * for entries the counts summed over every function they call, transitively.
+ */
+export function ptxFunctions(ptx) {
+  const fns = new Map();
+  for (const { kind, name, body } of ptxBodies(ptx)) {
     const count = (re) => (body.match(re) ?? []).length;
     const calls = new Set();
     for (const c of body.matchAll(/\bcall(?:\.uni)?\s+(?:\([^)]*\)\s*,\s*)?([\w$.]+)/g)) calls.add(c[1]);
@@ -138,7 +152,6 @@ export function ptxFunctions(ptx) {
       cpAsync: count(/\bcp\.async\.c[ag]\.shared\.global\b/g),
       calls: [...calls],
     });
-    header.lastIndex = j + 1;
   }
   const total = (name, seen) => {
     const f = fns.get(name);
@@ -155,6 +168,102 @@ export function ptxFunctions(ptx) {
   };
   for (const f of fns.values()) Object.assign(f, { totals: total(f.name, new Set()) });
   return fns;
+}
+
+/** One PTX instruction in the gate's canonical form: registers as %, single spaces, no ';'. */
+export function canonicalInstruction(text) {
+  return text.replace(/;\s*$/, '').replace(/%[a-z]+\d*/g, '%').replace(/\s+/g, ' ').replace(/\s*,\s*/g, ', ')
+    .replace(/([{[])\s+/g, '$1').replace(/\s+([}\]])/g, '$1').trim();
+}
+
+/**
+ * The inline-asm instructions of a PTX function body, in order and canonical (nvcc brackets each asm
+ * statement with "// begin inline asm" / "// end inline asm"). cp.async.wait_all is spelled as the
+ * pair the PTX ISA defines it to be: cp.async.commit_group; cp.async.wait_group 0.
+ */
+export function inlineAsm(body) {
+  const out = [];
+  for (const m of body.matchAll(/\/\/ begin inline asm\n([\s\S]*?)\/\/ end inline asm/g)) {
+    for (const ins of m[1].split(';').map(canonicalInstruction).filter(Boolean)) {
+      if (ins === 'cp.async.wait_all') out.push('cp.async.commit_group', 'cp.async.wait_group 0');
+      else out.push(ins);
+    }
+  }
+  return out;
+}
+
+/** The names of the wrappers in a ptx.cuh text that hold inline asm. */
+export function asmWrappers(header) {
+  const starts = [...header.matchAll(/ATTNKIT_DEVICE\s+[\w:<>]+\s+(\w+)\s*\(/g)];
+  return starts.filter((m, i) => /\basm\s+volatile\s*\(/.test(header.slice(m.index, starts[i + 1]?.index ?? header.length)))
+    .map((m) => m[1]);
+}
+
+/** The listing the g++ build of the PTX-check file prints: "== kernel" lines, then its instructions. */
+export function parseEmulatorListing(text) {
+  const map = new Map();
+  let cur = null;
+  for (const line of text.split('\n')) {
+    const m = /^== (\S+)$/.exec(line);
+    if (m) map.set((cur = m[1]), []);
+    else if (cur && line.trim()) map.get(cur).push(canonicalInstruction(line));
+  }
+  return map;
+}
+
+function cudaIncludeFor(nvcc) {
+  const dirs = [process.env.CUDA_PATH, process.env.CUDA_HOME, nvcc.includes('/') ? dirname(dirname(nvcc)) : null,
+    '/usr/local/cuda'].filter(Boolean).map((d) => join(d, 'include'));
+  return dirs.find((d) => existsSync(join(d, 'cuda_fp16.h'))) ?? null;
+}
+
+/**
+ * The PTX check: every inline-asm wrapper of the header (native/cuda/ptx.cuh) against the variant the
+ * SIMT emulator implements. `file` has one kernel ptx_<wrapper> per wrapper; compiled by g++ it prints
+ * what the wrappers' emulator branches call (test/compile-gate/ptx_wrappers.cu), compiled by nvcc -ptx
+ * per arch it holds the device strings. Returns {rows, violations}.
+ */
+async function ptxCheck(file, headerPath, archs, nvcc, tmp) {
+  const violations = [];
+  const rows = [];
+  const inc = dirname(headerPath);
+  const cudaInc = cudaIncludeFor(nvcc);
+  if (!cudaInc) return { rows, violations: [`${rel(file)}: CUDA headers not found for the g++ build (set CUDA_PATH)`] };
+  const exe = join(tmp, 'ptx-check-host');
+  const host = await run('g++', ['-std=c++17', '-x', 'c++', `-I${cudaInc}`, `-I${inc}`, file, '-o', exe]);
+  if (host.status !== 0) return { rows, violations: [`${rel(file)} (g++): ${host.stderr}${host.stdout}`.trim()] };
+  const listing = await run(exe, []);
+  if (listing.status !== 0) return { rows, violations: [`${rel(file)}: the g++ build exited with ${listing.status}`] };
+  const emulator = parseEmulatorListing(listing.stdout);
+  const wrappers = asmWrappers(readFileSync(headerPath, 'utf8'));
+  if (wrappers.length === 0) violations.push(`${rel(headerPath)}: no wrapper with inline asm found`);
+  const results = await Promise.all(archs.map(async (arch) => {
+    const out = join(tmp, `ptx-check-${arch}.ptx`);
+    const r = await run(nvcc, ['-ptx', `-arch=compute_${arch}`, '-std=c++17', ...NVCC_DIAGNOSTICS, `-I${inc}`, file, '-o', out]);
+    return { arch, error: r.status !== 0 ? `${r.stderr}${r.stdout}` : null, ptx: r.status === 0 ? readFileSync(out, 'utf8') : '' };
+  }));
+  for (const { arch, error, ptx } of results) {
+    if (error) {
+      violations.push(`${rel(file)} (sm_${arch}): nvcc -ptx failed:\n${error.trim()}`);
+      continue;
+    }
+    const device = new Map([...ptxBodies(ptx)].filter((f) => f.kind === 'entry').map((f) => [f.name, inlineAsm(f.body)]));
+    for (const w of wrappers) {
+      const kernel = `ptx_${w}`;
+      const dev = device.get(kernel);
+      const emu = emulator.get(kernel);
+      const v = [];
+      if (!dev) v.push(`no kernel ${kernel} in ${rel(file)} (every inline-asm wrapper needs one)`);
+      else if (!emu) v.push(`the g++ build of ${rel(file)} does not run ${kernel}`);
+      else if (dev.length === 0) v.push('no inline asm in the device PTX');
+      else if (JSON.stringify(dev) !== JSON.stringify(emu)) {
+        v.push(`the device PTX is "${dev.join('; ')}" but the emulator models "${emu.join('; ')}"`);
+      }
+      rows.push({ wrapper: w, arch: `sm_${arch}`, device: dev ?? [], emulator: emu ?? [], ok: v.length === 0 });
+      for (const x of v) violations.push(`${rel(headerPath)} ${w} (sm_${arch}): ${x}`);
+    }
+  }
+  return { rows, violations };
 }
 
 /** Demangles names with c++filt when it is available. */
@@ -199,7 +308,8 @@ function usage(msg) {
 
 export function parseArgs(argv) {
   const o = { archs: ['80', '90'], tensorCore: [], files: [], includes: [], defines: [], out: null, nvcc: null,
-    manifest: null, jobs: availableParallelism(), quiet: false, maxRegisters: null, maxSmem: null, dynamicSmem: 0 };
+    manifest: null, jobs: availableParallelism(), quiet: false, maxRegisters: null, maxSmem: null, dynamicSmem: 0,
+    ptxCheck: null, ptxHeader: join(root, 'native', 'cuda', 'ptx.cuh') };
   for (let i = 0; i < argv.length; ++i) {
     const a = argv[i];
     const value = () => {
@@ -211,6 +321,8 @@ export function parseArgs(argv) {
     else if (a === '--out') o.out = value();
     else if (a === '--nvcc') o.nvcc = value();
     else if (a === '--manifest') o.manifest = value();
+    else if (a === '--ptx-check') o.ptxCheck = value();
+    else if (a === '--ptx-header') o.ptxHeader = value();
     else if (a === '--jobs') o.jobs = Number(value());
     else if (a === '--max-registers') o.maxRegisters = Number(value());
     else if (a === '--max-smem') o.maxSmem = Number(value());
@@ -249,6 +361,11 @@ function entries(o) {
   return list;
 }
 
+// Warning 20011, a __host__ function (a compiler builtin such as __builtin_ctzll, a std:: call)
+// called from a __host__ __device__ function, is an error here: nvcc then emits the device code with
+// that path dropped (a kernel whose body compiles to a bare `ret`), so the warning is a broken kernel.
+const NVCC_DIAGNOSTICS = ['-diag-error', '20011'];
+
 const rel = (p) => (p.startsWith(root + '/') ? p.slice(root.length + 1) : p);
 
 export async function gate(argv) {
@@ -264,8 +381,9 @@ export async function gate(argv) {
   } catch (e) {
     return usage(e.message);
   }
-  if (work.length === 0) return usage('no .cu files given');
+  if (work.length === 0 && !o.ptxCheck) return usage('no .cu files given');
   for (const w of work) if (!existsSync(w.file)) return usage(`no such file: ${w.file}`);
+  for (const f of [o.ptxCheck, o.ptxCheck && o.ptxHeader].filter(Boolean)) if (!existsSync(f)) return usage(`no such file: ${f}`);
   const nvcc = findNvcc(o.nvcc);
   if (!nvcc) {
     console.error('compile-gate: nvcc not found (set CUDACXX or CUDA_PATH, or install the CUDA toolkit)');
@@ -278,13 +396,19 @@ export async function gate(argv) {
   const tmp = mkdtempSync(join(tmpdir(), 'attnkit-gate-'));
   const violations = [];
   const kernels = [];
+  let ptxRows = [];
   try {
+    if (o.ptxCheck) {
+      const c = await ptxCheck(resolve(o.ptxCheck), resolve(o.ptxHeader), o.archs, nvcc, tmp);
+      ptxRows = c.rows;
+      violations.push(...c.violations);
+    }
     const tasks = [];
     work.forEach((w, wi) => {
       for (const arch of o.archs) {
         tasks.push(async () => {
           const stem = join(tmp, `${wi}-${basename(w.file, '.cu')}-${arch}`);
-          const flags = ['-std=c++17', ...w.includes.map((d) => `-I${d}`), ...w.defines.map((d) => `-D${d}`)];
+          const flags = ['-std=c++17', ...NVCC_DIAGNOSTICS, ...w.includes.map((d) => `-I${d}`), ...w.defines.map((d) => `-D${d}`)];
           const front = await run(nvcc, ['-ptx', `-arch=compute_${arch}`, ...flags, w.file, '-o', `${stem}.ptx`]);
           if (front.status !== 0) return { w, arch, error: `nvcc -ptx failed:\n${front.stderr}${front.stdout}` };
           const back = await run(ptxas, [`-arch=sm_${arch}`, '-v', '-warn-spills', '-warn-lmem-usage', `${stem}.ptx`,
@@ -339,7 +463,7 @@ export async function gate(argv) {
   }
 
   const report = { tool: 'attnkit compile gate', nvcc: nvccVersion, archs: o.archs.map((a) => `sm_${a}`),
-    ok: violations.length === 0, kernels, violations };
+    ok: violations.length === 0, kernels, ptx: ptxRows, violations };
   const out = resolve(o.out ?? join(root, 'build', 'compile-gate', 'report.json'));
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, JSON.stringify(report, null, 2) + '\n');
@@ -347,7 +471,7 @@ export async function gate(argv) {
   if (!o.quiet) {
     const rows = kernels.filter((k) => k.entry);
     console.log(`compile gate (nvcc ${nvccVersion}): ${rows.length} kernel build(s), report ${rel(out)}`);
-    console.log('arch    regs   smem  +dyn  stack  spill st/ld  mma  ldsm  cp.async  kernel');
+    if (rows.length > 0) console.log('arch    regs   smem  +dyn  stack  spill st/ld  mma  ldsm  cp.async  kernel');
     for (const k of rows) {
       console.log(`${k.arch.padEnd(6)} ${String(k.registers).padStart(5)} ${String(k.smem).padStart(6)} ` +
         `${String(k.dynamicSmem).padStart(5)} ` +
@@ -355,6 +479,10 @@ export async function gate(argv) {
         `${String(k.mma).padStart(4)} ${String(k.ldmatrix).padStart(5)} ${String(k.cpAsync).padStart(9)}  ` +
         `${k.kernel}${k.tensorCore ? '  [tensor core]' : ''}`);
     }
+  }
+  if (!o.quiet && ptxRows.length > 0) {
+    console.log(`PTX check of ${rel(resolve(o.ptxHeader))} against the emulator: ${ptxRows.filter((r) => r.ok).length} of ${ptxRows.length} wrapper builds agree`);
+    for (const r of ptxRows) console.log(`${r.arch.padEnd(6)} ${r.ok ? 'ok  ' : 'DIFF'} ${r.wrapper.padEnd(20)} ${r.device.join('; ')}`);
   }
   if (violations.length > 0) {
     console.error(`compile gate FAILED (${violations.length} violation(s)):`);

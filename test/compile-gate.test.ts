@@ -3,11 +3,19 @@
  * ptxas and PTX output are checked on canned text everywhere; with nvcc present the gate itself runs
  * on the emulator's sample kernels: the tensor-core GEMM tile (native/simt/tests/gemm_tile.cu) passes
  * for sm_80 and sm_90 with no spills and mma.sync in its PTX, and the negative samples
- * (gate_negative.cu) fail for local memory, spills and a missing mma.sync. Skipped visibly without
- * nvcc.
+ * (gate_negative.cu) fail for local memory, spills and a missing mma.sync. The PTX check
+ * (--ptx-check test/compile-gate/ptx_wrappers.cu) passes for every inline-asm wrapper of
+ * native/cuda/ptx.cuh on sm_80 and sm_90, and fails on a copy of ptx.cuh whose device strings were
+ * mutated one at a time (a dropped .trans, .x4 -> .x2, another mma type, a cp.async without its
+ * src-size, a new wrapper without a kernel). The mask policies (attnkit/mask_*.h) compile as device
+ * code for sm_80 and sm_90 at 64 x 64 and 128 x 64 tiles without local memory
+ * (test/compile-gate/policies.cu), and a host function in their device path or a per-thread array
+ * fails the gate. Skipped visibly without nvcc. Without nvcc too: the policies' host check
+ * (test/compile-gate/policies_host.cc) under AddressSanitizer and UBSan at 64 x 64, 128 x 64 and
+ * 64 x 32.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -17,6 +25,12 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const script = join(root, 'scripts', 'compile-gate.mjs');
 const SAMPLE = 'native/simt/tests/gemm_tile.cu';
 const NEGATIVE = 'native/simt/tests/gate_negative.cu';
+const PTX_CHECK = 'test/compile-gate/ptx_wrappers.cu';
+const PTX_HEADER = join(root, 'native', 'cuda', 'ptx.cuh');
+const POLICIES = 'test/compile-gate/policies.cu';
+const POLICIES_HOST = join(root, 'test', 'compile-gate', 'policies_host.cc');
+const INCLUDE = join(root, 'native', 'include');
+const gxx = spawnSync('g++', ['--version'], { encoding: 'utf8' }).status === 0;
 
 interface KernelRow {
   kernel: string;
@@ -34,10 +48,18 @@ interface KernelRow {
   tensorCore: boolean;
   violations: string[];
 }
+interface PtxRow {
+  wrapper: string;
+  arch: string;
+  device: string[];
+  emulator: string[];
+  ok: boolean;
+}
 interface Report {
   ok: boolean;
   archs: string[];
   kernels: KernelRow[];
+  ptx: PtxRow[];
   violations: string[];
 }
 interface GateModule {
@@ -54,6 +76,10 @@ interface GateModule {
     warnings: string[];
   }[];
   ptxFunctions(ptx: string): Map<string, { entry: boolean; mma: number; totals: { mma: number; ldmatrix: number; cpAsync: number } }>;
+  canonicalInstruction(text: string): string;
+  inlineAsm(body: string): string[];
+  asmWrappers(header: string): string[];
+  parseEmulatorListing(text: string): Map<string, string[]>;
 }
 
 const gateModule = (await import(pathToFileURL(script).href)) as GateModule;
@@ -71,6 +97,20 @@ function gate(args: string[]): { status: number | null; stdout: string; stderr: 
       report = null;
     }
     return { status: r.status, stdout: r.stdout, stderr: r.stderr, report };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The PTX check against a (mutated) copy of ptx.cuh. */
+function gateWithHeader(header: string, args: string[]) {
+  const dir = mkdtempSync(join(tmpdir(), 'attnkit-gate-ptx-'));
+  try {
+    mkdirSync(join(dir, 'cuda'));
+    writeFileSync(join(dir, 'cuda', 'ptx.cuh'), header);
+    symlinkSync(join(root, 'native', 'cuda', 'cuda_compat.cuh'), join(dir, 'cuda', 'cuda_compat.cuh'));
+    symlinkSync(join(root, 'native', 'simt'), join(dir, 'simt'));
+    return gate(['--ptx-check', PTX_CHECK, '--ptx-header', join(dir, 'cuda', 'ptx.cuh'), ...args]);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -135,6 +175,38 @@ describe('compile gate: parsers', () => {
     expect(fns.get('_Z4leafv')!.entry).toBe(false);
   });
 
+  it('reads inline asm from PTX bodies and the emulator listing into one canonical form', () => {
+    const body = [
+      '{',
+      '\t// begin inline asm',
+      '\tldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%r1, %r2, %r3,  %r4}, [%r5];',
+      '',
+      '\t// end inline asm',
+      '\tst.global.u32 \t[%rd3], %r1;',
+      '\t// begin inline asm',
+      '\tcp.async.cg.shared.global [%r6], [%rd1], 16, %r7;',
+      '\t// end inline asm',
+      '\t// begin inline asm',
+      '\tcp.async.wait_all;',
+      '\t// end inline asm',
+      '}',
+    ].join('\n');
+    expect(gateModule.inlineAsm(body)).toEqual([
+      'ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%, %, %, %}, [%]',
+      'cp.async.cg.shared.global [%], [%], 16, %',
+      'cp.async.commit_group', // wait_all is commit_group + wait_group 0 (PTX ISA)
+      'cp.async.wait_group 0',
+    ]);
+    const listing = gateModule.parseEmulatorListing('== ptx_a\nldmatrix.sync.aligned.m8n8.x1.shared.b16 {%}, [%]\n== ptx_b\n');
+    expect([...listing]).toEqual([['ptx_a', ['ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%}, [%]']], ['ptx_b', []]]);
+    // every wrapper of ptx.cuh with inline asm, and nothing else (pack_*, pack2, the mma_m16n8k16<T> switch)
+    expect(gateModule.asmWrappers(readFileSync(PTX_HEADER, 'utf8')).sort()).toEqual([
+      'cp_async_16', 'cp_async_16_zfill', 'cp_async_commit', 'cp_async_wait', 'cp_async_wait_all',
+      'ldmatrix_x1', 'ldmatrix_x1_trans', 'ldmatrix_x2', 'ldmatrix_x2_trans', 'ldmatrix_x4', 'ldmatrix_x4_trans',
+      'mma_m16n8k16_bf16', 'mma_m16n8k16_f16',
+    ]);
+  });
+
   it('rejects bad arguments with exit status 2', () => {
     const r = spawnSync(process.execPath, [script, '--arch', 'sm_eighty', SAMPLE], { cwd: root, encoding: 'utf8' });
     expect(r.status).toBe(2);
@@ -194,6 +266,87 @@ describe.skipIf(nvcc === null)(`compile gate with nvcc${nvcc === null ? ' (skipp
     expect(r.stderr).toContain('compile gate FAILED');
   });
 
+  it('PTX check: every inline-asm wrapper of ptx.cuh emits the instruction the emulator models (sm_80, sm_90)', () => {
+    const r = gate(['--ptx-check', PTX_CHECK]);
+    expect(r.status, `${r.stdout}${r.stderr}`).toBe(0);
+    const rows = r.report!.ptx;
+    expect(rows).toHaveLength(13 * 2);
+    expect(rows.filter((x) => !x.ok)).toEqual([]);
+    const x4t = rows.find((x) => x.wrapper === 'ldmatrix_x4_trans' && x.arch === 'sm_90')!;
+    expect(x4t.device).toEqual(['ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%, %, %, %}, [%]']);
+    expect(rows.find((x) => x.wrapper === 'cp_async_wait_all')!.emulator).toEqual(['cp.async.commit_group', 'cp.async.wait_group 0']);
+  });
+
+  // Each mutation changes one device string of a copy of ptx.cuh (the emulator branch stays): the
+  // PTX check must name the wrapper. The copy sits in <tmp>/cuda next to links to cuda_compat.cuh and
+  // native/simt, so that its includes resolve as in the tree.
+  const mutations: [string, string, string, string][] = [
+    ['a dropped .trans', 'ldmatrix_x4_trans', 'm8n8.x4.trans.shared.b16', 'm8n8.x4.shared.b16'],
+    ['.x4 written .x2', 'ldmatrix_x4', 'm8n8.x4.shared.b16 {%0, %1, %2, %3}', 'm8n8.x2.shared.b16 {%0, %1, %2, %3}'],
+    ['bf16 written f16', 'mma_m16n8k16_bf16', 'row.col.f32.bf16.bf16.f32', 'row.col.f32.f16.f16.f32'],
+    ['zfill without its src-size', 'cp_async_16_zfill', '[%1], 16, %2;\\n" ::"r"(smem_u32(smem_dst)),', '[%1], 16;\\n" ::"r"(smem_u32(smem_dst)),'],
+  ];
+  it.each(mutations)('PTX check fails on %s (%s)', (_what, wrapper, from, to) => {
+    const text = readFileSync(PTX_HEADER, 'utf8');
+    const at = text.indexOf(`ATTNKIT_DEVICE void ${wrapper}(`);
+    expect(at).toBeGreaterThan(0);
+    const i = text.indexOf(from, at);
+    expect(i, `'${from}' not found after ${wrapper}`).toBeGreaterThan(at);
+    const mutated = text.slice(0, i) + to + text.slice(i + from.length);
+    const r = gateWithHeader(mutated, ['--arch', '80']);
+    expect(r.status, `${r.stdout}${r.stderr}`).toBe(1);
+    const bad = r.report!.ptx.filter((x) => !x.ok).map((x) => x.wrapper);
+    expect(bad).toEqual([wrapper]);
+    expect(r.report!.violations.join('\n')).toMatch(new RegExp(`ptx\\.cuh ${wrapper} \\(sm_80\\): the device PTX is`));
+  });
+
+  it('PTX check fails on an inline-asm wrapper without its kernel', () => {
+    const text = readFileSync(PTX_HEADER, 'utf8');
+    const extra = `ATTNKIT_DEVICE void cp_async_fence_extra(ATTNKIT_SITE_PARAM0) {
+#if defined(__CUDA_ARCH__)
+  asm volatile("cp.async.commit_group;\\n" ::: "memory");
+#endif
+}
+}  // namespace attnkit::ptx`;
+    const r = gateWithHeader(text.replace('}  // namespace attnkit::ptx', extra), ['--arch', '80']);
+    expect(r.status).toBe(1);
+    expect(r.report!.violations.join('\n')).toContain('cp_async_fence_extra (sm_80): no kernel ptx_cp_async_fence_extra');
+  });
+
+  it('the mask policies compile as device code for sm_80 and sm_90 (64x64 and 128x64), without local memory', () => {
+    const r = gate(['-I', INCLUDE, POLICIES]);
+    expect(r.status, `${r.stdout}${r.stderr}`).toBe(0);
+    const rows = r.report!.kernels.filter((k) => k.entry);
+    expect(rows).toHaveLength(10 * 2);
+    for (const shape of ['dense_policy<64, 64>', 'dense_policy<128, 64>', 'block_sparse_policy<128, 64>', 'neighborhood_policy<3, 128, 64>'])
+      expect(rows.filter((k) => k.kernel.includes(shape)).map((k) => k.arch).sort()).toEqual(['sm_80', 'sm_90']);
+    for (const k of rows) expect(k).toMatchObject({ stackFrame: 0, spillStores: 0, spillLoads: 0 });
+    console.log(`compile gate, policies: ${rows.map((k) => `${k.arch} ${k.kernel.replace(/^void \(anonymous namespace\)::/, '').replace(/\(.*$/, '')} ${k.registers} regs`).join('; ')}`);
+  });
+
+  // The two ways the policy headers failed as device code, injected into a copy of native/include.
+  const policyMutations: [string, string, string, string, RegExp][] = [
+    ['a host builtin in the device path', 'mask_neighborhood.h', 'low_k += ctz64(uint64_t(x.tk));', 'low_k += __builtin_ctzll(uint64_t(x.tk));',
+      /calling a __host__ function\("__builtin_ctzll"\)/],
+    ['a per-thread array', 'mask_block_sparse.h', '    uint64_t mask = 0;\n    for (int64_t b = k0 / m->bk;', '    uint64_t rows[QTile] = {};\n    rows[q % QTile] = 1;\n    uint64_t mask = rows[(q + 1) % QTile];\n    for (int64_t b = k0 / m->bk;',
+      /block_sparse_policy<64, 64>.*uses local memory/],
+  ];
+  it.each(policyMutations)('the policy gate fails on %s (%s)', (_what, file, from, to, expected) => {
+    const dir = mkdtempSync(join(tmpdir(), 'attnkit-gate-policies-'));
+    try {
+      cpSync(INCLUDE, join(dir, 'include'), { recursive: true });
+      const path = join(dir, 'include', 'attnkit', file);
+      const text = readFileSync(path, 'utf8');
+      expect(text.includes(from), `'${from}' not in ${file}`).toBe(true);
+      writeFileSync(path, text.replace(from, to));
+      const r = gate(['--arch', '80', '-I', join(dir, 'include'), POLICIES]);
+      expect(r.status).toBe(1);
+      expect(r.report!.violations.join('\n')).toMatch(expected);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('takes a manifest; fails on a register budget and on a tensor-core pattern that matches nothing', () => {
     const dir = mkdtempSync(join(tmpdir(), 'attnkit-gate-manifest-'));
     try {
@@ -210,4 +363,25 @@ describe.skipIf(nvcc === null)(`compile gate with nvcc${nvcc === null ? ' (skipp
       rmSync(dir, { recursive: true, force: true });
     }
   });
+});
+
+describe.skipIf(!gxx)(`mask policies on the host under ASan and UBSan${gxx ? '' : ' (skipped: g++ not found)'}`, () => {
+  it('agree with allows() at 64x64, 128x64 and 64x32 tiles: tokens, row masks, exact classes, tight tile lists', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'attnkit-policies-host-'));
+    try {
+      const exe = join(dir, 'policies_host');
+      const c = spawnSync('g++', ['-std=c++17', '-O1', '-g', '-fsanitize=address,undefined', '-fno-sanitize-recover=all',
+        '-fno-omit-frame-pointer', '-Wall', '-Wextra', '-Werror', `-I${INCLUDE}`, POLICIES_HOST, '-o', exe], { encoding: 'utf8', timeout: 300_000 });
+      expect(c.status, c.stderr).toBe(0);
+      const r = spawnSync(exe, [], { encoding: 'utf8', timeout: 300_000 });
+      expect(r.status, `${r.stdout}${r.stderr}`).toBe(0);
+      for (const line of ['dense 64x64', 'dense 128x64', 'dense 64x32', 'block-sparse 64x64', 'block-sparse 128x64',
+        'block-sparse 64x32', 'neighborhood 64x64', 'neighborhood 128x64', 'neighborhood 64x32'])
+        expect(r.stdout).toContain(`${line}: `);
+      expect(r.stderr).toBe('');
+      console.log(r.stdout.trim().split('\n').pop());
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 600_000);
 });

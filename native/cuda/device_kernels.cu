@@ -1,7 +1,11 @@
 // The runtime's own small kernels: elementwise dtype conversion (Tensor.to(dtype) on a CUDA tensor),
 // and two test hooks: a spin kernel that keeps a stream busy and a kernel that faults. The conversions use the
 // host+device functions of attnkit/dtype.h, so a CUDA conversion is bit-identical to the CPU's.
+// Compiled by nvcc for the GPU, and by g++ for the fake CUDA device (test/fake-cuda/), where the
+// kernels run on the SIMT emulator: launches go through ATTNKIT_LAUNCH (cuda_compat.cuh).
 #include <cstdint>
+
+#include "cuda_compat.cuh"
 
 #include "attnkit/dtype.h"
 #include "device.h"
@@ -56,7 +60,8 @@ void convert(const void* src, DType from, void* dst, DType to, int64_t n, void* 
   }
   constexpr int kThreads = 256;
   const int64_t blocks = (n + kThreads - 1) / kThreads;
-  convert_kernel<<<unsigned(blocks < 65535 * 8 ? blocks : 65535 * 8), kThreads, 0, s>>>(src, from, dst, to, n);
+  const dim3 grid(unsigned(blocks < 65535 * 8 ? blocks : 65535 * 8));
+  ATTNKIT_LAUNCH(convert_kernel, grid, dim3(kThreads), 0, s, src, from, dst, to, n);
   check(cudaGetLastError(), op, "the conversion kernel launch");
 }
 
@@ -65,12 +70,12 @@ void spin(double ms, void* h) {
   cudaGetDevice(&device);
   cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, device);  // the peak clock: spins at least `ms`
   if (khz <= 0) khz = 2000000;
-  spin_kernel<<<1, 1, 0, static_cast<cudaStream_t>(h)>>>(static_cast<long long>(ms * khz));
+  ATTNKIT_LAUNCH(spin_kernel, dim3(1), dim3(1), 0, static_cast<cudaStream_t>(h), static_cast<long long>(ms * khz));
   check(cudaGetLastError(), "test", "the spin kernel launch");
 }
 
 void fault(void* h) {
-  fault_kernel<<<1, 1, 0, static_cast<cudaStream_t>(h)>>>(reinterpret_cast<int*>(uintptr_t(16)));
+  ATTNKIT_LAUNCH(fault_kernel, dim3(1), dim3(1), 0, static_cast<cudaStream_t>(h), reinterpret_cast<int*>(uintptr_t(16)));
   check(cudaGetLastError(), "test", "the fault kernel launch");
 }
 

@@ -5,6 +5,9 @@
 //   g++ (the SIMT emulator)              the emulator's model of the instruction, computed from the
 //                                        exact PTX fragment layouts (native/simt/fragments.h), with
 //                                        the caller's file:line for its reports.
+// The compile gate's PTX check (test/compile-gate/ptx_wrappers.cu, docs/gpu-verification.md) holds
+// the first and third together: each device string must be, instruction for instruction, the variant
+// the emulator's branch models. A new wrapper needs its kernel ptx_<name> in that file.
 // Destination operands come first, as in PTX. Shared-memory operands are ordinary (generic) pointers;
 // the wrappers convert them. Requires sm_80 or newer (cp.async, mma.m16n8k16 for bf16).
 //

@@ -49,8 +49,11 @@ struct Alloc {
   int device;
   bool freed;
 };
-std::mutex g_mem_mu;
-std::map<uintptr_t, Alloc> g_allocs;
+// The registries are never destroyed: the stream threads are detached and may still run a queued
+// operation (a stream-ordered free of a storage released at exit) while the process runs its exit
+// handlers, which would otherwise have destroyed the map under them.
+std::mutex& g_mem_mu = *new std::mutex;
+std::map<uintptr_t, Alloc>& g_allocs = *new std::map<uintptr_t, Alloc>;
 int64_t g_used[kDevices], g_reserved[kDevices];
 
 const Alloc* find(const void* p, uintptr_t* base) {
@@ -79,6 +82,14 @@ void fakeCheckRange(const void* p, size_t n, const char* what) {
   if (!a) fatal(std::string(what) + ": not device memory");
   if (uintptr_t(p) + n > base + a->size) fatal(std::string(what) + ": out of bounds");
   if (a->freed) fatal(std::string(what) + ": use after a stream-ordered free");
+}
+
+bool fakeKernelPointer(const void* p) {
+  std::lock_guard<std::mutex> lk(g_mem_mu);
+  uintptr_t base;
+  const Alloc* a = find(p, &base);
+  if (a && a->freed) fatal("kernel argument: use after a stream-ordered free");
+  return a != nullptr;
 }
 
 static bool is_device(const void* p) {
@@ -126,8 +137,8 @@ struct CUevent_st {
   uint64_t recorded = 0, completed = 0;
   std::chrono::steady_clock::time_point t;
 };
-static std::mutex g_ev_mu;
-static std::map<CUevent_st*, std::shared_ptr<CUevent_st>> g_events;
+static std::mutex& g_ev_mu = *new std::mutex;  // never destroyed, as g_allocs
+static std::map<CUevent_st*, std::shared_ptr<CUevent_st>>& g_events = *new std::map<CUevent_st*, std::shared_ptr<CUevent_st>>;
 static std::shared_ptr<CUevent_st> ev_of(cudaEvent_t e) {
   std::lock_guard<std::mutex> lk(g_ev_mu);
   auto it = g_events.find(e);

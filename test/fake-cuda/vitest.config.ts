@@ -1,13 +1,25 @@
 import { defineConfig } from 'vitest/config';
 
-// The nested run of test/cuda-fake-device.test.ts: test/cuda-runtime.test.ts and the backend
-// conformance suite (test/conformance.test.ts, which then covers cuda:0 too) against the fake
-// device (ATTNKIT_ADDON), reporting to the JSON file it names (never the main test-results.json).
+// test/cuda-runtime.test.ts and the backend conformance suite (test/conformance.test.ts, which then
+// covers cuda:0 too) against the fake-CUDA addon: the nested run of test/cuda-fake-device.test.ts,
+// or by hand, `npx vitest run --config test/fake-cuda/vitest.config.ts`. The addon is ATTNKIT_ADDON
+// when set (the nested run passes the one it built), else the one build of
+// scripts/build-fake-cuda.mjs (build/fake-cuda/attnkit.node, brought up to date here). Reports to
+// the JSON file ATTNKIT_FAKE_REPORT names (never the main test-results.json), else to the terminal.
+const addon =
+  process.env.ATTNKIT_ADDON ??
+  (
+    (await import(new URL('../../scripts/build-fake-cuda.mjs', import.meta.url).href)) as {
+      buildFakeCuda(o?: { log?: (m: string) => void }): Promise<{ path: string }>;
+    }
+  ).buildFakeCuda({ log: (m) => console.log(`fake-cuda: ${m}`) }).then((b) => b.path);
+
 export default defineConfig({
   test: {
     root: new URL('../..', import.meta.url).pathname,
     include: ['test/cuda-runtime.test.ts', 'test/conformance.test.ts'],
-    reporters: [['json', { outputFile: process.env.ATTNKIT_FAKE_REPORT ?? '/dev/null' }]],
+    env: { ATTNKIT_ADDON: await addon },
+    reporters: process.env.ATTNKIT_FAKE_REPORT ? [['json', { outputFile: process.env.ATTNKIT_FAKE_REPORT }]] : ['default'],
     testTimeout: 120_000,
     hookTimeout: 120_000,
     fileParallelism: false,

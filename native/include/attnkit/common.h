@@ -24,5 +24,13 @@ ATTNKIT_HD int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 ATTNKIT_HD int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 ATTNKIT_HD int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 ATTNKIT_HD int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+// Index of the lowest set bit of x (x != 0), on host and device alike.
+ATTNKIT_HD int ctz64(uint64_t x) {
+#if defined(__CUDA_ARCH__)
+  return __ffsll(static_cast<long long>(x)) - 1;
+#else
+  return __builtin_ctzll(x);
+#endif
+}
 
 }  // namespace attnkit

@@ -1,7 +1,11 @@
 // The mask-policy contract shared by every fused softmax kernel (CPU and CUDA).
 //
 // Kernels see a problem as one or more *groups* (dense: one; neighborhood: one per dilation group),
-// each a sequence of query positions and key positions cut into tiles of kTile = 64 positions.
+// each a sequence of query positions cut into query tiles of QTile positions and a sequence of key
+// positions cut into key tiles of KTile positions. The tile shape is a template parameter of each
+// policy (DenseMaskT<QTile, KTile>, BlockSparseMaskT<QTile, KTile>, NeighborhoodMaskT<R, Tile>);
+// DenseMask, BlockSparseMask and NeighborhoodMask<R> are the kTile x kTile shape (64 x 64) of the
+// CPU kernels. A key tile's row mask is one 64-bit word, so KTile <= 64.
 // group(g, b, h) is the view for batch b and head h (block-sparse masks differ per batch and head;
 // the token mapping never does).
 // A position maps to a token of the tensors (q_token/k_token) or to padding (-1). Per group a policy
@@ -12,9 +16,12 @@
 //   classify(qt, kt)      Skip (no visible element), Full (every key position of the tile is a
 //                         real token that every query of the tile sees: no element masking), or
 //                         Partial
-//   row_mask(qp, kt)      bit j set iff qp sees key position kt * kTile + j (padding never)
-//   tile_masks(qt, kt, m) the kTile row masks of a tile pair at once (what kernels use)
-//   q_tile_tokens / k_tile_tokens(t, out)   the tokens of a tile's 64 positions at once
+//   row_mask(qp, kt)      bit j set iff qp sees key position kt * KTile + j (padding never)
+//   tile_masks(qt, kt, m) the QTile row masks of a tile pair at once (what the CPU kernels use)
+//   q_tile_tokens / k_tile_tokens(t, out)   the tokens of a tile's positions at once
+// Every method is host+device (ATTNKIT_HD) and keeps no per-thread array beyond a few words, so a
+// device kernel can call the per-row ones from each thread; test/compile-gate/policies.cu compiles
+// them for sm_80 and sm_90 under the compile gate (no local memory, no spills).
 // classify and row_mask must agree exactly with allows; test/policy.test.ts and
 // test/neighborhood-policy.test.ts check that exhaustively on small shapes.
 #pragma once
@@ -24,7 +31,7 @@ namespace attnkit {
 
 enum class TileClass : int32_t { Skip = 0, Full = 1, Partial = 2 };
 
-// Positions per query tile and per key tile, for every policy and kernel.
+// Positions per query tile and per key tile of the shipped (CPU) kernels: the policies' default shape.
 constexpr int64_t kTile = 64;
 
 // Bits [lo, hi] (inclusive, 0 <= lo, hi < 64) of a 64-bit mask; 0 when lo > hi.

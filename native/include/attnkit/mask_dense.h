@@ -1,4 +1,6 @@
-// DenseMask: full, causal and sliding-window attention (FlashAttention 2 conventions).
+// DenseMaskT<QTile, KTile>: full, causal and sliding-window attention (FlashAttention 2
+// conventions), over query tiles of QTile and key tiles of KTile positions; DenseMask is the
+// 64 x 64 shape of the shipped kernels.
 // Query i is aligned with key position i + (Nk - Nq) (bottom-right alignment, so a decoder's last
 // query sees every key); it sees key j when  qa - left <= j <= qa + right  (left/right < 0 mean
 // unbounded; causal clamps right to 0). Each row's visible set is one interval whose ends never
@@ -9,12 +11,16 @@
 namespace attnkit {
 inline namespace ATTNKIT_ISA_NS {
 
-struct DenseMask {
+template <int QTile, int KTile>
+struct DenseMaskT {
+  static_assert(QTile > 0 && KTile > 0 && KTile <= 64, "a key tile's row mask is one 64-bit word");
+  static constexpr int kQTile = QTile, kKTile = KTile;
+
   int64_t nq = 0, nk = 0;
   int64_t left = -1, right = -1;  // window half-widths; -1 = unbounded
 
-  static DenseMask make(int64_t nq, int64_t nk, bool causal, int64_t left, int64_t right) {
-    DenseMask m;
+  static DenseMaskT make(int64_t nq, int64_t nk, bool causal, int64_t left, int64_t right) {
+    DenseMaskT m;
     m.nq = nq;
     m.nk = nk;
     m.left = left;
@@ -68,29 +74,29 @@ struct DenseMask {
 
   // ---- tile interface (mask.h); a dense problem is a single group.
   ATTNKIT_HD int64_t groups() const { return 1; }
-  ATTNKIT_HD const DenseMask& group(int64_t) const { return *this; }
+  ATTNKIT_HD const DenseMaskT& group(int64_t) const { return *this; }
   // The view kernels use for batch b, head h (the same for every b and h here).
-  ATTNKIT_HD const DenseMask& group(int64_t, int64_t, int64_t) const { return *this; }
-  ATTNKIT_HD int64_t max_q_tiles() const { return ceil_div(nq, kTile); }
-  ATTNKIT_HD int64_t max_k_tiles() const { return ceil_div(nk, kTile); }
+  ATTNKIT_HD const DenseMaskT& group(int64_t, int64_t, int64_t) const { return *this; }
+  ATTNKIT_HD int64_t max_q_tiles() const { return ceil_div(nq, QTile); }
+  ATTNKIT_HD int64_t max_k_tiles() const { return ceil_div(nk, KTile); }
   ATTNKIT_HD int64_t q_tiles() const { return max_q_tiles(); }
   ATTNKIT_HD int64_t k_tiles() const { return max_k_tiles(); }
   // Rows of query tile qt the kernel computes (trailing padding is skipped).
-  ATTNKIT_HD int64_t q_rows(int64_t qt) const { return imin(kTile, nq - qt * kTile); }
+  ATTNKIT_HD int64_t q_rows(int64_t qt) const { return imin(QTile, nq - qt * QTile); }
   ATTNKIT_HD int64_t q_token(int64_t p) const { return p < nq ? p : -1; }
   ATTNKIT_HD int64_t k_token(int64_t p) const { return p < nk ? p : -1; }
   ATTNKIT_HD void q_tile_tokens(int64_t t, int64_t* out) const {
-    for (int64_t j = 0; j < kTile; ++j) out[j] = q_token(t * kTile + j);
+    for (int64_t j = 0; j < QTile; ++j) out[j] = q_token(t * QTile + j);
   }
   ATTNKIT_HD void k_tile_tokens(int64_t t, int64_t* out) const {
-    for (int64_t j = 0; j < kTile; ++j) out[j] = k_token(t * kTile + j);
+    for (int64_t j = 0; j < KTile; ++j) out[j] = k_token(t * KTile + j);
   }
 
   ATTNKIT_HD void kv_tile_range(int64_t qt, int64_t* a, int64_t* b) const {
     int64_t lo, hi;
-    key_range(qt * kTile, imin(nq, (qt + 1) * kTile), &lo, &hi);
-    *a = lo < hi ? lo / kTile : 0;
-    *b = lo < hi ? ceil_div(hi, kTile) : 0;
+    key_range(qt * QTile, imin(nq, (qt + 1) * QTile), &lo, &hi);
+    *a = lo < hi ? lo / KTile : 0;
+    *b = lo < hi ? ceil_div(hi, KTile) : 0;
   }
   ATTNKIT_HD int64_t kv_count(int64_t qt) const {
     int64_t a, b;
@@ -104,9 +110,9 @@ struct DenseMask {
   }
   ATTNKIT_HD void q_tile_range(int64_t kt, int64_t* a, int64_t* b) const {
     int64_t lo, hi;
-    query_range(kt * kTile, imin(nk, (kt + 1) * kTile), &lo, &hi);
-    *a = lo < hi ? lo / kTile : 0;
-    *b = lo < hi ? ceil_div(hi, kTile) : 0;
+    query_range(kt * KTile, imin(nk, (kt + 1) * KTile), &lo, &hi);
+    *a = lo < hi ? lo / QTile : 0;
+    *b = lo < hi ? ceil_div(hi, QTile) : 0;
   }
   ATTNKIT_HD int64_t q_count(int64_t kt) const {
     int64_t a, b;
@@ -119,20 +125,22 @@ struct DenseMask {
     return a + i;
   }
   ATTNKIT_HD TileClass classify(int64_t qt, int64_t kt) const {
-    const int64_t k0 = kt * kTile, k1 = imin(nk, k0 + kTile);
-    const TileClass c = classify(qt * kTile, imin(nq, (qt + 1) * kTile), k0, k1);
-    return c == TileClass::Full && k1 - k0 < kTile ? TileClass::Partial : c;
+    const int64_t k0 = kt * KTile, k1 = imin(nk, k0 + KTile);
+    const TileClass c = classify(qt * QTile, imin(nq, (qt + 1) * QTile), k0, k1);
+    return c == TileClass::Full && k1 - k0 < KTile ? TileClass::Partial : c;
   }
   ATTNKIT_HD void tile_masks(int64_t qt, int64_t kt, uint64_t* out) const {
-    for (int64_t r = 0; r < kTile; ++r) out[r] = row_mask(qt * kTile + r, kt);
+    for (int64_t r = 0; r < QTile; ++r) out[r] = row_mask(qt * QTile + r, kt);
   }
   ATTNKIT_HD uint64_t row_mask(int64_t q, int64_t kt) const {
     if (q >= nq) return 0;
-    const int64_t k0 = kt * kTile;
-    const int64_t lo = imax(row_lo(q), k0), hi = imin(row_hi(q), imin(nk, k0 + kTile) - 1);
+    const int64_t k0 = kt * KTile;
+    const int64_t lo = imax(row_lo(q), k0), hi = imin(row_hi(q), imin(nk, k0 + KTile) - 1);
     return bit_range(lo - k0, hi - k0);
   }
 };
+
+using DenseMask = DenseMaskT<kTile, kTile>;
 
 }  // namespace ATTNKIT_ISA_NS
 }  // namespace attnkit
