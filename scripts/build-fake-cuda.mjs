@@ -103,7 +103,22 @@ function units() {
     ...files(join(fmha, 'generated'), /\.cu$/).map((src) => ({ src, args: [...base, '-x', 'c++'] })),
     { src: join(fmha, 'launch.cu'), args: [...base, ...rename, '-include', join(FAKE, 'check_shim.h'), '-x', 'c++'] },
     { src: join(FAKE, 'attention.cc'), args: [...base, ...rename, `-I${CUDA}`] },
+    // every other kernel family of native/cuda/instantiations.json: its launchers as shipped, its
+    // generated units with ATTNKIT_LAUNCH enqueued in stream order on the fake device (launch_shim.h)
+    ...otherFamilies().flatMap((f) => [
+      ...f.sources.map((s) => ({ src: join(root, f.dir, s), args: [...runtimeFlags, '-x', 'c++'] })),
+      ...files(join(root, f.dir, 'generated'), /\.cu$/).map((src) => ({
+        src, args: [...runtimeFlags, '-include', join(FAKE, 'launch_shim.h'), '-x', 'c++'],
+      })),
+    ]),
   ];
+}
+
+/** The kernel families with instantiations other than fmha (whose launchers are renamed above). */
+function otherFamilies() {
+  const text = JSON.parse(readFileSync(join(CUDA, 'instantiations.json'), 'utf8'));
+  return text.families.filter((f) => f.family !== 'fmha' && f.dir && f.instantiations.length > 0)
+    .map((f) => ({ dir: f.dir, sources: f.sources ?? [] }));
 }
 
 /** A digest of every input of the compiled objects: compiler, flags, sources and the headers they may include. */
@@ -115,6 +130,7 @@ function digestOf(list) {
     ...files(CUDA, /\.(cu|cuh|h)$/),
     ...files(join(CUDA, 'fmha'), /\.(cu|cuh|h)$/),
     ...files(join(CUDA, 'fmha', 'generated'), /\.(cu|h)$/),
+    ...otherFamilies().flatMap((f) => [...files(join(root, f.dir), /\.(cu|cuh|h)$/), ...files(join(root, f.dir, 'generated'), /\.(cu|h)$/)]),
     ...files(join(root, 'native', 'simt'), /\.(cc|h|S)$/),
     ...files(join(root, 'native', 'include', 'attnkit'), /\.h$/),
     ...files(join(root, 'native', 'runtime'), /\.h$/),

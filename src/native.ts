@@ -27,6 +27,8 @@ export interface ShapeParams {
 /** What an op asks of a backend (ops::Request): dtype code and the sizes the op has. */
 export interface SupportRequest extends Partial<ShapeParams> {
   dtype: number;
+  /** mergeAttention(Backward): the number of parts */
+  parts?: number;
 }
 
 export interface AttentionParams extends ShapeParams {

@@ -339,13 +339,6 @@ describe('ops without a CUDA implementation say so at the call, before allocatin
   // Each case makes its inputs, then returns the call (so that the memory check sees the call only).
   const cases: [string, () => () => unknown][] = [
     [
-      'mergeAttention',
-      () => {
-        const part = { out: onCuda([1, 4, 2, 8], 1), lse: onCuda([1, 4, 2], 2) };
-        return () => mergeAttention([part]);
-      },
-    ],
-    [
       'linearAttention',
       () => {
         const [q, k, v] = [3, 4, 5].map((s) => onCuda([1, 8, 2, 8], s)) as [Tensor, Tensor, Tensor];
@@ -405,6 +398,22 @@ describe('ops without a CUDA implementation say so at the call, before allocatin
       expectError(call, { code: 'ERR_ATTNKIT_UNSUPPORTED', op, message: notYet(op) });
       expect(memory().cpu).toBe(before);
     });
+
+  it('mergeAttention runs on CUDA with 1 to 16 parts: 17 are refused at the call, naming the limit, before allocating', async () => {
+    const parts = Array.from({ length: 17 }, (_, i) => ({ out: onCuda([1, 4, 2, 8], 2 * i + 1), lse: onCuda([1, 4, 2], 2 * i + 2) }));
+    await synchronize();
+    const before = memory().cpu;
+    const why = native.supports('mergeAttention', 0, { dtype: 0, Dv: 8, parts: 16 });
+    expect(why).toBe(info().cuda.compiled ? '' : 'attnkit was built without CUDA (nvcc was not found or ATTNKIT_CUDA=OFF)');
+    expectError(() => mergeAttention(parts), {
+      code: 'ERR_ATTNKIT_UNSUPPORTED',
+      op: 'mergeAttention',
+      message: info().cuda.compiled
+        ? 'mergeAttention: 17 parts are not supported on CUDA (1 to 16 per call; merging is associative, so merge larger sets in groups)'
+        : 'mergeAttention: attnkit was built without CUDA (nvcc was not found or ATTNKIT_CUDA=OFF)',
+    });
+    expect(memory().cpu).toBe(before);
+  });
 
   it('attention and attentionBackward dispatch to CUDA (checked there: kernels, dtype, head dim)', () => {
     const q = onCuda([1, 8, 2, 64], 1);

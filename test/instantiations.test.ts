@@ -31,9 +31,9 @@ interface Entry {
   family: string;
   direction: string;
   dtype: string;
-  headDim: number;
-  policy: string;
-  tile: Tile;
+  headDim?: number;  // families whose kernels take the head dim at run time have none (support rows say 0)
+  policy?: string;
+  tile?: Tile;
 }
 interface Family {
   family: string;
@@ -54,7 +54,10 @@ const families = gen.readFamilies();
 const list = families.flatMap((f) => f.instantiations);
 const opOf = (e: Entry) => families.find((f) => f.family === e.family)!.ops[e.direction]!;
 // The list's dtype names and the public ones (src/dtype.ts).
-const PUBLIC: Record<string, keyof typeof DTYPES> = { f16: 'float16', bf16: 'bfloat16' };
+const PUBLIC: Record<string, keyof typeof DTYPES> = { f32: 'float32', f16: 'float16', bf16: 'bfloat16' };
+/** A kernel's name in the support table and the dispatch tables. */
+const kernelName = (e: Entry) =>
+  e.family === 'fmha' ? `fmha ${e.direction} ${e.policy} ${e.dtype} d${e.headDim}` : `${e.family} ${e.direction} ${e.dtype}`;
 // Ops of the backend table that are not a kernel family's: tensor plumbing and a test hook.
 const RUNTIME_OPS = ['toArray', 'to', 'add', 'randn', 'sleep'];
 
@@ -86,21 +89,38 @@ describe('the one list of CUDA kernel instantiations', () => {
     expect(families.map((f) => f.family)).toEqual(['fmha', 'neighborhood', 'blockSparse', 'selection', 'merge', 'linear']);
   });
 
-  it('fmha: forward and backward, two dtypes, three head dims, dense, at the default 64 x 64 tile with 4 warps; the other families none yet', () => {
+  it('fmha: forward and backward, two dtypes, three head dims, dense, at the default 64 x 64 tile with 4 warps; merge: both directions in three dtypes; the other families none yet', () => {
     const fmha = families.find((f) => f.family === 'fmha')!;
     expect(fmha.ops).toEqual({ fwd: 'attention', bwd: 'attentionBackward' });
     expect(fmha.instantiations).toHaveLength(12);
     for (const e of fmha.instantiations) expect(e.tile).toEqual({ bm: 64, bn: 64, warps: 4 });
     const combos = new Set(fmha.instantiations.map((e) => `${e.direction} ${e.dtype} ${e.headDim} ${e.policy}`));
     expect(combos.size).toBe(12);
-    for (const f of families.filter((x) => x.family !== 'fmha')) expect(f.instantiations, f.family).toEqual([]);
+    const merge = families.find((f) => f.family === 'merge')!;
+    expect(merge.ops).toEqual({ fwd: 'mergeAttention', bwd: 'mergeAttentionBackward' });
+    expect(merge.instantiations.map((e) => `${e.direction} ${e.dtype}`).sort()).toEqual(
+      ['fwd f32', 'fwd f16', 'fwd bf16', 'bwd f32', 'bwd f16', 'bwd bf16'].sort());
+    for (const e of merge.instantiations) expect(e).toEqual({ family: 'merge', direction: e.direction, dtype: e.dtype });
+    for (const f of families.filter((x) => x.family !== 'fmha' && x.family !== 'merge')) expect(f.instantiations, f.family).toEqual([]);
   });
 
   it('one translation unit per kernel, listed for CMake and in the gate manifest; one dispatch row per instantiation', () => {
     const files = gen.generate(families);
     const G = 'native/cuda/fmha/generated/';
-    const units = [...files.keys()].filter((f) => f.endsWith('.cu')).sort();
+    const M = 'native/cuda/merge/generated/';
+    const mergeUnits = [...files.keys()].filter((f) => f.startsWith(M) && f.endsWith('.cu')).sort();
+    const units = [...files.keys()].filter((f) => f.endsWith('.cu') && !f.startsWith(M)).sort();
     expect(units.every((u) => u.startsWith(G))).toBe(true);
+    // merge: one unit per (direction, dtype), in its CMake list and gate manifest, one table row per dtype
+    expect(mergeUnits).toEqual(['bf16', 'f16', 'f32'].flatMap((d) => [`${M}merge_bwd_${d}.cu`, `${M}merge_fwd_${d}.cu`]).sort());
+    const mergeCmake = files.get(`${M}sources.cmake`)!;
+    expect([...mergeCmake.matchAll(/(native\/cuda\/merge\/generated\/\S+\.cu)/g)].map((m) => m[1]).sort()).toEqual(mergeUnits);
+    expect(mergeCmake).toContain('native/cuda/merge/launch.cu');
+    const mergeGate = JSON.parse(files.get(`${M}gate.json`)!) as { entries: { file: string }[] };
+    expect(mergeGate.entries.map((e) => M + e.file).sort()).toEqual(mergeUnits);
+    for (const d of ['f32', 'f16', 'bf16'])
+      expect(files.get(`${M}dispatch.h`)).toContain(`"merge ${d}", &merge_fwd_${d}, &merge_bwd_${d}}`);
+    expect(files.get('native/cuda/generated/sources.cmake')).toContain('include(${CMAKE_SOURCE_DIR}/native/cuda/merge/generated/sources.cmake)');
     // forward: 1 kernel; backward: dK/dV and dQ per instantiation, the pre-pass per (dtype, head dim).
     expect(units).toHaveLength(6 + 6 * 2 + 6);
     const cmake = files.get(`${G}sources.cmake`)!;
@@ -111,7 +131,7 @@ describe('the one list of CUDA kernel instantiations', () => {
     expect(manifest.entries.map((e) => G + e.file).sort()).toEqual(units);
     expect(manifest.entries.filter((e) => e.tensorCore).map((e) => G + e.file).sort()).toEqual(units.filter((u) => !u.includes('_prep_')));
     const dispatch = files.get(`${G}dispatch.h`)!;
-    for (const e of list) expect(dispatch).toContain(`"fmha ${e.direction} ${e.policy} ${e.dtype} d${e.headDim}"`);
+    for (const e of list.filter((x) => x.family === 'fmha')) expect(dispatch).toContain(`"${kernelName(e)}"`);
     // the tile shape reaches the kernel traits, and the shared memory follows from it
     const fwd64 = files.get(`${G}fmha_fwd_dense_f16_d64.cu`)!;
     expect(fwd64).toContain('using Tr = Traits<__half, 64, 64, 64, 4>;');
@@ -138,6 +158,11 @@ describe('the one list of CUDA kernel instantiations', () => {
       /families\[1\] \(neighborhood\): ops.bwd 'neighbourhoodBackward' is not an op of the backend table \(native\/ops\/ops.cc: /);
     rejects((d) => ((d.families[4]!.ops as Record<string, string>).fwd = 'attention'),
       /families\[4\] \(merge\): op 'attention' is already served by family 'fmha'/);
+    // merge entries are a direction and a dtype: no head dim, no tile
+    const mergeEntry = (d: { families: Record<string, unknown>[] }) => (d.families[4]!.instantiations as Record<string, unknown>[])[0]!;
+    rejects((d) => (mergeEntry(d).headDim = 64), /families\[4\] \(merge\): instantiations\[0\]: unknown key 'headDim' \(expected direction, dtype\)/);
+    rejects((d) => (mergeEntry(d).dtype = 'f64'), /families\[4\] \(merge\): instantiations\[0\]: dtype must be one of f32, f16, bf16, received 'f64'/);
+    rejects((d) => (d.families[4]!.tile = { bm: 64, bn: 64, warps: 4 }), /families\[4\] \(merge\): the merge kernels have no tile shape/);
     // a family whose kernels are not written yet has no instantiations
     rejects((d) => (d.families[5]!.instantiations = [{ direction: 'fwd', dtype: 'bf16', headDim: 64, policy: 'dense' }]),
       /families\[5\] \(linear\): family 'linear' has no kernels in scripts\/gen-instantiations.mjs yet .* its instantiations must stay empty/);
@@ -186,10 +211,10 @@ const expectedRows: HeaderRow[] = list.map((e) => ({
   op: opOf(e),
   family: e.family,
   dtype: PUBLIC[e.dtype]!,
-  headDim: e.headDim,
-  valueHeadDim: e.headDim,
-  policy: e.policy,
-  kernel: `${e.family} ${e.direction} ${e.policy} ${e.dtype} d${e.headDim}`,
+  headDim: e.headDim ?? 0,
+  valueHeadDim: e.headDim ?? 0,
+  policy: e.policy ?? 'none',
+  kernel: kernelName(e),
 }));
 const key = (r: { op: string; dtype: string; headDim: number; valueHeadDim: number }) => `${r.op} ${r.dtype} ${r.headDim}/${r.valueHeadDim}`;
 
@@ -214,21 +239,23 @@ describe('supports.h, kernels.json and the built addon agree with the list', () 
     const rows = doc.families.flatMap((f) => f.ops.flatMap((o) => o.kernels.map((k) => ({ ...k, op: o.op }))));
     expect(rows.map(key).sort()).toEqual(expectedRows.map(key).sort());
     for (const r of rows) {
-      expect(r.units.length, r.kernel).toBe(r.op.endsWith('Backward') ? 3 : 1);
+      expect(r.units.length, r.kernel).toBe(r.kernel.startsWith('fmha bwd') ? 3 : 1);
       for (const u of r.units) expect(readFileSync(join(root, u.file), 'utf8'), u.file).toContain('Generated by scripts/gen-instantiations.mjs');
     }
   });
 
   // Every combination of the list, and ones next to it: other head dims, a value head dim that differs.
-  const probeDims = [...new Set([16, 40, 96, 256, ...list.map((e) => e.headDim)])].sort((a, b) => a - b);
+  const probeDims = [...new Set([16, 40, 96, 256, ...list.flatMap((e) => (e.headDim ? [e.headDim] : []))])].sort((a, b) => a - b);
   const dtypes = ['float32', 'float16', 'bfloat16'] as const;
   const ask = (op: string, dtype: keyof typeof DTYPES, D: number, Dv = D) =>
     native.supports(op, 0, { dtype: DTYPES[dtype].code, B: 1, Nq: 64, Nk: 64, H: 2, Hkv: 1, D, Dv });
 
   it('native.supports on cuda:0 accepts exactly the listed combinations, and otherwise names what it supports', () => {
     const i = info();
-    const listed = new Set(expectedRows.map(key));
-    let accepted = 0;
+    // A row with head dim 0 takes any head dim.
+    const takes = (r: HeaderRow, dtype: string, D: number, Dv: number) =>
+      r.dtype === dtype && (r.headDim === 0 || r.headDim === D) && (r.valueHeadDim === 0 || r.valueHeadDim === Dv);
+    const acceptedRows = new Set<HeaderRow>();
     for (const op of new Set(expectedRows.map((r) => r.op))) {
       const rows = expectedRows.filter((r) => r.op === op);
       for (const dtype of dtypes)
@@ -244,10 +271,10 @@ describe('supports.h, kernels.json and the built addon agree with the list', () 
               expect(why, label).toMatch(/^not implemented on CUDA yet \(this build has no CUDA .* kernels\)$/);
               continue;
             }
-            const yes = listed.has(key({ op, dtype, headDim: D, valueHeadDim: Dv }));
-            expect(why === '', label).toBe(yes);
-            if (yes) {
-              accepted++;
+            const taking = rows.filter((r) => takes(r, dtype, D, Dv));
+            expect(why === '', label).toBe(taking.length > 0);
+            if (taking.length > 0) {
+              for (const r of taking) acceptedRows.add(r);
               continue;
             }
             const ofDtype = rows.filter((r) => r.dtype === dtype);
@@ -264,7 +291,8 @@ describe('supports.h, kernels.json and the built addon agree with the list', () 
             }
           }
     }
-    if (i.cuda.compiled && i.cuda.attentionKernels) expect(accepted).toBe(expectedRows.length);
+    // every listed row accepted something (so each kernel is reachable)
+    if (i.cuda.compiled && i.cuda.attentionKernels) expect(acceptedRows.size).toBe(expectedRows.length);
   });
 
   it('the backend table has a CUDA kernel exactly for the ops with listed kernels', () => {
@@ -278,6 +306,6 @@ describe('supports.h, kernels.json and the built addon agree with the list', () 
     const i = info();
     const got = i.cuda.kernels.map(key).sort();
     expect(got).toEqual(i.cuda.compiled && i.cuda.attentionKernels ? expectedRows.map(key).sort() : []);
-    for (const k of i.cuda.kernels) expect(k.tile).toEqual(list.find((e) => `${e.family} ${e.direction} ${e.policy} ${e.dtype} d${e.headDim}` === k.kernel)!.tile);
+    for (const k of i.cuda.kernels) expect(k.tile).toEqual(list.find((e) => kernelName(e) === k.kernel)!.tile);
   });
 });

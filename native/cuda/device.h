@@ -92,6 +92,11 @@ std::string support(const supported::OpTable& op, const AttentionShape& shape, D
 // Dense fused attention on the device: the kernels of native/cuda/fmha/ when this build has them.
 void run_attention_forward(const AttentionFwdParams& p, const DenseMaskOptions& mask, void* stream);
 void run_attention_backward(const AttentionBwdParams& p, const DenseMaskOptions& mask, void* stream);
+
+// Attention merge on the device (native/cuda/merge/): 1 to kCudaMergeMaxParts parts, any value head
+// dim the binding accepts, the dtypes the merge family lists.
+void run_merge_forward(const MergeParams& p, void* stream);
+void run_merge_backward(const MergeBwdParams& p, void* stream);
 bool have_attention_kernels();
 
 // ---------------------------------------------------------------- timing events

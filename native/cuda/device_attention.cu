@@ -61,9 +61,10 @@ std::string support(const supported::OpTable& op, const AttentionShape& s, DType
   if (!compiled(op)) return std::string("not implemented on CUDA yet (this build has no CUDA ") + op.title + " kernels)";
   const auto all = [](const supported::Row&) { return true; };
   const auto of_dtype = [&](const supported::Row& r) { return r.dtype == dtype; };
-  const auto of_d = [&](const supported::Row& r) { return r.dtype == dtype && r.head_dim == s.D; };
+  // A row with head dim 0 takes any head dim (the kernel reads it at run time; the binding bounds it).
+  const auto of_d = [&](const supported::Row& r) { return r.dtype == dtype && (r.head_dim == 0 || r.head_dim == s.D); };
   for (int i = 0; i < op.count; ++i)
-    if (of_d(op.rows[i]) && op.rows[i].value_head_dim == s.Dv) return "";
+    if (of_d(op.rows[i]) && (op.rows[i].value_head_dim == 0 || op.rows[i].value_head_dim == s.Dv)) return "";
   const auto dtypes = distinct(op, all, dtype_of);
   if (distinct(op, of_dtype, dtype_of).empty())
     return std::string("dtype ") + dtype_name(dtype) + " is not supported on CUDA (the kernels take " + one_of(dtypes) +

@@ -40,6 +40,8 @@ bool have_attention_kernels() { return false; }
 std::string support(const supported::OpTable&, const AttentionShape&, DType) { return kNoCuda; }
 void run_attention_forward(const AttentionFwdParams&, const DenseMaskOptions&, void*) { no_cuda("attention"); }
 void run_attention_backward(const AttentionBwdParams&, const DenseMaskOptions&, void*) { no_cuda("attentionBackward"); }
+void run_merge_forward(const MergeParams&, void*) { no_cuda("mergeAttention"); }
+void run_merge_backward(const MergeBwdParams&, void*) { no_cuda("mergeAttentionBackward"); }
 
 TimingEvent::TimingEvent(int) { no_cuda("recordEvent"); }
 TimingEvent::~TimingEvent() = default;

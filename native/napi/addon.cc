@@ -122,6 +122,7 @@ Napi::Value Supports(const Napi::CallbackInfo& info) {
     for (auto [key, dst] : {std::pair{"B", &r.shape.B}, {"Nq", &r.shape.Nq}, {"Nk", &r.shape.Nk}, {"H", &r.shape.H},
                             {"Hkv", &r.shape.Hkv}, {"D", &r.shape.D}, {"Dv", &r.shape.Dv}})
       *dst = o.Has(key) ? get_int(o, key) : 0;
+    r.parts = o.Has("parts") ? get_int(o, "parts") : 0;
     return Napi::String::New(info.Env(), ops::support_by_name(op, r));
   });
 }

@@ -70,6 +70,15 @@ void read_merge(const Napi::Object& o, int64_t* rows, int64_t* dv, size_t parts,
   if (parts == 0 || *dv < 1 || *dv > 1024 || *rows < 0) fail("SHAPE", op, "invalid merge problem");
 }
 
+// What a merge asks of a backend: the value head dim and the number of parts.
+ops::Request merge_request(int64_t dv, int parts, DType dtype, int device) {
+  AttentionShape s{};
+  s.Dv = dv;
+  ops::Request r = request(s, dtype, device);
+  r.parts = parts;
+  return r;
+}
+
 // mergeForward(stream, outs[], lses[], out, lse, {rows, dv})
 Napi::Value MergeForward(const Napi::CallbackInfo& info) {
   return boundary(info.Env(), [&] {
@@ -99,9 +108,7 @@ Napi::Value MergeForward(const Napi::CallbackInfo& info) {
     task.inputs = outs;
     task.inputs.insert(task.inputs.end(), lses.begin(), lses.end());
     task.outputs = {out, lse};
-    AttentionShape s{};
-    s.Dv = a.p.dv;
-    ops::enqueue(ops::kMergeForward, stream, request(s, a.p.dtype, dev), a, std::move(task));
+    ops::enqueue(ops::kMergeForward, stream, merge_request(a.p.dv, a.p.parts, a.p.dtype, dev), a, std::move(task));
     return info.Env().Undefined();
   });
 }
@@ -152,9 +159,7 @@ Napi::Value MergeBackward(const Napi::CallbackInfo& info) {
     if (dlse) task.inputs.push_back(dlse);
     task.outputs = douts;
     task.outputs.insert(task.outputs.end(), dlses.begin(), dlses.end());
-    AttentionShape s{};
-    s.Dv = dv;
-    ops::enqueue(ops::kMergeBackward, stream, request(s, a.p.dtype, dev), a, std::move(task));
+    ops::enqueue(ops::kMergeBackward, stream, merge_request(dv, a.p.parts, a.p.dtype, dev), a, std::move(task));
     return info.Env().Undefined();
   });
 }

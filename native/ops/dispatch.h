@@ -29,6 +29,7 @@ struct Request {
   DType dtype = DType::Float32;
   AttentionShape shape{};  // sizes the op has (head dims D, Dv); zero where it has none
   int device = -1;         // the inputs' device (-1: host), for messages
+  int64_t parts = 0;       // mergeAttention(Backward): the number of parts merged; 0 for other ops
 };
 
 // An op's kernel on one backend: `run` issues the work (on the stream's worker; `stream` is the

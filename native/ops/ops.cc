@@ -100,10 +100,13 @@ void cuda_dense_bwd(const DenseBwdArgs& a, void* stream) { cuda::run_attention_b
 template <const cuda::supported::OpTable& table>
 std::string cuda_support(const Request& r) { return cuda::support(table, r.shape, r.dtype); }
 
+// `supports` defaults to the table's rule; an op with a further limit passes its own (which must
+// still end in the table's).
 template <const cuda::supported::OpTable& table, typename Args>
-constexpr Kernel<Args> cuda_kernel(void (*run)(const Args&, void*)) {
+constexpr Kernel<Args> cuda_kernel(void (*run)(const Args&, void*),
+                                   std::string (*supports)(const Request&) = &cuda_support<table>) {
   static_assert(table.count > 0, "the op has a CUDA kernel but no instantiation in native/cuda/instantiations.json");
-  return {run, &cuda_support<table>};
+  return {run, supports};
 }
 
 template <const cuda::supported::OpTable& table>
@@ -118,6 +121,18 @@ template <const cuda::supported::OpTable& table>
 constexpr NoCudaKernel<table> no_cuda_kernel{};
 
 namespace cs = cuda::supported;
+
+// Merge: the family's rows (dtypes; any value head dim) and the parts one launch takes.
+template <const cuda::supported::OpTable& table>
+std::string cuda_merge_support(const Request& r) {
+  std::string why = cuda::support(table, r.shape, r.dtype);
+  if (why.empty() && r.parts > kCudaMergeMaxParts)
+    why = std::to_string(r.parts) + " parts are not supported on CUDA (1 to " + std::to_string(kCudaMergeMaxParts) +
+          " per call; merging is associative, so merge larger sets in groups)";
+  return why;
+}
+void cuda_merge_fwd(const MergeFwdArgs& a, void* stream) { cuda::run_merge_forward(a.p, stream); }
+void cuda_merge_bwd(const MergeBwdArgs& a, void* stream) { cuda::run_merge_backward(a.p, stream); }
 
 }  // namespace
 
@@ -138,8 +153,10 @@ const Op<BlockSparseFwdArgs> kBlockSparseForward{"blockSparseAttention",
                                                  {{cpu_bs_fwd}, no_cuda_kernel<cs::blockSparseAttention>}};
 const Op<BlockSparseBwdArgs> kBlockSparseBackward{"blockSparseAttentionBackward",
                                                   {{cpu_bs_bwd}, no_cuda_kernel<cs::blockSparseAttentionBackward>}};
-const Op<MergeFwdArgs> kMergeForward{"mergeAttention", {{cpu_merge_fwd}, no_cuda_kernel<cs::mergeAttention>}};
-const Op<MergeBwdArgs> kMergeBackward{"mergeAttentionBackward", {{cpu_merge_bwd}, no_cuda_kernel<cs::mergeAttentionBackward>}};
+const Op<MergeFwdArgs> kMergeForward{"mergeAttention", {{cpu_merge_fwd}, cuda_kernel<cs::mergeAttention>(cuda_merge_fwd, cuda_merge_support<cs::mergeAttention>)}};
+const Op<MergeBwdArgs> kMergeBackward{"mergeAttentionBackward",
+                                      {{cpu_merge_bwd}, cuda_kernel<cs::mergeAttentionBackward>(cuda_merge_bwd,
+                                                                              cuda_merge_support<cs::mergeAttentionBackward>)}};
 const Op<LinearArgs<LinearFwdParams>> kLinearForward{"linearAttention", {{cpu_linear_fwd}, no_cuda_kernel<cs::linearAttention>}};
 const Op<LinearArgs<LinearBwdParams>> kLinearBackward{"linearAttentionBackward",
                                                       {{cpu_linear_bwd}, no_cuda_kernel<cs::linearAttentionBackward>}};

@@ -73,7 +73,7 @@ export function mergeAttention(parts: readonly AttentionPart[], options: { strea
   const o = checkOptions(op, options, ['stream']);
   const { outs, lses, rows, dv } = parseParts(op, parts);
   const o0 = outs[0]!;
-  const stream = checkStream(op, o.stream, o0, { Dv: dv });
+  const stream = checkStream(op, o.stream, o0, { Dv: dv, parts: outs.length });
   const out = empty(o0.shape, { dtype: o0.dtype, device: o0.device });
   const lse = empty(o0.shape.slice(0, -1), { dtype: 'float32', device: o0.device });
   callNative(op, () =>
@@ -124,7 +124,7 @@ export function mergeAttentionBackward(
     checkDType(op, 'dLse', dL, 'float32');
   }
   for (const [name, t] of [['out', O], ['lse', L], ['dOut', dO]] as const) checkSameDevice(op, name, t, o0, 'parts[0].out');
-  const stream = checkStream(op, o.stream, o0, { Dv: dv });
+  const stream = checkStream(op, o.stream, o0, { Dv: dv, parts: outs.length });
   const grads = outs.map(() => ({
     dout: empty(o0.shape, { dtype: o0.dtype, device: o0.device }),
     dlse: empty(o0.shape.slice(0, -1), { dtype: 'float32', device: o0.device }),

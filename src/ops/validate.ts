@@ -5,7 +5,7 @@
 import { AttnkitError, argError, callNative } from '../errors.js';
 import { Tensor } from '../tensor.js';
 import { DTYPES, type FloatDType } from '../dtype.js';
-import { native, type ShapeParams } from '../native.js';
+import { native, type SupportRequest } from '../native.js';
 import { defaultStream, Stream } from '../stream.js';
 
 export function checkTensor(op: string, arg: string, t: unknown): Tensor {
@@ -88,7 +88,7 @@ export function checkScale(op: string, v: unknown, dflt: number): number {
  * this dtype and these sizes; what it does not run is refused here with ERR_ATTNKIT_UNSUPPORTED,
  * before any output is allocated. There is no per-op backend branch in the facade.
  */
-export function checkStream(op: string, v: unknown, t: Tensor, sizes: Partial<ShapeParams> = {}, kernel: string = op): Stream {
+export function checkStream(op: string, v: unknown, t: Tensor, sizes: Omit<SupportRequest, 'dtype'> = {}, kernel: string = op): Stream {
   const device = t.device;
   if (v !== undefined && !(v instanceof Stream)) throw argError('ERR_ATTNKIT_ARGUMENT', op, 'stream', 'to be a Stream', typeof v);
   if (v !== undefined && v.device !== device)

@@ -66,11 +66,21 @@ inline constexpr OpTable mobaMask{"mobaMask", "selection", "block selection", nu
 // xattentionMask: family selection, 0 kernels
 inline constexpr OpTable xattentionMask{"xattentionMask", "selection", "block selection", nullptr, 0};
 
-// mergeAttention: family merge, 0 kernels
-inline constexpr OpTable mergeAttention{"mergeAttention", "merge", "attention merge", nullptr, 0};
+// mergeAttention: family merge, 3 kernels
+inline constexpr Row mergeAttention_rows[] = {
+    {DType::Float32, 0, 0, "none", "merge fwd f32"},
+    {DType::Float16, 0, 0, "none", "merge fwd f16"},
+    {DType::BFloat16, 0, 0, "none", "merge fwd bf16"},
+};
+inline constexpr OpTable mergeAttention{"mergeAttention", "merge", "attention merge", mergeAttention_rows, 3};
 
-// mergeAttentionBackward: family merge, 0 kernels
-inline constexpr OpTable mergeAttentionBackward{"mergeAttentionBackward", "merge", "attention merge", nullptr, 0};
+// mergeAttentionBackward: family merge, 3 kernels
+inline constexpr Row mergeAttentionBackward_rows[] = {
+    {DType::Float32, 0, 0, "none", "merge bwd f32"},
+    {DType::Float16, 0, 0, "none", "merge bwd f16"},
+    {DType::BFloat16, 0, 0, "none", "merge bwd bf16"},
+};
+inline constexpr OpTable mergeAttentionBackward{"mergeAttentionBackward", "merge", "attention merge", mergeAttentionBackward_rows, 3};
 
 // linearAttention: family linear, 0 kernels
 inline constexpr OpTable linearAttention{"linearAttention", "linear", "linear attention", nullptr, 0};

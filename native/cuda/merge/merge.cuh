@@ -15,12 +15,13 @@
 #include <cstdint>
 
 #include "../cuda_compat.cuh"
+#include "attnkit/attention.h"
 #include "attnkit/dtype.h"
 
 namespace attnkit::cuda::merge {
 
-// The most parts one launch merges (the pointers are kernel parameters: 2 * 16 * 8 bytes each way).
-constexpr int kMaxParts = 16;
+// The most parts one launch merges (the pointers are kernel parameters: 4 * 16 * 8 bytes backward).
+constexpr int kMaxParts = kCudaMergeMaxParts;
 constexpr int kWarps = 4;  // rows per block
 constexpr float kNegInf = -__builtin_huge_valf();
 

@@ -46,6 +46,10 @@ struct AttentionBwdParams {
 
 // Merge of P partial attentions over the same queries: out = sum_i w_i out_i with
 // w_i = exp(lse_i - lse), lse = log sum_i exp(lse_i).
+// The most parts one CUDA merge takes (native/cuda/merge/merge.cuh: the parts' pointers travel in
+// the kernel parameters). The CPU takes any number.
+constexpr int kCudaMergeMaxParts = 16;
+
 struct MergeParams {
   int64_t rows = 0;  // B * N * H
   int64_t dv = 0;
