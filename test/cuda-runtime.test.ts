@@ -882,10 +882,7 @@ describe.skipIf(!HAS_CUDA)('cuda:0 (runs where a CUDA device is present)', () =>
 
     it('ops without CUDA kernels refuse real CUDA tensors (TypeScript and native checks)', () => {
       const g = keep(randn([1, 8, 2, 8], { seed: 1, device: dev }));
-      expectError(() => mergeAttention([{ out: g, lse: keep(randn([1, 8, 2], { seed: 2, device: dev })) }]), {
-        code: 'ERR_ATTNKIT_UNSUPPORTED',
-        op: 'mergeAttention',
-      });
+      expectError(() => linearAttention(g, g, g), { code: 'ERR_ATTNKIT_UNSUPPORTED', op: 'linearAttention' });
       // the binding refuses a CUDA storage on a CPU path, and a CUDA stream for a CPU family
       const cpuQ = keep(randn([1, 8, 2, 8], { seed: 1 }));
       let caught: unknown;

@@ -1,8 +1,10 @@
-// The attention-merge CUDA kernels (native/cuda/merge/merge.cuh) under the SIMT emulator against a
+// Every attention-merge CUDA kernel of this build (the dispatch table generated from
+// native/cuda/instantiations.json; merge.cuh) under the SIMT emulator against a
 // float64 reference written from the semantics (docs/merge.md): odd row counts and value dims (tails
 // of the 32-lane loop and of the 4-row blocks), 1 to kMaxParts parts, parts with lse = -inf on some
 // rows, rows where every part is -inf, with and without dLse; float32, float16, bfloat16. Outputs
-// start as NaN, so an element a kernel fails to write is an error.
+// start as NaN, so an element a kernel fails to write is an error. One case per table entry and
+// direction (`merge_<dir>_<dtype>`, as test/simt-families.ts names them), plus the dispatch errors.
 //
 // Accuracy rule (as for every kernel here): the error against float64 is at most 2x that of a naive
 // implementation in the same dtype (the formula in float32, rounded to the dtype at the end), plus a
@@ -15,7 +17,7 @@
 #include <vector>
 
 #include "../../../simt/tests/harness.h"
-#include "../merge.cuh"
+#include "../dispatch.h"
 
 namespace {
 
@@ -106,7 +108,8 @@ double max_err(const std::vector<double>& got, const std::vector<double>& want) 
 }
 
 template <typename E>
-void run_case(const Shape& s, uint32_t seed) {
+void run_case(const Shape& s, uint32_t seed, bool backward) {
+  const Entry& entry = select(E::kDType, s.parts, "mergeAttention");
   using H = Host<E>;
   using S = typename H::S;
   std::mt19937 gen(seed);
@@ -146,7 +149,7 @@ void run_case(const Shape& s, uint32_t seed) {
   f.dv = s.dv;
   f.out = out.data();
   f.lse = lse.data();
-  launch_fwd<E>(f, nullptr);
+  entry.fwd(f, nullptr);
 
   std::vector<std::vector<S>> douts(s.parts, std::vector<S>(n, nan));
   std::vector<std::vector<float>> dlses(s.parts, std::vector<float>(s.rows, NAN));
@@ -164,7 +167,7 @@ void run_case(const Shape& s, uint32_t seed) {
   b.lse = lse.data();
   b.dout = dout.data();
   b.dlse = s.dlse ? dl.data() : nullptr;
-  launch_bwd<E>(b, nullptr);
+  if (backward) entry.bwd(b, nullptr);
 
   // The backward's reference takes the kernel's own merged output (its input), rounded as stored.
   std::vector<double> out64(n), lse64(s.rows);
@@ -218,6 +221,7 @@ void run_case(const Shape& s, uint32_t seed) {
     }
     return r;
   }();
+  if (!backward) return;
   for (int p = 0; p < s.parts; ++p) {
     std::vector<double> g(n), gl(s.rows);
     for (int64_t i = 0; i < n; ++i) g[i] = H::to(douts[p][i]);
@@ -229,15 +233,34 @@ void run_case(const Shape& s, uint32_t seed) {
 }
 
 template <typename E>
-void run_all() {
+void run_all(bool backward) {
   uint32_t seed = 11;
-  for (const Shape& s : kShapes) run_case<E>(s, seed++);
+  for (const Shape& s : kShapes) run_case<E>(s, seed++, backward);
 }
 
 }  // namespace
 
-SIMT_TEST(merge_f32) { run_all<F32>(); }
-SIMT_TEST(merge_f16) { run_all<F16>(); }
-SIMT_TEST(merge_bf16) { run_all<BF16>(); }
+SIMT_TEST(merge_fwd_f32) { run_all<F32>(false); }
+SIMT_TEST(merge_fwd_f16) { run_all<F16>(false); }
+SIMT_TEST(merge_fwd_bf16) { run_all<BF16>(false); }
+SIMT_TEST(merge_bwd_f32) { run_all<F32>(true); }
+SIMT_TEST(merge_bwd_f16) { run_all<F16>(true); }
+SIMT_TEST(merge_bwd_bf16) { run_all<BF16>(true); }
+
+SIMT_TEST(merge_dispatch_errors) {
+  auto refused = [](DType t, int parts, const char* part) {
+    try {
+      select(t, parts, "mergeAttention");
+    } catch (const Error& e) {
+      CHECK_MSG(e.code() == "UNSUPPORTED" && std::string(e.what()).find(part) != std::string::npos, e.what());
+      return;
+    }
+    CHECK_MSG(false, "expected UNSUPPORTED");
+  };
+  refused(DType::Float32, 0, "1 to 16");
+  refused(DType::Float32, kMaxParts + 1, "1 to 16");
+  refused(DType::Int32, 2, "dtype int32 is not compiled into this build (compiled: float32, float16, bfloat16)");
+  CHECK(select(DType::BFloat16, kMaxParts, "mergeAttention").dtype == DType::BFloat16);
+}
 
 SIMT_TEST_MAIN
