@@ -5,8 +5,8 @@
  *     and the CMake build compiles exactly the generated translation units;
  *   - every instantiation runs under the SIMT emulator (native/cuda/fmha/tests/fmha_test.cc, built
  *     here with g++ into build/simt/fmha/ from the generated translation units themselves) against a
- *     float64 reference, every case in forward and reversed thread order, and once under
- *     AddressSanitizer;
+ *     float64 reference, every case in each thread order (forward, reversed, warps running ahead) with
+ *     the shared-memory hazard check on, and once under AddressSanitizer;
  *   - every instantiation passes the compile gate for sm_80 and sm_90: no spills, no local memory,
  *     mma.sync / ldmatrix / cp.async in the PTX of the tensor-core kernels, shared memory within the
  *     99 KiB of sm_86/sm_89; report in build/compile-gate/fmha.json.
@@ -23,6 +23,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   COMMON_FLAGS as BASE_FLAGS,
   FLAVOR_FLAGS,
+  ORDERS,
   RUNTIME,
   SIMT,
   exec,
@@ -138,7 +139,6 @@ function notes(r: Run): Record<string, string> {
 const instantiationCases = list.map((e) => `fmha_${e.direction}_${e.policy}_${e.dtype}_d${e.headDim}`);
 const extraCases = [...readFileSync(TEST_SOURCE, 'utf8').matchAll(/^SIMT_TEST\((\w+)\)/gm)].map((m) => m[1]!);
 const ALL_CASES = [...instantiationCases, ...extraCases];
-const ORDERS = ['forward', 'reverse'] as const;
 
 // ---------------------------------------------------------------- the one list
 
@@ -213,7 +213,7 @@ describe.skipIf(skipReason !== null)(`fused attention kernels under the SIMT emu
     if (errors.size === 0) return;
     const rows = [...errors.entries()].sort(([a], [b]) => a.localeCompare(b))
       .map(([k, v]) => `  ${k.padEnd(10)} max error ${v.err.toPrecision(3).padStart(9)}   (x${v.ratio.toFixed(2)} the naive low-precision error)`);
-    console.log(`fused attention under the emulator, ${ALL_CASES.length} cases x 2 orders + ASan (${timings.join(', ')}):\n${rows.join('\n')}`);
+    console.log(`fused attention under the emulator, ${ALL_CASES.length} cases x ${ORDERS.length} orders + ASan (${timings.join(', ')}):\n${rows.join('\n')}`);
   });
 
   it('the program runs exactly the expected cases: one per instantiation, plus its own', () => {

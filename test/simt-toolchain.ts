@@ -40,6 +40,12 @@ export const FLAVOR_FLAGS: Record<Flavor, string[]> = {
   asan: ['-O1', '-g', '-fsanitize=address', '-fno-omit-frame-pointer'],
 };
 export const COMMON_FLAGS = ['-std=c++17', '-Wall', '-Wextra', '-Wno-unknown-pragmas', '-pthread', `-I${cudaInc}`];
+/**
+ * The thread orders (SIMT_ORDER) every emulated case runs in: forward and reversed, where the warps of
+ * a block advance almost in lockstep, and ahead, where one warp at a time runs to its next barrier (the
+ * one that shows a stage refilled while another warp still reads it).
+ */
+export const ORDERS = ['forward', 'reverse', 'ahead'] as const;
 /** The emulator's own sources, in native/simt/. */
 export const RUNTIME = ['runtime.cc', 'fiber.cc', 'switch_x86_64.S'];
 

@@ -1,8 +1,8 @@
 /**
  * The SIMT host emulator (native/simt/, docs/gpu-verification.md) and the host paths of
  * native/cuda/ptx.cuh, through their C++ test programs in native/simt/tests/: built here with g++
- * into build/simt/ (cached by a hash of every source, header and flag), every case run in forward and
- * in reversed thread order, every program run once more under AddressSanitizer, plus the diagnostics
+ * into build/simt/ (cached by a hash of every source, header and flag), every case run in each thread
+ * order (forward, reversed, warps running ahead), every program run once more under AddressSanitizer, plus the diagnostics
  * that end a process (an out-of-bounds shared-memory write under ASan, a fiber stack overflow).
  * Skipped visibly without x86-64 Linux, g++ or the CUDA headers (cuda_fp16.h).
  */
@@ -14,6 +14,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import {
   COMMON_FLAGS,
   FLAVOR_FLAGS,
+  ORDERS,
   RUNTIME,
   SIMT,
   exec,
@@ -111,7 +112,6 @@ function notes(r: Run): Record<string, string> {
   return Object.fromEntries([...r.stdout.matchAll(/^note (\w+)=(.*)$/gm)].map((m) => [m[1]!, m[2]!]));
 }
 
-const ORDERS = ['forward', 'reverse'] as const;
 const SUITES: Program[] = ['selftest', 'ptx_test', 'gemm_tile_test'];
 
 describe.skipIf(skipReason !== null)(`SIMT emulator${skipReason ? ` (skipped: ${skipReason})` : ''}`, () => {
@@ -135,13 +135,38 @@ describe.skipIf(skipReason !== null)(`SIMT emulator${skipReason ? ` (skipped: ${
     });
   }
 
-  it('a missing __syncthreads gives a wrong result in at least one thread order', () => {
-    const seen = ORDERS.map((order) => {
-      const r = runProgram(bins.opt.selftest, ['race_missing_barrier', 'reduction_with_barriers'], { SIMT_ORDER: order });
+  /** The notes of one selftest run per thread order. */
+  const notesByOrder = (names: string[]) =>
+    Object.fromEntries(ORDERS.map((order) => {
+      const r = runProgram(bins.opt.selftest, names, { SIMT_ORDER: order });
       expect(r.status, r.stdout).toBe(0);
-      return notes(r).race_missing_barrier;
-    });
-    expect(seen).toContain('wrong');
+      return [order, notes(r)];
+    })) as Record<(typeof ORDERS)[number], Record<string, string>>;
+
+  it('a missing __syncthreads before a read gives a wrong result in at least one thread order', () => {
+    const seen = notesByOrder(['race_missing_barrier', 'reduction_with_barriers']);
+    expect(ORDERS.map((o) => seen[o].race_missing_barrier)).toContain('wrong');
+  });
+
+  it('a missing barrier before a stage is refilled: lockstep orders miss it, warps running ahead do not', () => {
+    const seen = notesByOrder(['ring_without_trailing_barrier', 'ring_with_trailing_barrier']);
+    // Recorded, not wished for: this is the hole the ahead order closes.
+    expect(seen.forward.ring_without_trailing_barrier).toBe('right');
+    expect(seen.reverse.ring_without_trailing_barrier).toBe('right');
+    expect(seen.ahead.ring_without_trailing_barrier).toBe('wrong');
+  });
+
+  it('the shared-memory hazard check reports a race from the side that comes second, in every order', () => {
+    const seen = notesByOrder(['hazard_write_after_read', 'hazard_read_after_write']);
+    expect(seen.forward).toMatchObject({ hazard_write_after_read: 'war', hazard_read_after_write: 'raw' });
+    expect(seen.reverse).toMatchObject({ hazard_write_after_read: 'raw', hazard_read_after_write: 'war' });
+    for (const o of ORDERS) expect(Object.keys(seen[o]).sort()).toEqual(['hazard_read_after_write', 'hazard_write_after_read']);
+  });
+
+  it('SIMT_HAZARDS=0 turns the hazard check off', () => {
+    const r = runProgram(bins.opt.selftest, ['hazard_write_after_read'], { SIMT_HAZARDS: '0' });
+    expect(r.status).toBe(1);
+    expect(r.stdout).toContain('expected the launch to fail');
   });
 
   it('the emulator runs the sample GEMM tile at a useful speed', () => {
@@ -162,7 +187,7 @@ describe.skipIf(skipReason !== null)(`SIMT emulator${skipReason ? ` (skipped: ${
   it('rejects an unknown SIMT_ORDER', () => {
     const r = runProgram(bins.opt.selftest, ['builtins'], { SIMT_ORDER: 'sideways' });
     expect(r.status).toBe(1);
-    expect(r.stdout).toContain("SIMT_ORDER must be 'forward' or 'reverse', not 'sideways'");
+    expect(r.stdout).toContain("SIMT_ORDER must be 'forward', 'reverse' or 'ahead', not 'sideways'");
   });
 
   describe('under AddressSanitizer', () => {
