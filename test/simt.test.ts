@@ -7,8 +7,7 @@
  * Skipped visibly without x86-64 Linux, g++ or the CUDA headers (cuda_fp16.h).
  */
 import { spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -17,12 +16,13 @@ import {
   ORDERS,
   RUNTIME,
   SIMT,
-  exec,
-  gxxVersion,
-  inParallel,
+  buildKey,
   inputsDigest,
+  prepareDir,
   root,
+  runSteps,
   skipReason,
+  type BuildStep,
   type Flavor,
 } from './simt-toolchain.ts';
 
@@ -40,13 +40,12 @@ type Program = (typeof PROGRAMS)[number];
 async function build(flavors: Flavor[]): Promise<Record<Flavor, Record<Program, string>>> {
   const inputs = inputsDigest();
   const out = {} as Record<Flavor, Record<Program, string>>;
-  const steps: { target: string; args: string[] }[][] = [[], []];
+  const steps: BuildStep[][] = [[], []];
   for (const flavor of flavors) {
     const flags = [...COMMON_FLAGS, ...FLAVOR_FLAGS[flavor]];
-    const key = createHash('sha256').update(inputs).update(gxxVersion.stdout).update(flags.join(' ')).digest('hex').slice(0, 16);
+    const key = buildKey(inputs, flags);
     const dir = join(OUT, flavor);
-    mkdirSync(dir, { recursive: true });
-    for (const f of readdirSync(dir)) if (!f.includes(key)) rmSync(join(dir, f), { force: true });
+    prepareDir(dir, key);
     const objects = RUNTIME.map((src) => {
       const target = join(dir, `${src.replace(/\.\w+$/, '')}-${key}.o`);
       steps[0]!.push({ target, args: [...flags, '-c', join(SIMT, src), '-o'] });
@@ -59,21 +58,7 @@ async function build(flavors: Flavor[]): Promise<Record<Flavor, Record<Program, 
       out[flavor][p] = target;
     }
   }
-  for (const step of steps) {
-    const results = await inParallel(
-      step
-        .filter((s) => !existsSync(s.target))
-        .map((s) => async () => {
-          const tmp = `${s.target}.tmp-${process.pid}`;
-          const r = await exec('g++', [...s.args, tmp]);
-          if (r.status !== 0) return `g++ ${s.args.join(' ')} ${tmp}\n${r.output}`;
-          renameSync(tmp, s.target);
-          return null;
-        }),
-    );
-    const errors = results.filter((e): e is string => e !== null);
-    if (errors.length > 0) throw new Error(`building the emulator tests failed:\n${errors.join('\n')}`);
-  }
+  await runSteps(steps, 'the emulator tests');
   return out;
 }
 
