@@ -4,7 +4,8 @@
 // float64 reference of reference.h. One case per table entry (`fmha_<dir>_<policy>_<dtype>_d<D>`),
 // plus the dispatch errors and bitwise determinism of the backward. Outputs start as NaN, so anything
 // a kernel fails to write is an error. Driven by test/cuda-kernels.test.ts, which builds this program
-// and the generated translation units with g++ and runs it in both thread orders and under ASan.
+// and the generated translation units with g++ and runs it in every thread order and under ASan,
+// adding the shapes of test/simt-families.ts (SIMT_SHAPES).
 //
 // Accuracy criterion (FlashAttention 2's, per tensor): the kernel's max error against float64 is at
 // most 2x (3x for gradients) that of a naive low-precision implementation (inputs and the rounded
