@@ -5,10 +5,9 @@
 // Scheduling: the fibers of a block are resumed one after another in thread order (forward or
 // reversed: the warps advance almost in lockstep, collective by collective), or warp by warp (ahead:
 // one warp runs alone until all its threads wait at a barrier or have returned, then the next; the
-// warp that leads rotates with every barrier). A fiber runs until it waits (barrier, warp collective)
-// or returns. A warp collective is
-// computed by the last lane of its mask to arrive, from the operands every lane deposited, and the
-// other lanes are made runnable again. When no fiber can run, either every live thread waits at the
+// warp that leads rotates with every barrier). A fiber runs until it waits (barrier, warp
+// collective) or returns. A warp collective is computed by the last lane of its mask to arrive, from
+// the operands every lane deposited, and the other lanes are made runnable again. When no fiber can run, either every live thread waits at the
 // same __syncthreads (released) or the block is stuck (reported with every thread's wait site).
 // Shared-memory hazards: every 16-byte granule of dynamic shared memory remembers the warp that last
 // wrote it through cp.async and the warps that read it through ldmatrix since the last barrier; a
@@ -303,8 +302,8 @@ class Worker {
   Order order_ = Order::Forward;
   bool aborting_ = false;
   bool hazards_ = true;
-  uint64_t block_barriers_ = 0;   // barriers released in this block (which warp leads, ahead)
-  uint64_t block_linear_ = 0;     // this block's linear index
+  uint64_t block_barriers_ = 0;    // barriers released in this block (which warp leads, ahead)
+  uint64_t block_linear_ = 0;      // this block's linear index
   uint64_t epoch_ = 1;             // barriers released by this worker, plus one per block
   std::vector<Granule> granules_;  // per 16 bytes of dynamic shared memory
   std::string error_;
