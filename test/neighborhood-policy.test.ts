@@ -262,6 +262,32 @@ describe('neighborhood policy agrees with the reference (exhaustive on small sha
     add(tally);
   });
 
+  // Offset classes: a classification off by one shows only when a window edge crosses a tile at the
+  // residue next to the Full/Skip boundary. With k = 2..129 the edges of a query's window relative to
+  // the query, k - 1 - floor(k / 2) and floor(k / 2) (centred), k - 1 (causal), and the clamped end
+  // L - k, each run through every residue modulo the 64-position tile.
+  it('1-D, every residue of the window edges modulo the tile (k = 2..129, L = 200 and 263)', () => {
+    const tally = newTally();
+    const problems: ProbeParams[] = [];
+    const residues = { centre: new Set<number>(), causal: new Set<number>(), end: new Set<number>() };
+    for (const L of [200, 263])
+      for (let k = 2; k <= 129; k++)
+        for (const d of [1, 2])
+          for (const c of [false, true]) {
+            if (k * d > L) continue;
+            problems.push({ rank: 1, size: [L], kernel: [k], stride: [1], dilation: [d], causal: [c], tile: [TILE] });
+            if (d === 1) {
+              residues.centre.add(Math.floor(k / 2) % TILE).add((k - 1 - Math.floor(k / 2)) % TILE);
+              residues.causal.add((k - 1) % TILE);
+              residues.end.add((L - k) % TILE);
+            }
+          }
+    expect(runAll(problems, tally)).toEqual([]);
+    for (const set of Object.values(residues)) expect(set.size).toBe(TILE);
+    expect(tally.byClass.every((n) => n > 0)).toBe(true);
+    add(tally);
+  });
+
   // 2-D: shapes up to 12 x 12, four tile shapes; per axis kernels 2..5, strides 1, 2, k, dilation
   // 1..3, both causal modes. All combinations are ~10^4 per shape: a fixed sample per shape and tile.
   const SIZES_2D: [number, number][] = [

@@ -6,7 +6,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -40,6 +40,12 @@ export const FLAVOR_FLAGS: Record<Flavor, string[]> = {
   asan: ['-O1', '-g', '-fsanitize=address', '-fno-omit-frame-pointer'],
 };
 export const COMMON_FLAGS = ['-std=c++17', '-Wall', '-Wextra', '-Wno-unknown-pragmas', '-pthread', `-I${cudaInc}`];
+/**
+ * The thread orders (SIMT_ORDER) every emulated case runs in: forward and reversed, where the warps of
+ * a block advance almost in lockstep, and ahead, where one warp at a time runs to its next barrier (the
+ * one that shows a stage refilled while another warp still reads it).
+ */
+export const ORDERS = ['forward', 'reverse', 'ahead'] as const;
 /** The emulator's own sources, in native/simt/. */
 export const RUNTIME = ['runtime.cc', 'fiber.cc', 'switch_x86_64.S'];
 
@@ -60,6 +66,45 @@ export function inputsDigest(): string {
   walk(join(root, 'native', 'include'));
   for (const f of files.sort()) h.update(f).update('\0').update(readFileSync(f)).update('\0');
   return h.digest('hex');
+}
+
+/** The name under which a flavor's build is cached: a digest of the inputs, the compiler and the flags. */
+export function buildKey(inputs: string, flags: string[]): string {
+  return createHash('sha256').update(inputs).update(gxxVersion.stdout).update(flags.join(' ')).digest('hex').slice(0, 16);
+}
+
+/** Creates `dir` and removes what older builds (other keys) left in it. */
+export function prepareDir(dir: string, key: string): void {
+  mkdirSync(dir, { recursive: true });
+  for (const f of readdirSync(dir)) if (!f.includes(key)) rmSync(join(dir, f), { force: true });
+}
+
+/** One g++ invocation; the output path (a temporary name, renamed to `target` on success) goes last. */
+export interface BuildStep {
+  target: string;
+  args: string[];
+}
+
+/**
+ * Runs groups of g++ steps, one group after another (objects, then links), the steps of a group in
+ * parallel; a target that exists is not rebuilt, and an interrupted build never leaves a target.
+ */
+export async function runSteps(groups: BuildStep[][], what: string): Promise<void> {
+  for (const group of groups) {
+    const results = await inParallel(
+      group
+        .filter((s) => !existsSync(s.target))
+        .map((s) => async () => {
+          const tmp = `${s.target}.tmp-${process.pid}`;
+          const r = await exec('g++', [...s.args, tmp]);
+          if (r.status !== 0) return `g++ ${s.args.join(' ')} ${tmp}\n${r.output}`;
+          renameSync(tmp, s.target);
+          return null;
+        }),
+    );
+    const errors = results.filter((e): e is string => e !== null);
+    if (errors.length > 0) throw new Error(`building ${what} failed:\n${errors.join('\n')}`);
+  }
 }
 
 /** Runs a command in the repository root, collecting stdout and stderr together. */

@@ -3,10 +3,16 @@
 // of everything that would be undefined behaviour or a hang on a GPU.
 //
 // Scheduling: the fibers of a block are resumed one after another in thread order (forward or
-// reversed). A fiber runs until it waits (barrier, warp collective) or returns. A warp collective is
-// computed by the last lane of its mask to arrive, from the operands every lane deposited, and the
-// other lanes are made runnable again. When no fiber can run, either every live thread waits at the
+// reversed: the warps advance almost in lockstep, collective by collective), or warp by warp (ahead:
+// one warp runs alone until all its threads wait at a barrier or have returned, then the next; the
+// warp that leads rotates with every barrier). A fiber runs until it waits (barrier, warp
+// collective) or returns. A warp collective is computed by the last lane of its mask to arrive, from
+// the operands every lane deposited, and the other lanes are made runnable again. When no fiber can run, either every live thread waits at the
 // same __syncthreads (released) or the block is stuck (reported with every thread's wait site).
+// Shared-memory hazards: every 16-byte granule of dynamic shared memory remembers the warp that last
+// wrote it through cp.async and the warps that read it through ldmatrix since the last barrier; a
+// cross-warp write after read, read after write or write after write with no __syncthreads between
+// them is reported, whatever the thread order (plain loads and stores are not seen).
 // On an error the block is aborted: every started fiber is resumed once more and unwinds by an
 // internal exception, so that destructors run and the stacks can be reused.
 #include <dlfcn.h>
@@ -94,7 +100,21 @@ struct Pending {
   unsigned arrived;
 };
 
-enum class Order { Forward, Reverse };
+enum class Order { Forward, Reverse, Ahead };
+
+// What the hazard check keeps per 16-byte granule of dynamic shared memory. Epochs count the
+// barriers a worker has released (never reset, so a granule of an earlier block is simply stale).
+struct Granule {
+  uint64_t write_epoch = 0;  // when `writer` last wrote it (cp.async issue or completion)
+  uint64_t read_epoch = 0;   // the epoch `readers` belong to
+  uint32_t readers = 0;      // warps that read it (ldmatrix) in read_epoch
+  int writer = -1;
+  Site write_site{nullptr, 0};
+  const char* write_what = "";
+  Site read_site{nullptr, 0};  // the last read, its instruction and warp
+  const char* read_what = "";
+  int read_warp = -1;
+};
 
 struct Launch {
   LaunchSpec spec;
@@ -103,6 +123,7 @@ struct Launch {
   int nthreads = 0;
   size_t stack_bytes = 0;
   bool poison_static = true;
+  bool hazards = true;
   std::atomic<uint64_t> next{0};
   std::atomic<bool> failed{false};
   std::mutex m;
@@ -242,6 +263,8 @@ class Worker {
   void cp_async(const void* src, void* dst, int src_bytes, const Site& site);
   void cp_commit(const Site& site);
   void cp_wait(int n, const Site& site);
+  void smem_read(int warp, const void* p, const Site& site, const char* what);
+  void smem_write(const Thread& t, const void* p, const Site& site, const char* what);
   void on_exit(Thread& t);
   void record_error(const std::string& msg);
 
@@ -258,6 +281,7 @@ class Worker {
   void schedule();
   void abort_all();
   void resolve_stall();
+  Granule* granule(const void* p);
   void compute(int warp, const Pending& p);
   Thread& lane_thread(int warp, int lane) { return threads_[static_cast<size_t>(warp * 32 + lane)]; }
   unsigned lanes_of_warp(int warp) const {
@@ -275,8 +299,13 @@ class Worker {
   int live_ = 0;
   int exited_ = 0;
   int at_barrier_ = 0;
-  bool reverse_ = false;
+  Order order_ = Order::Forward;
   bool aborting_ = false;
+  bool hazards_ = true;
+  uint64_t block_barriers_ = 0;    // barriers released in this block (which warp leads, ahead)
+  uint64_t block_linear_ = 0;      // this block's linear index
+  uint64_t epoch_ = 1;             // barriers released by this worker, plus one per block
+  std::vector<Granule> granules_;  // per 16 bytes of dynamic shared memory
   std::string error_;
 };
 
@@ -327,7 +356,8 @@ void Worker::run(Launch& L) {
   tls.worker = this;
   overflow_info.pool = &stacks_;
   overflow_info.describe = &describe_current;
-  reverse_ = L.order == Order::Reverse;
+  order_ = L.order;
+  hazards_ = L.hazards;
   tls_block_ = tls_block_of(L.spec.kernel_address);
   for (;;) {
     if (L.failed.load(std::memory_order_relaxed)) break;
@@ -370,6 +400,11 @@ void Worker::run_block(uint64_t b) {
   std::memset(smem, 0xff, L.spec.dynamic_smem_bytes);
   block_.dynamic_smem = static_cast<unsigned char*>(smem);
   block_.dynamic_smem_bytes = L.spec.dynamic_smem_bytes;
+  ++epoch_;  // what an earlier block recorded is stale
+  block_barriers_ = 0;
+  block_linear_ = b;
+  if (hazards_ && granules_.size() < (L.spec.dynamic_smem_bytes + 15) / 16)
+    granules_.resize((L.spec.dynamic_smem_bytes + 15) / 16);
 
   // Static __shared__ variables are this OS thread's instances of the kernel module's thread-locals.
   // Poison them all, keeping the emulator's own thread-locals (which live in the same block when the
@@ -450,14 +485,33 @@ void fiber_main(void* arg) {
 
 void Worker::schedule() {
   const int n = nthreads_;
+  const int nwarps = (n + 31) / 32;
   for (;;) {
     bool ran = false;
-    for (int k = 0; k < n; ++k) {
-      Thread& t = threads_[static_cast<size_t>(reverse_ ? n - 1 - k : k)];
-      if (t.state != State::Runnable) continue;
-      resume(t);
-      ran = true;
-      if (aborting_) return abort_all();
+    if (order_ == Order::Ahead) {
+      // One warp at a time, to its next barrier (or its end); which warp goes first rotates.
+      const int lead = static_cast<int>((block_barriers_ + block_linear_) % static_cast<uint64_t>(nwarps));
+      for (int i = 0; i < nwarps; ++i) {
+        const int w = (lead + i) % nwarps;
+        for (bool again = true; again;) {
+          again = false;
+          for (int k = w * 32; k < std::min(n, w * 32 + 32); ++k) {
+            Thread& t = threads_[static_cast<size_t>(k)];
+            if (t.state != State::Runnable) continue;
+            resume(t);
+            again = ran = true;
+            if (aborting_) return abort_all();
+          }
+        }
+      }
+    } else {
+      for (int k = 0; k < n; ++k) {
+        Thread& t = threads_[static_cast<size_t>(order_ == Order::Reverse ? n - 1 - k : k)];
+        if (t.state != State::Runnable) continue;
+        resume(t);
+        ran = true;
+        if (aborting_) return abort_all();
+      }
     }
     if (ran) continue;
     if (live_ == 0) return;
@@ -576,6 +630,8 @@ void Worker::resolve_stall() {
       t.state = State::Runnable;
     }
     at_barrier_ = 0;
+    ++epoch_;
+    ++block_barriers_;
     return;
   }
 
@@ -786,6 +842,7 @@ void Worker::compute(int warp, const Pending& p) {
           if (!is_shared(a, 16))
             fail(at() + "row " + std::to_string(r) + " of matrix " + std::to_string(j) + " comes from " + who(src) +
                  ", whose address is not in this block's shared memory");
+          smem_read(warp, a, p.site, p.what);
           std::memcpy(M[j][r], a, 16);
         }
       }
@@ -810,6 +867,7 @@ void Worker::cp_async(const void* src, void* dst, int src_bytes, const Site& sit
   if (src_bytes > 0 && reinterpret_cast<uintptr_t>(src) % 16 != 0)
     fail(at() + ": the global-memory source is not 16-byte aligned");
   if (!is_shared(dst, 16)) fail(at() + ": the destination is not in this block's shared memory");
+  smem_write(t, dst, site, "cp.async");
   Copy c;
   c.dst = dst;
   c.site = site;
@@ -833,10 +891,69 @@ void Worker::cp_wait(int n, const Site& site) {
   if (groups <= static_cast<size_t>(n)) return;
   const size_t done_groups = groups - static_cast<size_t>(n);
   const size_t upto = t.group_ends[done_groups - 1];
-  for (size_t i = 0; i < upto; ++i) std::memcpy(t.copies[i].dst, t.copies[i].data, 16);
+  for (size_t i = 0; i < upto; ++i) {
+    smem_write(t, t.copies[i].dst, t.copies[i].site, "cp.async");  // lands now
+    std::memcpy(t.copies[i].dst, t.copies[i].data, 16);
+  }
   t.copies.erase(t.copies.begin(), t.copies.begin() + static_cast<std::ptrdiff_t>(upto));
   t.group_ends.erase(t.group_ends.begin(), t.group_ends.begin() + static_cast<std::ptrdiff_t>(done_groups));
   for (size_t& e : t.group_ends) e -= upto;
+}
+
+// The hazard record of the 16 bytes of dynamic shared memory at p (16-byte aligned, checked by the
+// callers), or null when the check is off or p is not dynamic shared memory.
+Granule* Worker::granule(const void* p) {
+  const unsigned char* a = static_cast<const unsigned char*>(p);
+  const unsigned char* d = block_.dynamic_smem;
+  if (!hazards_ || d == nullptr || a < d || a + 16 > d + block_.dynamic_smem_bytes) return nullptr;
+  return &granules_[static_cast<size_t>(a - d) / 16];
+}
+
+std::string smem_bytes(const unsigned char* base, const void* p) {
+  const size_t off = static_cast<size_t>(static_cast<const unsigned char*>(p) - base);
+  return "dynamic shared memory bytes [" + std::to_string(off) + ", " + std::to_string(off + 16) + ")";
+}
+
+void Worker::smem_read(int warp, const void* p, const Site& site, const char* what) {
+  Granule* g = granule(p);
+  if (g == nullptr) return;
+  if (g->write_epoch == epoch_ && g->writer != warp)
+    fail("shared-memory race (read after write): warp " + std::to_string(warp) + " reads " +
+         smem_bytes(block_.dynamic_smem, p) + " with " + what + " at " + str(site) + ", which warp " +
+         std::to_string(g->writer) + " wrote with " + g->write_what + " at " + str(g->write_site) +
+         ", with no __syncthreads in between");
+  if (g->read_epoch != epoch_) {
+    g->read_epoch = epoch_;
+    g->readers = 0;
+  }
+  g->readers |= 1u << warp;
+  g->read_site = site;
+  g->read_what = what;
+  g->read_warp = warp;
+}
+
+void Worker::smem_write(const Thread& t, const void* p, const Site& site, const char* what) {
+  Granule* g = granule(p);
+  if (g == nullptr) return;
+  const uint32_t others = g->read_epoch == epoch_ ? g->readers & ~(1u << t.warp) : 0u;
+  if (others != 0) {
+    int r = g->read_warp;
+    if (r == t.warp || !(others & (1u << r))) r = __builtin_ctz(others);
+    std::vector<int> ws;
+    for (int w = 0; w < 32; ++w)
+      if (others & (1u << w)) ws.push_back(w);
+    fail("shared-memory race (write after read): " + who(t) + " overwrites " + smem_bytes(block_.dynamic_smem, p) +
+         " with " + what + " at " + str(site) + ", which warp" + (ws.size() > 1 ? "s " : " ") + ranges(ws) +
+         " read with " + g->read_what + " (last at " + str(g->read_site) + "), with no __syncthreads in between");
+  }
+  if (g->write_epoch == epoch_ && g->writer != t.warp)
+    fail("shared-memory race (write after write): " + who(t) + " writes " + smem_bytes(block_.dynamic_smem, p) +
+         " with " + what + " at " + str(site) + ", which warp " + std::to_string(g->writer) + " wrote with " +
+         g->write_what + " at " + str(g->write_site) + ", with no __syncthreads in between");
+  g->write_epoch = epoch_;
+  g->writer = t.warp;
+  g->write_site = site;
+  g->write_what = what;
 }
 
 // ---- The pool ----------------------------------------------------------------------------------------
@@ -930,11 +1047,13 @@ void launch(const LaunchSpec& spec) {
   const std::string order = getenv_or("SIMT_ORDER", "forward");
   if (order == "forward") L.order = Order::Forward;
   else if (order == "reverse") L.order = Order::Reverse;
-  else throw Error("simt: SIMT_ORDER must be 'forward' or 'reverse', not '" + order + "'");
+  else if (order == "ahead") L.order = Order::Ahead;
+  else throw Error("simt: SIMT_ORDER must be 'forward', 'reverse' or 'ahead', not '" + order + "'");
   const int kb = std::atoi(getenv_or("SIMT_STACK_KB", "64"));
   if (kb < 16) throw Error("simt: SIMT_STACK_KB must be at least 16");
   L.stack_bytes = static_cast<size_t>(kb) * 1024;
   L.poison_static = std::string(getenv_or("SIMT_POISON_STATIC_SMEM", "1")) != "0";
+  L.hazards = std::string(getenv_or("SIMT_HAZARDS", "1")) != "0";
   L.nblocks = static_cast<uint64_t>(g.x) * g.y * g.z;
   L.nthreads = static_cast<int>(nthreads);
   pool().run(L);

@@ -145,8 +145,9 @@ T from_bits(uint64_t bits) {
 // Runs kernel(args...) on a grid of blocks and returns when every block has finished; throws
 // simt::Error on the first violation (the other blocks are not started). The arguments are converted
 // to the kernel's parameter types once, as a real launch copies them into parameter space, and every
-// thread receives its own copy. Environment: SIMT_ORDER=forward|reverse (the order in which runnable
-// threads of a block are resumed), SIMT_WORKERS (OS threads, default: hardware threads),
+// thread receives its own copy. Environment: SIMT_ORDER=forward|reverse|ahead (the order in which
+// runnable threads of a block are resumed; ahead: warp by warp, each to its next barrier),
+// SIMT_HAZARDS=0 (no shared-memory hazard check), SIMT_WORKERS (OS threads, default: hardware threads),
 // SIMT_STACK_KB (fiber stack size, default 64), SIMT_POISON_STATIC_SMEM=0 (do not poison __shared__
 // variables at block start).
 template <typename... P, typename... A>

@@ -6,6 +6,8 @@
 //   - the FlashAttention-2 addressing patterns: A (Q, P) via ldmatrix.x4 at row lane%16, column
 //     (lane/16)*8; K-major B (K in Q*K^T) via ldmatrix.x4 / x2; N-major B (V in P*V) via .trans —
 //     each followed by mma and compared with a plain matrix product;
+//   - f16x2 / bf16x2 packing rounds to nearest even, on probes where toward-zero and
+//     round-half-away give other bits;
 //   - misuse is reported: misaligned or non-shared ldmatrix rows, tensor-core ops in a partial warp.
 #include <atomic>
 #include <cstdint>
@@ -284,6 +286,67 @@ SIMT_TEST(pack_helpers) {
   const uint32_t b = ptx::pack_bf16x2(1.0f, 3.0f + 1.0f / 256);  // below half an ulp (1/128): 3.0
   CHECK((b & 0xffffu) == 0x3f80u && (b >> 16) == 0x4040u);
   CHECK(ptx::pack2<__half>(0.5f, 0.25f) == ptx::pack_f16x2(0.5f, 0.25f));
+}
+
+// Probes that tell the rounding modes apart (the value above, 3 + 2^-8, rounds to 3.0 in every mode
+// that rounds toward zero or to nearest, so it cannot tell them apart). x = 1 + m 2^-p: a tie with an
+// even neighbour below (RNE and RTZ down, round-half-away up), a tie with an odd one (RNE and
+// half-away up, RTZ down), just above and just below half an ulp, both signs, the overflow boundary
+// (half an ulp past the largest finite value goes to infinity only when rounding to nearest), f16
+// subnormal ties, and NaN. Expected bits written out by hand from the formats.
+struct Probe {
+  float x;
+  uint16_t want;
+  const char* what;
+};
+
+float f32(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+const Probe kBf16Probes[] = {
+    {1.0f + 0x1p-8f, 0x3f80, "tie, even below: RNE down (half-away would go up)"},
+    {1.0f + 0x1p-7f + 0x1p-8f, 0x3f82, "tie, odd below: RNE up (toward zero would stay)"},
+    {1.0f + 0x1p-8f + 0x1p-16f, 0x3f81, "just above half an ulp: up"},
+    {1.0f + 0x1p-8f - 0x1p-16f, 0x3f80, "just below half an ulp: down"},
+    {-(1.0f + 0x1p-7f + 0x1p-8f), 0xbf82, "negative tie, odd below: away from zero"},
+    {-(1.0f + 0x1p-8f + 0x1p-16f), 0xbf81, "negative, just above half: away from zero"},
+    {f32(0x7f7fffffu), 0x7f80, "largest float: rounds to +inf"},
+    {f32(0x7f7f7fffu), 0x7f7f, "just below half an ulp under the largest bf16: stays finite"},
+};
+const Probe kF16Probes[] = {
+    {1.0f + 0x1p-11f, 0x3c00, "tie, even below: RNE down"},
+    {1.0f + 0x1p-10f + 0x1p-11f, 0x3c02, "tie, odd below: RNE up"},
+    {1.0f + 0x1p-11f + 0x1p-20f, 0x3c01, "just above half an ulp: up"},
+    {1.0f + 0x1p-11f - 0x1p-20f, 0x3c00, "just below half an ulp: down"},
+    {-(1.0f + 0x1p-10f + 0x1p-11f), 0xbc02, "negative tie, odd below: away from zero"},
+    {65520.0f, 0x7c00, "half an ulp past 65504: rounds to +inf"},
+    {65519.0f, 0x7bff, "just below: 65504"},
+    {0x1p-25f, 0x0000, "subnormal tie with 0: to 0 (even)"},
+    {3.0f * 0x1p-25f, 0x0002, "subnormal tie, odd below: up"},
+};
+
+SIMT_TEST(pack_rounding_modes) {
+  const auto check = [](const Probe* probes, size_t n, bool bf16) {
+    for (size_t i = 0; i < n; ++i) {
+      const Probe& p = probes[i];
+      // Each probe in both halves, against a neighbour that rounds exactly.
+      const uint32_t lo = bf16 ? ptx::pack_bf16x2(p.x, 1.0f) : ptx::pack_f16x2(p.x, 1.0f);
+      const uint32_t hi = bf16 ? ptx::pack_bf16x2(1.0f, p.x) : ptx::pack_f16x2(1.0f, p.x);
+      const uint16_t one = bf16 ? 0x3f80 : 0x3c00;
+      char msg[256];
+      std::snprintf(msg, sizeof msg, "%s pack of %.9g (%s): got 0x%04x / 0x%04x, want 0x%04x", bf16 ? "bf16" : "f16",
+                    static_cast<double>(p.x), p.what, lo & 0xffffu, hi >> 16, p.want);
+      CHECK_MSG((lo & 0xffffu) == p.want && (lo >> 16) == one && (hi >> 16) == p.want && (hi & 0xffffu) == one, msg);
+    }
+  };
+  check(kBf16Probes, sizeof kBf16Probes / sizeof kBf16Probes[0], true);
+  check(kF16Probes, sizeof kF16Probes / sizeof kF16Probes[0], false);
+  const uint32_t nan = ptx::pack_bf16x2(NAN, -NAN), hnan = ptx::pack_f16x2(NAN, NAN);
+  CHECK(((nan & 0x7f80u) == 0x7f80u) && (nan & 0x7fu) != 0 && ((nan >> 16) & 0x7f80u) == 0x7f80u && ((nan >> 16) & 0x7fu) != 0);
+  CHECK(((hnan & 0x7c00u) == 0x7c00u) && (hnan & 0x3ffu) != 0);
 }
 
 // ---- misuse ----------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 // Self-tests of the SIMT emulator: the CUDA built-ins, barriers, warp collectives and cp.async behave
 // as on a GPU, and every check fires on the bug it exists for (missing barrier, divergent barriers, a
 // thread leaving others at a barrier, partial-warp collectives, disagreeing collectives, deadlock,
-// a missing cp.async wait, copies left in flight). Run by test/simt.test.ts in both thread orders.
+// a missing cp.async wait, copies left in flight, shared-memory races between warps). Run by
+// test/simt.test.ts in every thread order.
 #include <atomic>
 #include <cstdint>
 #include <stdexcept>
@@ -17,7 +18,7 @@ namespace ptx = attnkit::ptx;
 namespace {
 
 constexpr unsigned kFull = 0xffffffffu;
-std::atomic<int> line_a{0}, line_b{0};  // call sites captured by kernels (same line as the call)
+std::atomic<int> line_a{0}, line_b{0}, line_c{0};  // call sites captured by kernels (same line as the call)
 
 // ---- built-ins -------------------------------------------------------------------------------------
 
@@ -103,7 +104,7 @@ SIMT_TEST(reduction_with_barriers) {
 }
 
 // The same reduction without the barrier between the stores and the first reads: the result depends
-// on the thread order. test/simt.test.ts checks that at least one of the two orders gets it wrong.
+// on the thread order. test/simt.test.ts checks that the thread orders get it wrong.
 SIMT_TEST(race_missing_barrier) {
   const int blocks = 4;
   const std::vector<float> in = reduce_input(blocks);
@@ -113,6 +114,119 @@ SIMT_TEST(race_missing_barrier) {
   bool right = true;
   for (int b = 0; b < blocks; ++b) right = right && out[b] == reduce_expected(in, b);
   simt_test::note("race_missing_barrier", right ? "right" : "wrong");
+}
+
+// A two-stage ring as the attention kernels use it: every round refills the stage, waits at a
+// barrier, then each thread reads a value another warp stored and passes two warp collectives (as a
+// warp's last mma.sync follows its last read of a tile) before the next refill. Without the trailing
+// barrier a warp that runs ahead refills the stage while another warp still has to read it. In
+// forward or reversed lockstep the warps stay within one collective of each other, so the early
+// refill lands after every read and the result is right: only SIMT_ORDER=ahead shows this race
+// (test/simt.test.ts checks both facts).
+template <bool kTrailingBarrier>
+__global__ void ring_kernel(const float* in, float* out, int rounds) {
+  __shared__ float s[64];
+  const int t = threadIdx.x;
+  for (int r = 0; r < rounds; ++r) {
+    s[t] = in[r * 64 + t];
+    __syncthreads();
+    const float v = s[(t + 32) % 64];
+    __syncwarp();
+    __syncwarp();
+    out[r * 64 + t] = v;
+    if (kTrailingBarrier) __syncthreads();  // the stage is read before the next round refills it
+  }
+}
+
+bool ring_right(bool trailing_barrier) {
+  const int rounds = 4;
+  std::vector<float> in(64 * rounds), out(64 * rounds, 0.f);
+  for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<float>(i);
+  auto* k = trailing_barrier ? &ring_kernel<true> : &ring_kernel<false>;
+  ATTNKIT_LAUNCH(k, 1, 64, 0, 0, in.data(), out.data(), rounds);
+  bool right = true;
+  for (int r = 0; r < rounds; ++r)
+    for (int t = 0; t < 64; ++t) right = right && out[r * 64 + t] == in[r * 64 + (t + 32) % 64];
+  return right;
+}
+
+SIMT_TEST(ring_with_trailing_barrier) { CHECK(ring_right(true)); }
+
+SIMT_TEST(ring_without_trailing_barrier) {
+  simt_test::note("ring_without_trailing_barrier", ring_right(false) ? "right" : "wrong");
+}
+
+// ---- shared-memory hazards between warps (cp.async writes, ldmatrix reads) ----------------------------
+
+// Two warps and one 8x8 f16 stage (8 rows of 16 bytes). Round 0: warp 0 loads the stage with cp.async;
+// both warps read it with ldmatrix. Round 1: warp 1 refills it and both read again. kMode drops one
+// barrier: 1 the one between the round-0 reads and the refill (write after read), 2 the one between
+// the round-0 copy and its reads (read after write), 3 the round-1 one after the refill while warp 0
+// also writes (write after write).
+template <int kMode>
+__global__ void stage_kernel(const uint16_t* in, uint32_t* out) {
+  ATTNKIT_DYNAMIC_SMEM(uint16_t, s);
+  const int t = threadIdx.x, lane = t % 32;
+  if (t < 8) { line_c = __LINE__; ptx::cp_async_16(s + t * 8, in + t * 8); }
+  ptx::cp_async_wait_all();
+  if (kMode != 2) __syncthreads();
+  uint32_t r[1];
+  line_a = __LINE__; ptx::ldmatrix_x1(r, s + (lane % 8) * 8);
+  out[t] = r[0];
+  if (kMode != 1) __syncthreads();
+  if (t >= 32 && t < 40) { line_b = __LINE__; ptx::cp_async_16(s + (t - 32) * 8, in + 64 + (t - 32) * 8); }
+  if (kMode == 3 && t < 8) ptx::cp_async_16(s + t * 8, in + 64 + t * 8);
+  ptx::cp_async_wait_all();
+  __syncthreads();
+  ptx::ldmatrix_x1(r, s + (lane % 8) * 8);
+  out[64 + t] = r[0];
+}
+
+std::vector<uint16_t> stage_input() {
+  std::vector<uint16_t> in(128);
+  for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<uint16_t>(0x3c00 + i);
+  return in;
+}
+
+SIMT_TEST(hazard_free_with_barriers) {
+  const std::vector<uint16_t> in = stage_input();
+  std::vector<uint32_t> out(128);
+  auto* k = &stage_kernel<0>;
+  ATTNKIT_LAUNCH(k, 1, 64, 128, 0, in.data(), out.data());
+  // ldmatrix x1: lane l holds row l / 4, columns 2 (l % 4) and 2 (l % 4) + 1
+  for (int round = 0; round < 2; ++round)
+    for (int t = 0; t < 64; ++t) {
+      const int l = t % 32, e = (l / 4) * 8 + 2 * (l % 4) + 64 * round;
+      CHECK(out[static_cast<size_t>(64 * round + t)] == (uint32_t(in[e]) | uint32_t(in[e + 1]) << 16));
+    }
+}
+
+// A race is reported from the side that comes second in the schedule: the write after the other
+// warp's read (forward order), or the read after the other warp's write (reverse order, where warp 1
+// refills first). Either way the report names both call sites; the note says which (test/simt.test.ts).
+void expect_race(int mode) {
+  const std::vector<uint16_t> in = stage_input();
+  std::vector<uint32_t> out(128);
+  auto* k = mode == 1 ? &stage_kernel<1> : &stage_kernel<2>;
+  const std::string msg =
+      EXPECT_ERROR(ATTNKIT_LAUNCH(k, 1, 64, 128, 0, in.data(), out.data()), "kernel 'k', block (0,0,0)",
+                   "shared-memory race (", "dynamic shared memory bytes [", "ldmatrix.m8n8.x1",
+                   at(__FILE__, line_a), "cp.async at " + at(__FILE__, mode == 1 ? line_b : line_c),
+                   "no __syncthreads in between");
+  const bool war = msg.find("(write after read)") != std::string::npos;
+  CHECK(war || msg.find("(read after write)") != std::string::npos);
+  simt_test::note(mode == 1 ? "hazard_write_after_read" : "hazard_read_after_write", war ? "war" : "raw");
+}
+
+SIMT_TEST(hazard_write_after_read) { expect_race(1); }
+SIMT_TEST(hazard_read_after_write) { expect_race(2); }
+
+SIMT_TEST(hazard_write_after_write) {
+  const std::vector<uint16_t> in = stage_input();
+  std::vector<uint32_t> out(128);
+  auto* k = &stage_kernel<3>;
+  EXPECT_ERROR(ATTNKIT_LAUNCH(k, 1, 64, 128, 0, in.data(), out.data()), "shared-memory race (write after write)",
+               "dynamic shared memory bytes [", "which warp ", "no __syncthreads in between");
 }
 
 __global__ void divergent_kernel(float* out) {

@@ -4,7 +4,8 @@
 // float64 reference of reference.h. One case per table entry (`fmha_<dir>_<policy>_<dtype>_d<D>`),
 // plus the dispatch errors and bitwise determinism of the backward. Outputs start as NaN, so anything
 // a kernel fails to write is an error. Driven by test/cuda-kernels.test.ts, which builds this program
-// and the generated translation units with g++ and runs it in both thread orders and under ASan.
+// and the generated translation units with g++ and runs it in every thread order and under ASan,
+// adding the shapes of test/simt-families.ts (SIMT_SHAPES).
 //
 // Accuracy criterion (FlashAttention 2's, per tensor): the kernel's max error against float64 is at
 // most 2x (3x for gradients) that of a naive low-precision implementation (inputs and the rounded
@@ -80,6 +81,22 @@ const Shape kBwdShapes[] = {
     {1, 256, 200, 1, 1, false, 40, 40, true, "window (40, 40), Nq > Nk, dLSE"},
     {1, 5, 0, 1, 1, false, -1, -1, false, "Nk = 0"},
 };
+
+// The shapes the driver adds (rows of $SIMT_SHAPES with dir=fwd|bwd, from test/simt-families.ts: the
+// offset classes of every mask edge modulo the tile size). Their count goes to a note, so that the
+// driver can tell they ran.
+std::vector<Shape> driver_shapes(const char* dir) {
+  static std::deque<std::string> names;
+  std::vector<Shape> out;
+  for (const simt_test::Row& row : simt_test::rows_from_env()) {
+    if (simt_test::get(row, "dir") != dir) continue;
+    const auto num = [&](const char* key, const char* dflt) { return std::stoll(simt_test::get(row, key, dflt)); };
+    names.push_back(simt_test::get(row, "what", "driver shape"));
+    out.push_back({num("B", "1"), num("Nq", "1"), num("Nk", "1"), num("H", "1"), num("Hkv", "1"), num("causal", "0") != 0,
+                   num("left", "-1"), num("right", "-1"), num("dlse", "0") != 0, names.back().c_str()});
+  }
+  return out;
+}
 
 Problem problem(const Shape& s, int64_t D) {
   Problem p;
@@ -240,6 +257,9 @@ template <typename T>
 void fwd_entry(const FwdEntry<DenseMask>& e) {
   unsigned seed = 1;
   for (const Shape& s : kFwdShapes) fwd_shape<T>(e, s, seed++);
+  const std::vector<Shape> extra = driver_shapes("fwd");
+  for (const Shape& s : extra) fwd_shape<T>(e, s, seed++);
+  simt_test::note("driver_shapes", std::to_string(extra.size()));
   flush_notes();
 }
 
@@ -356,6 +376,9 @@ template <typename T>
 void bwd_entry(const BwdEntry<DenseMask>& e) {
   unsigned seed = 101;
   for (const Shape& s : kBwdShapes) bwd_shape<T>(e, s, seed++);
+  const std::vector<Shape> extra = driver_shapes("bwd");
+  for (const Shape& s : extra) bwd_shape<T>(e, s, seed++);
+  simt_test::note("driver_shapes", std::to_string(extra.size()));
   flush_notes();
 }
 
