@@ -100,11 +100,15 @@ describe.skipIf(why !== '')(`the CUDA runtime on a fake device${why ? ` (skipped
       "const dev = attention(q.to('cuda:0'), k.to('cuda:0'), v.to('cuda:0'), { causal: true }).out;",
       'const cpu = attention(q, k, v, { causal: true }).out;',
       "console.log(JSON.stringify({ device: dev.device, gpu: Array.from(await dev.to('float32').toArray()), cpu: Array.from(await cpu.to('float32').toArray()) }));",
+      // device tensors still alive at exit: their frees are queued on the fake streams while the
+      // process runs its exit handlers
+      "globalThis.kept = Array.from({ length: 64 }, () => q.to('cuda:0'));",
     ].join(' ');
     // Run a few times: the process must also exit cleanly, with the fake streams' threads still
-    // running queued frees while the exit handlers run (a crash there showed up about one run in four).
+    // running queued frees while the exit handlers run (a crash there showed up in about one run in
+    // three of this program).
     let stdout = '';
-    for (let run = 0; run < 4; run++) {
+    for (let run = 0; run < 8; run++) {
       const r = spawnSync(process.execPath, ['--input-type=module', '-e', program], {
         cwd: root,
         encoding: 'utf8',

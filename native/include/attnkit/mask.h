@@ -3,7 +3,7 @@
 // Kernels see a problem as one or more *groups* (dense: one; neighborhood: one per dilation group),
 // each a sequence of query positions cut into query tiles of QTile positions and a sequence of key
 // positions cut into key tiles of KTile positions. The tile shape is a template parameter of each
-// policy (DenseMaskT<QTile, KTile>, BlockSparseMaskT<QTile, KTile>, NeighborhoodMaskT<R, Tile>);
+// policy (DenseMaskT<QTile, KTile>, BlockSparseMaskT<QTile, KTile>, NeighborhoodMaskT<R, QTile, KTile>);
 // DenseMask, BlockSparseMask and NeighborhoodMask<R> are the kTile x kTile shape (64 x 64) of the
 // CPU kernels. A key tile's row mask is one 64-bit word, so KTile <= 64.
 // group(g, b, h) is the view for batch b and head h (block-sparse masks differ per batch and head;
@@ -19,11 +19,13 @@
 //   row_mask(qp, kt)      bit j set iff qp sees key position kt * KTile + j (padding never)
 //   tile_masks(qt, kt, m) the QTile row masks of a tile pair at once (what the CPU kernels use)
 //   q_tile_tokens / k_tile_tokens(t, out)   the tokens of a tile's positions at once
-// Every method is host+device (ATTNKIT_HD) and keeps no per-thread array beyond a few words, so a
-// device kernel can call the per-row ones from each thread; test/compile-gate/policies.cu compiles
-// them for sm_80 and sm_90 under the compile gate (no local memory, no spills).
-// classify and row_mask must agree exactly with allows; test/policy.test.ts and
-// test/neighborhood-policy.test.ts check that exhaustively on small shapes.
+// Every method is host+device (ATTNKIT_HD). The per-row ones (all but tile_masks and the tile-token
+// forms, which keep a table per call: the CPU's whole-tile methods) keep no per-thread array a GPU
+// would put in local memory, so each thread of a device kernel can call them;
+// test/compile-gate/policies.cu compiles them for sm_80 and sm_90 under the compile gate (no local
+// memory, no spills), test/compile-gate/policies_host.cc checks every method at several tile shapes.
+// classify and row_mask must agree exactly with allows (for real queries); test/policy.test.ts and
+// test/neighborhood-policy.test.ts check that exhaustively on small shapes at 64 x 64.
 #pragma once
 #include "attnkit/common.h"
 

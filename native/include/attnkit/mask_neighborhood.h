@@ -262,9 +262,15 @@ struct NaGroupT {
         const int64_t qc = qtc[a] * x.tq + c;
         uint64_t bits = qc < x.Lg ? x.bits(qc, ktc[a]) : 0;
         uint64_t m = 0;
-        while (bits) {
-          m |= x.key_pattern(ctz64(bits));
-          bits &= bits - 1;
+        if (x.low_k == 0) {
+          // the last axis: rep_k has one bit per period of tk and bits < 2^tk, so the shifted
+          // copies do not overlap and their OR is a product
+          m = x.rep_k * bits;
+        } else {
+          while (bits) {
+            m |= x.key_pattern(ctz64(bits));
+            bits &= bits - 1;
+          }
         }
         at[a][c] = m;
       }
