@@ -13,9 +13,9 @@
  * DESIGN §10 convention (forward = 4 * visible query-key pairs * D, backward = 2.5 x forward), and
  * causal rows get their speedup over dense (no mask) attention on the same shape and dtype.
  */
-import * as ak from '../src/index.js';
-import type { FloatDType } from '../src/index.js';
-import { native } from '../src/native.js';
+import * as ak from '../index.js';
+import type { FloatDType } from '../index.js';
+import { native } from '../native.js';
 import { absMaxError, median, relativeMaxError } from './common.js';
 import { attentionFlop, VALIDATION_N, type BenchShape, type MaskName, type Pass } from './attention.js';
 

@@ -9,8 +9,8 @@
  * median is reported, with GFLOP/s by the DESIGN §10 convention (forward = 4 * visible
  * query-key pairs * D, backward = 2.5 x forward) and the fraction of the estimated peak.
  */
-import * as ak from '../src/index.js';
-import type { FloatDType } from '../src/index.js';
+import * as ak from '../index.js';
+import type { FloatDType } from '../index.js';
 import {
   absMaxError,
   median,
