@@ -194,6 +194,46 @@ export interface NativeBinding {
     newState: NativeStorage,
     p: LinearParams,
   ): void;
+  /** Neighborhood attention (src/ops/neighborhood.ts); `p`: sizes, per-axis options, tile. */
+  naForward(s: NativeStream, q: NativeStorage, k: NativeStorage, v: NativeStorage, out: NativeStorage, lse: NativeStorage, p: object): void;
+  naBackward(
+    s: NativeStream,
+    q: NativeStorage,
+    k: NativeStorage,
+    v: NativeStorage,
+    out: NativeStorage,
+    lse: NativeStorage,
+    dout: NativeStorage,
+    dlse: NativeStorage | null,
+    dq: NativeStorage,
+    dk: NativeStorage,
+    dv: NativeStorage,
+    p: object,
+  ): void;
+  /** Tile-level statistics of the neighborhood policy (what `attnkit sim` prints). */
+  naPlan(p: NaParams): NeighborhoodPlan;
+  /** Test hook: the neighborhood policy on every position and tile pair, per dilation group. */
+  naMaskProbe(p: NaParams): NaProbeGroup[];
+  /** Block-sparse attention (src/ops/block-sparse.ts); `mask`: the five BlockMask buffers. */
+  bsForward(s: NativeStream, q: NativeStorage, k: NativeStorage, v: NativeStorage, out: NativeStorage, lse: NativeStorage, mask: NativeStorage[], p: object): void;
+  bsBackward(
+    s: NativeStream,
+    q: NativeStorage,
+    k: NativeStorage,
+    v: NativeStorage,
+    out: NativeStorage,
+    lse: NativeStorage,
+    dout: NativeStorage,
+    dlse: NativeStorage | null,
+    dq: NativeStorage,
+    dk: NativeStorage,
+    dv: NativeStorage,
+    mask: NativeStorage[],
+    p: object,
+  ): void;
+  /** Block selection (src/ops/selection.ts): scores, selected blocks and the mask's five buffers. */
+  mobaSelect(s: NativeStream, q: NativeStorage, k: NativeStorage, scores: NativeStorage, selected: NativeStorage, mask: NativeStorage[], p: object): void;
+  xattnSelect(s: NativeStream, q: NativeStorage, k: NativeStorage, scores: NativeStorage, selected: NativeStorage, mask: NativeStorage[], p: object): void;
 }
 
 /** Problem descriptor of the linear-attention family (native/include/attnkit/linear.h). */
@@ -212,6 +252,45 @@ export interface LinearParams {
   eps: number;
   /** [H] per query head, in (0, 1] */
   decay: Float64Array;
+}
+
+/** Parameters of the native neighborhood policy: per-axis arrays of length rank. */
+export interface NaParams {
+  rank: number;
+  size: number[];
+  kernel: number[];
+  stride: number[];
+  dilation: number[];
+  causal: boolean[];
+  tile: number[];
+}
+
+/** Tile-level statistics of a neighborhood problem (per batch and head). */
+export interface NeighborhoodPlan {
+  /** Tile pairs a dense kernel visits over the same tokens. */
+  densePairs: number;
+  /** Visited tile pairs that need no element masking. */
+  fullPairs: number;
+  /** Visited tile pairs with element masking. */
+  partialPairs: number;
+  /** Visible (query, key) pairs. */
+  visible: number;
+}
+
+/** What naMaskProbe reports for one dilation group (test/neighborhood-policy.test.ts). */
+export interface NaProbeGroup {
+  /** position -> token, -1 for padding */
+  tokens: Int32Array;
+  /** class of every (query tile, key tile) pair: 0 skip, 1 full, 2 partial */
+  classes: Int32Array;
+  /** row mask of every (query position, key tile) */
+  rowMasks: BigUint64Array;
+  /** key tiles of every query tile (forward, dQ) */
+  kvLists: Int32Array[];
+  /** query tiles of every key tile (dK/dV) */
+  qLists: Int32Array[];
+  qTiles: number;
+  kTiles: number;
 }
 
 /** The package root (the folder holding package.json), from src/ or dist/src/. */

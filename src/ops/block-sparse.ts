@@ -7,7 +7,7 @@
  * give out 0 and LSE -Infinity. See docs/block-sparse.md.
  */
 import { AttnkitError, callNative } from '../errors.js';
-import { native, type NativeBinding, type NativeStorage, type NativeStream, type ShapeParams } from '../native.js';
+import { native, type ShapeParams } from '../native.js';
 import { empty, type Tensor } from '../tensor.js';
 import type { Stream } from '../stream.js';
 import { BlockMask } from '../masks/block-mask.js';
@@ -34,25 +34,6 @@ export interface BlockSparseResult {
   backward(dOut: Tensor, dLse?: Tensor): AttentionGrads;
 }
 
-interface BsBinding {
-  bsForward(s: NativeStream, q: NativeStorage, k: NativeStorage, v: NativeStorage, out: NativeStorage, lse: NativeStorage, mask: NativeStorage[], p: object): void;
-  bsBackward(
-    s: NativeStream,
-    q: NativeStorage,
-    k: NativeStorage,
-    v: NativeStorage,
-    out: NativeStorage,
-    lse: NativeStorage,
-    dout: NativeStorage,
-    dlse: NativeStorage | null,
-    dq: NativeStorage,
-    dk: NativeStorage,
-    dv: NativeStorage,
-    mask: NativeStorage[],
-    p: object,
-  ): void;
-}
-const binding = native as NativeBinding & BsBinding;
 
 interface Problem {
   shape: ShapeParams;
@@ -89,7 +70,7 @@ export function blockSparseAttention(q: Tensor, k: Tensor, v: Tensor, mask: Bloc
   const out = empty([B, Nq, H, Dv], { dtype: p.dtype, device: q.device });
   const lse = empty([B, Nq, H], { dtype: 'float32', device: q.device });
   callNative(op, () =>
-    binding.bsForward(p.stream.native, q._native(op, 'q'), k._native(op, 'k'), v._native(op, 'v'), out._native(op, 'out'), lse._native(op, 'lse'), maskStorages(op, mask), params(p)),
+    native.bsForward(p.stream.native, q._native(op, 'q'), k._native(op, 'k'), v._native(op, 'v'), out._native(op, 'out'), lse._native(op, 'lse'), maskStorages(op, mask), params(p)),
   );
   out._setStream(p.stream);
   lse._setStream(p.stream);
@@ -119,7 +100,7 @@ export function blockSparseAttentionBackward(
   const dk = empty(k.shape, { dtype: p.dtype, device: q.device });
   const dv = empty(v.shape, { dtype: p.dtype, device: q.device });
   callNative(op, () =>
-    binding.bsBackward(
+    native.bsBackward(
       p.stream.native,
       q._native(op, 'q'),
       k._native(op, 'k'),

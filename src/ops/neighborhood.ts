@@ -7,7 +7,9 @@
  */
 import type { FloatDType } from '../dtype.js';
 import { AttnkitError, argError, callNative } from '../errors.js';
-import { native, type NativeBinding, type NativeStorage, type NativeStream } from '../native.js';
+import { native, type NaParams, type NeighborhoodPlan } from '../native.js';
+
+export type { NaParams, NeighborhoodPlan } from '../native.js';
 import { empty, type Tensor } from '../tensor.js';
 import type { Stream } from '../stream.js';
 import { attention, attentionBackward } from './attention.js';
@@ -69,48 +71,6 @@ export interface NeighborhoodResult {
   backward(dOut: Tensor, dLse?: Tensor): NeighborhoodGrads;
 }
 
-/** Parameters of the native policy: per-axis arrays of length rank. */
-export interface NaParams {
-  rank: number;
-  size: number[];
-  kernel: number[];
-  stride: number[];
-  dilation: number[];
-  causal: boolean[];
-  tile: number[];
-}
-
-/** Tile-level statistics of a problem (per batch and head). */
-export interface NeighborhoodPlan {
-  /** Tile pairs a dense kernel visits over the same tokens. */
-  densePairs: number;
-  /** Visited tile pairs that need no element masking. */
-  fullPairs: number;
-  /** Visited tile pairs with element masking. */
-  partialPairs: number;
-  /** Visible (query, key) pairs. */
-  visible: number;
-}
-
-interface NeighborhoodBinding {
-  naForward(s: NativeStream, q: NativeStorage, k: NativeStorage, v: NativeStorage, out: NativeStorage, lse: NativeStorage, p: object): void;
-  naBackward(
-    s: NativeStream,
-    q: NativeStorage,
-    k: NativeStorage,
-    v: NativeStorage,
-    out: NativeStorage,
-    lse: NativeStorage,
-    dout: NativeStorage,
-    dlse: NativeStorage | null,
-    dq: NativeStorage,
-    dk: NativeStorage,
-    dv: NativeStorage,
-    p: object,
-  ): void;
-  naPlan(p: NaParams): NeighborhoodPlan;
-}
-const binding = native as NativeBinding & NeighborhoodBinding;
 
 const KNOWN = ['kernelSize', 'stride', 'dilation', 'causal', 'scale', 'additionalKeys', 'additionalValues', 'tileShape', 'stream'] as const;
 
@@ -148,7 +108,7 @@ const planCache = new Map<string, number[]>();
 
 /** Tile-level statistics of a neighborhood problem for a given tile shape (what `attnkit sim` prints). */
 export function neighborhoodPlan(p: NaParams): NeighborhoodPlan {
-  return callNative('neighborhoodPlan', () => binding.naPlan(p));
+  return callNative('neighborhoodPlan', () => native.naPlan(p));
 }
 
 /** The tile shape that visits the fewest tiles (partial tiles cost a little more: masking). */
@@ -284,7 +244,7 @@ function naForward(op: string, p: Problem, q: Tensor, k: Tensor, v: Tensor): { o
   const out = empty([p.B, ...p.spatial, p.H, p.Dv], { dtype: p.dtype, device: q.device });
   const lse = empty([p.B, ...p.spatial, p.H], { dtype: 'float32', device: q.device });
   callNative(op, () =>
-    binding.naForward(p.stream.native, q._native(op, 'q'), k._native(op, 'k'), v._native(op, 'v'), out._native(op, 'out'), lse._native(op, 'lse'), nativeParams(p)),
+    native.naForward(p.stream.native, q._native(op, 'q'), k._native(op, 'k'), v._native(op, 'v'), out._native(op, 'out'), lse._native(op, 'lse'), nativeParams(p)),
   );
   out._setStream(p.stream);
   lse._setStream(p.stream);
@@ -296,7 +256,7 @@ function naBackward(op: string, p: Problem, q: Tensor, k: Tensor, v: Tensor, out
   const dk = empty(k.shape, { dtype: p.dtype, device: q.device });
   const dv = empty(v.shape, { dtype: p.dtype, device: q.device });
   callNative(op, () =>
-    binding.naBackward(
+    native.naBackward(
       p.stream.native,
       q._native(op, 'q'),
       k._native(op, 'k'),

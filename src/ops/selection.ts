@@ -5,7 +5,7 @@
  * for inspection. Semantics: docs/block-sparse.md.
  */
 import { argError, callNative } from '../errors.js';
-import { native, type NativeBinding, type NativeStorage, type NativeStream } from '../native.js';
+import { native } from '../native.js';
 import { empty, type Tensor } from '../tensor.js';
 import type { Stream } from '../stream.js';
 import { BlockMask } from '../masks/block-mask.js';
@@ -22,11 +22,6 @@ import {
   checkTensor,
 } from './validate.js';
 
-interface SelectionBinding {
-  mobaSelect(s: NativeStream, q: NativeStorage, k: NativeStorage, scores: NativeStorage, selected: NativeStorage, mask: NativeStorage[], p: object): void;
-  xattnSelect(s: NativeStream, q: NativeStorage, k: NativeStorage, scores: NativeStorage, selected: NativeStorage, mask: NativeStorage[], p: object): void;
-}
-const binding = native as NativeBinding & SelectionBinding;
 
 export interface MobaOptions {
   /** MoBA key block (chunk) size C: a power of two >= 16. */
@@ -124,7 +119,7 @@ export function mobaMask(q: Tensor, k: Tensor, options: MobaOptions): MobaResult
   const selected = empty([B, Nq, H, topK], { dtype: 'int32', device: Q.device });
   const bufs = maskBuffers(Q.device, B * H * Qb, capacity, blockQ, blockK);
   callNative(op, () =>
-    binding.mobaSelect(
+    native.mobaSelect(
       stream.native,
       Q._native(op, 'q'),
       K._native(op, 'k'),
@@ -160,7 +155,7 @@ export function xattentionMask(q: Tensor, k: Tensor, options: XattentionOptions)
   const selected = empty([B, H, Qb, Kb], { dtype: 'uint8', device: Q.device });
   const bufs = maskBuffers(Q.device, B * H * Qb, capacity, block, block);
   callNative(op, () =>
-    binding.xattnSelect(
+    native.xattnSelect(
       stream.native,
       Q._native(op, 'q'),
       K._native(op, 'k'),
