@@ -28,13 +28,33 @@ import {
 
 export type { BlockMaskData, BlockMaskGeometry, BlockSizes } from './mask-builder.js';
 
+/**
+ * Which key blocks each query block attends, in the form the block-sparse kernels read: per (b, h)
+ * and query block, the full key blocks and the partial ones with their element bitmaps. Build one
+ * with the static builders (or `mobaMask` / `xattentionMask`), combine with `and` / `or`, and pass
+ * it to `blockSparseAttention`.
+ *
+ * @example
+ * ```ts
+ * const mask = BlockMask.slidingWindow(4096, 4096, 512, 0).or(BlockMask.fromPredicate((b, h, q, k) => k < 64, { Nq: 4096, Nk: 4096 }));
+ * await mask.density(); // fraction of visible pairs
+ * const { out } = blockSparseAttention(q, k, v, mask);
+ * ```
+ */
 export class BlockMask {
+  /** Batch extent: 1 (shared by every batch entry) or the problem's B. */
   readonly B: number;
+  /** Head extent: 1 (shared by every head) or the problem's query heads H. */
   readonly H: number;
+  /** Query tokens. */
   readonly Nq: number;
+  /** Key tokens. */
   readonly Nk: number;
+  /** Query block size (16, 32, 64 or 128). */
   readonly blockQ: number;
+  /** Key block size (16, 32, 64 or 128). */
   readonly blockK: number;
+  /** Where the buffers live (the device of the tensors it applies to). */
   readonly device: Device;
   /** Number of query blocks: ceil(Nq / blockQ). */
   readonly qBlocks: number;
@@ -63,6 +83,7 @@ export class BlockMask {
     return Math.ceil(this.blockK / 32);
   }
 
+  /** B, H, Nq, Nk and the block sizes. */
   get geometry(): BlockMaskGeometry {
     return { B: this.B, H: this.H, Nq: this.Nq, Nk: this.Nk, blockQ: this.blockQ, blockK: this.blockK };
   }

@@ -15,6 +15,7 @@ export interface BlockMaskData {
   partialBits: Uint32Array;
 }
 
+/** The extents of a mask: B|1, H|1, tokens and block sizes. */
 export interface BlockMaskGeometry {
   /** Mask batch extent: 1 (shared) or the problem's B. */
   B: number;
@@ -26,8 +27,11 @@ export interface BlockMaskGeometry {
   blockK: number;
 }
 
+/** Block sizes of a mask: powers of two in 16..128, default 64. */
 export interface BlockSizes {
+  /** Query block size. */
   blockQ?: number;
+  /** Key block size. */
   blockK?: number;
 }
 

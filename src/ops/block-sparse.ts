@@ -20,17 +20,21 @@ import {
   checkStream,
 } from './validate.js';
 
+/** Options of `blockSparseAttention`. */
 export interface BlockSparseOptions {
   /** Softmax scale; default 1/sqrt(D). */
   scale?: number;
+  /** Stream to run on; default: the device's default stream. */
   stream?: Stream;
 }
 
+/** What `blockSparseAttention` returns. */
 export interface BlockSparseResult {
   /** [B, Nq, H, Dv] */
   out: Tensor;
   /** [B, Nq, H] float32, natural log; -Infinity for rows with no visible key. */
   lse: Tensor;
+  /** Gradients for q, k, v given dOut (and optionally the gradient of lse). */
   backward(dOut: Tensor, dLse?: Tensor): AttentionGrads;
 }
 
@@ -62,7 +66,16 @@ function parse(op: string, q: unknown, k: unknown, v: unknown, mask: unknown, op
 const params = (p: Problem) => ({ ...p.shape, scale: p.scale, maskB: p.mask.B, maskH: p.mask.H, blockQ: p.mask.blockQ, blockK: p.mask.blockK });
 const maskStorages = (op: string, m: BlockMask) => m.buffers().map((t, i) => t._native(op, `mask.buffers[${i}]`));
 
-/** Attention of q [B, Nq, H, D] over k, v [B, Nk, Hkv, D|Dv] restricted to `mask`. */
+/**
+ * Attention of q [B, Nq, H, D] over k, v [B, Nk, Hkv, D|Dv] restricted to `mask`: only the
+ * listed blocks are visited, partial blocks with their element bitmaps.
+ *
+ * @example
+ * ```ts
+ * const mask = BlockMask.documents([1000, 3000, 96], { causal: true });
+ * const { out, lse } = blockSparseAttention(q, k, v, mask); // q, k, v of 4096 tokens
+ * ```
+ */
 export function blockSparseAttention(q: Tensor, k: Tensor, v: Tensor, mask: BlockMask, options: BlockSparseOptions = {}): BlockSparseResult {
   const op = 'blockSparseAttention';
   const p = parse(op, q, k, v, mask, options, ['scale', 'stream']);
@@ -77,11 +90,21 @@ export function blockSparseAttention(q: Tensor, k: Tensor, v: Tensor, mask: Bloc
   return { out, lse, backward: (dOut, dLse) => blockSparseAttentionBackward(q, k, v, mask, out, lse, dOut, { ...options, dLse }) };
 }
 
+/** Options of `blockSparseAttentionBackward`: the forward's, and the gradient of its LSE. */
 export interface BlockSparseBackwardOptions extends BlockSparseOptions {
+  /** Gradient of the LSE output [B, Nq, H] float32. */
   dLse?: Tensor;
 }
 
-/** Functional backward of blockSparseAttention. */
+/**
+ * Functional backward of blockSparseAttention: gradients for q, k, v.
+ *
+ * @example
+ * ```ts
+ * const { out, lse } = blockSparseAttention(q, k, v, mask);
+ * const { dq, dk, dv } = blockSparseAttentionBackward(q, k, v, mask, out, lse, dOut);
+ * ```
+ */
 export function blockSparseAttentionBackward(
   q: Tensor,
   k: Tensor,

@@ -23,6 +23,7 @@ import {
 } from './validate.js';
 
 
+/** Options of `mobaMask`. */
 export interface MobaOptions {
   /** MoBA key block (chunk) size C: a power of two >= 16. */
   blockSize: number;
@@ -32,9 +33,11 @@ export interface MobaOptions {
   causal?: boolean;
   /** Query block size of the produced BlockMask (power of two, 16..128). Default 64. */
   blockQ?: number;
+  /** Stream to run on; default: the device's default stream. */
   stream?: Stream;
 }
 
+/** What `mobaMask` returns: the mask and what the selection saw. */
 export interface MobaResult {
   /** B x H mask: blockQ x min(blockSize, 128) blocks. */
   mask: BlockMask;
@@ -44,6 +47,7 @@ export interface MobaResult {
   selected: Tensor;
 }
 
+/** Options of `xattentionMask`. */
 export interface XattentionOptions {
   /** Antidiagonal stride S: a power of two dividing blockSize. */
   stride: number;
@@ -53,10 +57,13 @@ export interface XattentionOptions {
   blockSize?: number;
   /** Default true: sink block and diagonal forced, blocks past the diagonal dropped, token-causal inside. */
   causal?: boolean;
+  /** Stream to run on; default: the device's default stream. */
   stream?: Stream;
 }
 
+/** What `xattentionMask` returns: the mask and what the selection saw. */
 export interface XattentionResult {
+  /** B x H mask of blockSize x blockSize blocks. */
   mask: BlockMask;
   /** [B, H, Qb, Kb] float32 block scores (each query block's row sums to its reshaped row count). */
   scores: Tensor;
@@ -91,7 +98,15 @@ function maskBuffers(device: Tensor['device'], rows: number, cap: number, blockQ
   return [rows + 1, cap, rows + 1, cap, cap * blockQ * words].map((n) => empty([n], { dtype: 'int32', device }));
 }
 
-/** MoBA gating: each query token's top-K key blocks by <q, mean(K_block)>, as a BlockMask. */
+/**
+ * MoBA gating: each query token's top-K key blocks by <q, mean(K_block)>, as a BlockMask.
+ *
+ * @example
+ * ```ts
+ * const { mask } = mobaMask(q, k, { blockSize: 512, topK: 3 });
+ * const { out } = blockSparseAttention(q, k, v, mask);
+ * ```
+ */
 export function mobaMask(q: Tensor, k: Tensor, options: MobaOptions): MobaResult {
   const op = 'mobaMask';
   const { Q, K, B, Nq, Nk, H, Hkv, D } = parseQK(op, q, k);
@@ -133,7 +148,15 @@ export function mobaMask(q: Tensor, k: Tensor, options: MobaOptions): MobaResult
   return { mask: new BlockMask({ B, H, Nq, Nk, blockQ, blockK }, null, bufs, Q.device), scores, selected };
 }
 
-/** XAttention: antidiagonal block scoring and cumulative-mass threshold selection, as a BlockMask. */
+/**
+ * XAttention: antidiagonal block scoring and cumulative-mass threshold selection, as a BlockMask.
+ *
+ * @example
+ * ```ts
+ * const { mask } = xattentionMask(q, k, { stride: 8, threshold: 0.9 });
+ * const { out } = blockSparseAttention(q, k, v, mask);
+ * ```
+ */
 export function xattentionMask(q: Tensor, k: Tensor, options: XattentionOptions): XattentionResult {
   const op = 'xattentionMask';
   const { Q, K, B, Nq, Nk, H, Hkv, D } = parseQK(op, q, k);
