@@ -62,6 +62,20 @@ export interface NativeInfo {
   };
 }
 
+/** The tensors of every fused attention backward, in the binding's order (dlse may be null). */
+export type BackwardTensors = [
+  q: NativeStorage,
+  k: NativeStorage,
+  v: NativeStorage,
+  out: NativeStorage,
+  lse: NativeStorage,
+  dout: NativeStorage,
+  dlse: NativeStorage | null,
+  dq: NativeStorage,
+  dk: NativeStorage,
+  dv: NativeStorage,
+];
+
 /** A CUDA timing event (opaque), from cudaRecordEvent. */
 export type NativeEvent = { readonly __nativeEvent: unique symbol };
 
@@ -82,20 +96,7 @@ export interface NativeBinding {
     lse: NativeStorage,
     p: AttentionParams,
   ): void;
-  attentionBackward(
-    stream: NativeStream,
-    q: NativeStorage,
-    k: NativeStorage,
-    v: NativeStorage,
-    out: NativeStorage,
-    lse: NativeStorage,
-    dout: NativeStorage,
-    dlse: NativeStorage | null,
-    dq: NativeStorage,
-    dk: NativeStorage,
-    dv: NativeStorage,
-    p: AttentionParams,
-  ): void;
+  attentionBackward(stream: NativeStream, ...args: [...BackwardTensors, p: AttentionParams]): void;
   mergeForward(
     stream: NativeStream,
     outs: NativeStorage[],
@@ -196,41 +197,14 @@ export interface NativeBinding {
   ): void;
   /** Neighborhood attention (src/ops/neighborhood.ts); `p`: sizes, per-axis options, tile. */
   naForward(s: NativeStream, q: NativeStorage, k: NativeStorage, v: NativeStorage, out: NativeStorage, lse: NativeStorage, p: object): void;
-  naBackward(
-    s: NativeStream,
-    q: NativeStorage,
-    k: NativeStorage,
-    v: NativeStorage,
-    out: NativeStorage,
-    lse: NativeStorage,
-    dout: NativeStorage,
-    dlse: NativeStorage | null,
-    dq: NativeStorage,
-    dk: NativeStorage,
-    dv: NativeStorage,
-    p: object,
-  ): void;
+  naBackward(s: NativeStream, ...args: [...BackwardTensors, p: object]): void;
   /** Tile-level statistics of the neighborhood policy (what `attnkit sim` prints). */
   naPlan(p: NaParams): NeighborhoodPlan;
   /** Test hook: the neighborhood policy on every position and tile pair, per dilation group. */
   naMaskProbe(p: NaParams): NaProbeGroup[];
   /** Block-sparse attention (src/ops/block-sparse.ts); `mask`: the five BlockMask buffers. */
   bsForward(s: NativeStream, q: NativeStorage, k: NativeStorage, v: NativeStorage, out: NativeStorage, lse: NativeStorage, mask: NativeStorage[], p: object): void;
-  bsBackward(
-    s: NativeStream,
-    q: NativeStorage,
-    k: NativeStorage,
-    v: NativeStorage,
-    out: NativeStorage,
-    lse: NativeStorage,
-    dout: NativeStorage,
-    dlse: NativeStorage | null,
-    dq: NativeStorage,
-    dk: NativeStorage,
-    dv: NativeStorage,
-    mask: NativeStorage[],
-    p: object,
-  ): void;
+  bsBackward(s: NativeStream, ...args: [...BackwardTensors, mask: NativeStorage[], p: object]): void;
   /** Block selection (src/ops/selection.ts): scores, selected blocks and the mask's five buffers. */
   mobaSelect(s: NativeStream, q: NativeStorage, k: NativeStorage, scores: NativeStorage, selected: NativeStorage, mask: NativeStorage[], p: object): void;
   xattnSelect(s: NativeStream, q: NativeStorage, k: NativeStorage, scores: NativeStorage, selected: NativeStorage, mask: NativeStorage[], p: object): void;

@@ -32,11 +32,13 @@ const code = (f: string) =>
  * The relative modules a file imports, as repository paths of .ts files: static imports and
  * re-exports (type-only ones too: a type cycle is a design cycle) and dynamic import().
  */
-export function importsOf(f: string, text = code(f)): string[] {
+export function importsOf(f: string, text = code(f), { dynamic = true, types = true } = {}): string[] {
   const specs = [
-    ...text.matchAll(/\b(?:import|export)\s+(?:type\s+)?(?:[\w*{}\s,$]+?\s+from\s+)?['"]([^'"]+)['"]/g),
-    ...text.matchAll(/\bimport\(\s*['"]([^'"]+)['"]\s*\)/g),
-  ].map((m) => m[1]!);
+    ...[...text.matchAll(/\b(?:import|export)\s+(type\s+)?(?:[\w*{}\s,$]+?\s+from\s+)?['"]([^'"]+)['"]/g)]
+      .filter((m) => types || m[1] === undefined)
+      .map((m) => m[2]!),
+    ...(dynamic ? [...text.matchAll(/\bimport\(\s*['"]([^'"]+)['"]\s*\)/g)].map((m) => m[1]!) : []),
+  ];
   return specs
     .filter((s) => s.startsWith('.'))
     .map((s) => relative(root, join(root, dirname(f), s)).split('\\').join('/').replace(/\.js$/, '.ts'));
@@ -84,6 +86,8 @@ describe('TypeScript layering', () => {
   it('the cycle finder finds a two-module cycle, a self-import and a long cycle, and nothing in a chain', () => {
     expect(importsOf('src/x/a.ts', "import { b } from './b.js';\nimport type { C } from '../c.js';\nexport * from './d.js';\nconst e = await import('../e/e.js');"))
       .toEqual(['src/x/b.ts', 'src/c.ts', 'src/x/d.ts', 'src/e/e.ts']);
+    expect(importsOf('src/x/a.ts', "import { b } from './b.js';\nimport type { C } from '../c.js';\nconst e = await import('../e/e.js');", { dynamic: false, types: false }))
+      .toEqual(['src/x/b.ts']);
     const g = (edges: [string, string[]][]) => new Map(edges);
     expect(cycles(g([['a', ['b']], ['b', ['a']], ['c', ['a']]]))).toEqual([['a', 'b']]);
     expect(cycles(g([['a', ['a']]]))).toEqual([['a']]);
@@ -114,6 +118,20 @@ describe('TypeScript layering', () => {
     expect(cli).toContain('src/cli/index.ts');
     const bad = cli.flatMap((f) => graph.get(f)!.filter((d) => d === 'src/native.ts' || d.startsWith('src/ops/') || d.startsWith('src/masks/')).map((d) => `${f} -> ${d}`));
     expect(bad).toEqual([]);
+  });
+
+  it('no static import of the CLI reaches the addon (--threads must apply before the thread pool starts)', () => {
+    const loads = (f: string) => importsOf(f, code(f), { dynamic: false, types: false });
+    const seen = new Set<string>();
+    const todo = ['src/cli/index.ts'];
+    while (todo.length > 0) {
+      const f = todo.pop()!;
+      if (seen.has(f) || !existsSync(join(root, f))) continue;
+      seen.add(f);
+      todo.push(...loads(f));
+    }
+    expect(seen).toContain('src/cli/bench.ts');
+    expect([...seen].filter((f) => f === 'src/native.ts' || f === 'src/index.ts')).toEqual([]);
   });
 
   it('only src/index.ts (the `reference` namespace) and src/reference/ import the float64 references', () => {

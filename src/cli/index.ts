@@ -11,16 +11,19 @@
  *                             where CUDA is unavailable)
  *   attnkit sim [options]     upper bounds of the neighborhood-attention speedup over dense attention
  *                             (FLOP ratio, tile level) and whether the tiles are fully block-sparse
+ *   attnkit mask --svg <file> [options]
+ *                             a block mask drawn as SVG, with its block counts
  *
  * `attnkit bench` with no --op runs the main benchmark: attention in float32 and bfloat16, without
  * and with the causal mask, forward and backward, at the default shape [B, N, H, D] = [1, 4096, 4,
  * 64]. With `--op attention` the other options choose what to time (default: float32, no mask,
  * forward, N in 1024, 2048, 4096). With `--op na1d|na2d|na3d` it times neighborhood attention and
- * dense attention on the same tokens (src/bench/neighborhood.ts); without --input, the configurations of
- * the neighborhood issue for that op, in float32 and bfloat16.
+ * dense attention on the same tokens (src/bench/neighborhood.ts); without --input, the
+ * configurations of the neighborhood issue for that op, in float32 and bfloat16.
  *
  * The library is imported only once the arguments are parsed, so that `--threads` can set
- * ATTNKIT_NUM_THREADS before the native thread pool starts.
+ * ATTNKIT_NUM_THREADS before the native thread pool starts: the command modules load it with
+ * `await import(...)` (test/layering.test.ts checks that no static import reaches the addon).
  *
  * This file wires the program; each command lives in its own module (info.ts, bench.ts, mask.ts,
  * sim.ts) and the option parsers and defaults in options.ts.
