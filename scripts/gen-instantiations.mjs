@@ -1,17 +1,24 @@
 #!/usr/bin/env node
 /**
- * Generates the fused-attention CUDA instantiations from the one list (STYLE point 4),
- * native/cuda/fmha/instantiations.json, into native/cuda/fmha/generated/:
- *   fmha_fwd_<policy>_<dtype>_d<D>.cu        one tiny translation unit per kernel: an explicit
- *   fmha_bwd_prep_<dtype>_d<D>.cu            launcher whose template instantiates the kernel, and a
- *   fmha_bwd_dkdv_<policy>_<dtype>_d<D>.cu   static_assert that the kernel's shared memory is what
- *   fmha_bwd_dq_<policy>_<dtype>_d<D>.cu     the gate manifest says
- *   dispatch.h     the dispatch table per policy (included by ../dispatch.h)
- *   sources.cmake  ATTNKIT_FMHA_CUDA_SOURCES for CMakeLists.txt
- *   gate.json      the compile-gate manifest (scripts/compile-gate.mjs --manifest): every kernel,
- *                  tensor-core tripwire, dynamic shared memory, budgets
- * The outputs are committed. `--check` regenerates in memory and exits 1 when a committed file differs,
- * is missing or is stale (test/cuda-kernels.test.ts runs it), so the list and the build cannot drift.
+ * Generates everything that depends on which CUDA kernels are compiled from the one list (STYLE
+ * point 4), native/cuda/instantiations.json (format: docs/cuda-kernels.md). The list names every
+ * kernel family, the ops of the backend table (native/ops/ops.cc) each family serves, and the
+ * family's instantiations. Outputs:
+ *   per family with instantiations, in <dir>/generated/ (written by the family's emitter, below):
+ *     one tiny translation unit per kernel (a named launcher whose template instantiates the kernel,
+ *     and a static_assert that the kernel's shared memory is what the gate manifest says),
+ *     dispatch.h      the dispatch table per policy (included by <dir>/dispatch.h)
+ *     sources.cmake   ATTNKIT_<FAMILY>_CUDA_SOURCES
+ *     gate.json       the compile-gate manifest (scripts/compile-gate.mjs --manifest): every kernel,
+ *                     tensor-core tripwire, dynamic shared memory, budgets
+ *   for every family, in native/cuda/generated/:
+ *     supports.h      the support table per op (dtype, head dims, policy of each compiled kernel),
+ *                     read by cuda::support (device_attention.cu) and the CUDA column of ops.cc
+ *     kernels.json    the same rows with their kernels, for `attnkit info` (src/info.ts)
+ *     sources.cmake   ATTNKIT_GENERATED_CUDA_SOURCES: every family's sources, for CMakeLists.txt
+ * The outputs are committed. `--check` regenerates in memory and exits 1 when a committed file
+ * differs, is missing or is stale (test/instantiations.test.ts runs it), so the list and the build
+ * cannot drift.
  *
  * Usage: node scripts/gen-instantiations.mjs [--check]
  * Exit status: 0 written / up to date, 1 out of date (--check), 2 invalid list.
@@ -21,140 +28,153 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const FAMILY_DIR = 'native/cuda/fmha';
-const LIST = join(root, FAMILY_DIR, 'instantiations.json');
-const OUT = join(root, FAMILY_DIR, 'generated');
+const LIST_PATH = 'native/cuda/instantiations.json';
+const LIST = join(root, LIST_PATH);
+const OPS_TABLE = join(root, 'native/ops/ops.cc');
+const COMMON_DIR = 'native/cuda/generated';
 
+// The list's dtype names; each emitter says which of them its kernels take.
 const DTYPES = {
-  f16: { cpp: '__half', dtype: 'DType::Float16' },
-  bf16: { cpp: '__nv_bfloat16', dtype: 'DType::BFloat16' },
+  f16: { cpp: '__half', dtype: 'DType::Float16', name: 'float16' },
+  bf16: { cpp: '__nv_bfloat16', dtype: 'DType::BFloat16', name: 'bfloat16' },
 };
-const POLICIES = {
-  dense: { mask: 'DenseMask', header: 'attnkit/mask_dense.h' },
-};
-const HEAD_DIMS = [32, 64, 128];
-const DIRECTIONS = ['fwd', 'bwd'];
+const TILE_KEYS = ['bm', 'bn', 'warps'];
+
+/** The op names of the backend table (native/ops/ops.cc): `const Op<Args> kName{"op", ...}`. */
+export function backendOps(path = OPS_TABLE) {
+  return new Set([...readFileSync(path, 'utf8').matchAll(/^const Op<.*?> k\w+\{"(\w+)"/gm)].map((m) => m[1]));
+}
+
+// ------------------------------------------------------------------ the fmha family
 
 // Shared memory per kernel, mirroring native/cuda/fmha/kernel_traits.h (each generated translation
-// unit static_asserts the two agree): [64][D] tiles of 2-byte elements, no padding (swizzled).
-const tileBytes = (d) => 64 * d * 2;
-const SMEM = {
-  fwd: (d) => 5 * tileBytes(d),
-  dkdv: (d) => 6 * tileBytes(d) + 2 * 64 * (4 + 4 + 8),
-  dq: (d) => 6 * tileBytes(d),
+// unit static_asserts the two agree): [rows][D] tiles of 2-byte elements, no padding (swizzled);
+// query tiles have bm rows, key tiles bn.
+const tileBytes = (rows, d) => rows * d * 2;
+const FMHA_SMEM = {
+  fwd: (d, t) => tileBytes(t.bm, d) + 4 * tileBytes(t.bn, d),  // Q, 2 stages of (K, V)
+  dkdv: (d, t) => 2 * tileBytes(t.bn, d) + 4 * tileBytes(t.bm, d) + 2 * t.bm * (4 + 4 + 8),  // K, V, 2 x (Q, dO, LSE, delta, masks)
+  dq: (d, t) => 2 * tileBytes(t.bm, d) + 4 * tileBytes(t.bn, d),  // Q, dO, 2 stages of (K, V)
   prep: () => 0,
 };
-const TRAIT = { fwd: 'kFwdSmem', dkdv: 'kDkdvSmem', dq: 'kDqSmem' };
+const FMHA_TRAIT = { fwd: 'kFwdSmem', dkdv: 'kDkdvSmem', dq: 'kDqSmem' };
 // The most any of the release architectures gives a block (sm_86/sm_89: 99 KiB; sm_80 163 KiB, sm_90
 // 227 KiB): a kernel above it would fail to launch on part of the release targets.
 const MAX_SMEM = 101376;
 const MAX_REGISTERS = 255;
+// The mask policies' tile (kTile, attnkit/mask.h): the kernels use the policies' tile lists and row
+// masks unchanged, so both tiles must equal it until the policies take the tile shape as a parameter.
+const POLICY_TILE = 64;
 
-/** Reads and validates the list; throws with a message naming the entry. */
-export function readList(path = LIST) {
-  const doc = JSON.parse(readFileSync(path, 'utf8'));
-  if (!Array.isArray(doc.instantiations)) throw new Error(`${path}: expected {"instantiations": [...]}`);
-  const seen = new Set();
-  return doc.instantiations.map((e, i) => {
-    const where = `${path}: instantiations[${i}]`;
-    const keys = Object.keys(e).sort().join(',');
-    if (keys !== 'direction,dtype,family,headDim,policy') {
-      throw new Error(`${where}: expected exactly family, direction, dtype, headDim, policy; received ${keys}`);
-    }
-    if (e.family !== 'fmha') throw new Error(`${where}: family must be 'fmha', received '${e.family}'`);
-    if (!DIRECTIONS.includes(e.direction)) throw new Error(`${where}: direction must be fwd or bwd, received '${e.direction}'`);
-    if (!(e.dtype in DTYPES)) throw new Error(`${where}: dtype must be one of ${Object.keys(DTYPES).join(', ')}, received '${e.dtype}'`);
-    if (!HEAD_DIMS.includes(e.headDim)) throw new Error(`${where}: headDim must be one of ${HEAD_DIMS.join(', ')}, received ${e.headDim}`);
-    if (!(e.policy in POLICIES)) throw new Error(`${where}: policy must be one of ${Object.keys(POLICIES).join(', ')}, received '${e.policy}'`);
-    const key = `${e.direction}/${e.dtype}/${e.headDim}/${e.policy}`;
-    if (seen.has(key)) throw new Error(`${where}: duplicate instantiation ${key}`);
-    seen.add(key);
-    return e;
-  });
-}
+const fmha = {
+  directions: ['fwd', 'bwd'],
+  dtypes: ['f16', 'bf16'],  // what mma.sync m16n8k16 takes with float32 accumulation
+  policies: { dense: { mask: 'DenseMask', header: 'attnkit/mask_dense.h' } },
+  // Power-of-two head dims from 32 to 128: the shared-memory swizzle (kernel_traits.h, swz) XORs the
+  // chunk index within a power-of-two row, and at 128 the dK/dV accumulators already take 128 of the
+  // 255 registers per thread.
+  headDim: { ok: (d) => Number.isInteger(d) && d >= 32 && d <= 128 && (d & (d - 1)) === 0, text: 'a power of two from 32 to 128' },
+  tile(t) {
+    if (t.bm !== POLICY_TILE || t.bn !== POLICY_TILE)
+      return `bm and bn must equal the mask policies' tile ${POLICY_TILE} (attnkit/mask.h), received bm ${t.bm}, bn ${t.bn}`;
+    if (t.warps * 16 !== t.bm) return `warps must be bm / 16 (16 rows per warp), received ${t.warps} for bm ${t.bm}`;
+    return '';
+  },
+  kernels(e) {
+    return e.direction === 'fwd' ? ['fwd'] : ['prep', 'dkdv', 'dq'];
+  },
+  smem: (kind, e) => FMHA_SMEM[kind](e.headDim, e.tile),
+  emit: emitFmha,
+};
 
-const HEADER = (what) =>
-  `// Generated by scripts/gen-instantiations.mjs from native/cuda/fmha/instantiations.json: ${what}.\n` +
+/** Emitters by family: the families whose kernels exist. A family without one has no instantiations. */
+const EMITTERS = { fmha };
+
+const header = (what) =>
+  `// Generated by scripts/gen-instantiations.mjs from ${LIST_PATH}: ${what}.\n` +
   '// Do not edit; change the list and re-run the generator.\n';
 
-function kernelUnit(kind, e) {
+const traits = (e) => `Traits<${DTYPES[e.dtype].cpp}, ${e.headDim}, ${e.tile.bm}, ${e.tile.bn}, ${e.tile.warps}>`;
+const kernelName = (e) => `${e.family} ${e.direction} ${e.policy} ${e.dtype} d${e.headDim}`;
+const fnName = (kind, e) => (kind === 'prep' ? `bwd_prep_${e.dtype}_d${e.headDim}` :
+  `${kind === 'fwd' ? 'fwd' : `bwd_${kind}`}_${e.policy}_${e.dtype}_d${e.headDim}`);
+const fileName = (kind, e) => `fmha_${fnName(kind, e)}.cu`;
+
+function fmhaUnit(kind, e) {
   const t = DTYPES[e.dtype].cpp;
   const d = e.headDim;
   if (kind === 'prep') {
-    return `${HEADER(`backward pre-pass, ${e.dtype}, D = ${d}`)}#include "../bwd.cuh"
+    return `${header(`backward pre-pass, ${e.dtype}, D = ${d}`)}#include "../bwd.cuh"
 
 namespace attnkit::cuda::fmha {
 
-void bwd_prep_${e.dtype}_d${d}(const BwdArgs& a, cudaStream_t stream) { launch_bwd_prep<${t}, ${d}>(a, stream); }
+void ${fnName(kind, e)}(const BwdArgs& a, cudaStream_t stream) { launch_bwd_prep<${t}, ${d}>(a, stream); }
 
 }  // namespace attnkit::cuda::fmha
 `;
   }
-  const pol = POLICIES[e.policy];
-  const header = kind === 'fwd' ? 'fwd.cuh' : 'bwd.cuh';
+  const pol = fmha.policies[e.policy];
+  const file = kind === 'fwd' ? 'fwd.cuh' : 'bwd.cuh';
   const args = kind === 'fwd' ? 'FwdArgs' : 'BwdArgs';
   const launcher = { fwd: 'launch_fwd', dkdv: 'launch_bwd_dkdv', dq: 'launch_bwd_dq' }[kind];
   const what = { fwd: 'forward', dkdv: 'backward dK/dV', dq: 'backward dQ' }[kind];
-  return `${HEADER(`${what}, ${e.policy}, ${e.dtype}, D = ${d}`)}#include "../${header}"
+  return `${header(`${what}, ${e.policy}, ${e.dtype}, D = ${d}, ${e.tile.bm} x ${e.tile.bn} tiles, ${e.tile.warps} warps`)}#include "../${file}"
 #include "${pol.header}"
 
 namespace attnkit::cuda::fmha {
 
-static_assert(Traits<${t}, ${d}>::${TRAIT[kind]} == ${SMEM[kind](d)},
+using Tr = ${traits(e)};
+static_assert(Tr::${FMHA_TRAIT[kind]} == ${fmha.smem(kind, e)},
               "shared memory differs from generated/gate.json: update scripts/gen-instantiations.mjs");
 
 void ${fnName(kind, e)}(const ${args}& a, const ${pol.mask}& mask, cudaStream_t stream) {
-  ${launcher}<${t}, ${d}>(a, mask, stream);
+  ${launcher}<Tr>(a, mask, stream);
 }
 
 }  // namespace attnkit::cuda::fmha
 `;
 }
 
-const fnName = (kind, e) => (kind === 'prep' ? `bwd_prep_${e.dtype}_d${e.headDim}` :
-  `${kind === 'fwd' ? 'fwd' : `bwd_${kind}`}_${e.policy}_${e.dtype}_d${e.headDim}`);
-const fileName = (kind, e) => (kind === 'prep' ? `fmha_bwd_prep_${e.dtype}_d${e.headDim}.cu` :
-  `fmha_${kind === 'fwd' ? 'fwd' : `bwd_${kind}`}_${e.policy}_${e.dtype}_d${e.headDim}.cu`);
-
-/** Every output file: name -> content. */
-export function generate(list) {
+/** The fmha family's generated folder: name -> content, and its units. */
+function emitFmha(family) {
+  const list = family.instantiations;
   const files = new Map();
-  const units = [];  // {kind, e, file}
-  const prepDone = new Set();
+  const units = [];  // {kind, e, file, serves: the kernels (list entries) it is part of}
+  const prepOf = new Map();  // the pre-pass is shared by every backward of a (dtype, head dim)
   for (const e of list) {
-    const kinds = e.direction === 'fwd' ? ['fwd'] : ['prep', 'dkdv', 'dq'];
-    for (const kind of kinds) {
-      if (kind === 'prep') {
-        const key = `${e.dtype}/${e.headDim}`;
-        if (prepDone.has(key)) continue;
-        prepDone.add(key);
+    for (const kind of fmha.kernels(e)) {
+      const key = `${e.dtype}/${e.headDim}`;
+      if (kind === 'prep' && prepOf.has(key)) {
+        prepOf.get(key).serves.push(kernelName(e));
+        continue;
       }
       const file = fileName(kind, e);
-      files.set(file, kernelUnit(kind, e));
-      units.push({ kind, e, file });
+      files.set(file, fmhaUnit(kind, e));
+      const u = { kind, e, file, serves: [kernelName(e)] };
+      units.push(u);
+      if (kind === 'prep') prepOf.set(key, u);
     }
   }
 
   // dispatch.h: declarations, then one Table specialisation per policy.
-  let h = `${HEADER('the dispatch table per mask policy')}// Included by ../dispatch.h, which defines FwdEntry, BwdEntry and Table.
+  let h = `${header('the dispatch table per mask policy')}// Included by ../dispatch.h, which defines FwdEntry, BwdEntry and Table.
 #pragma once
 
 namespace attnkit::cuda::fmha {
 
 `;
   for (const u of units) {
-    const mask = POLICIES[u.e.policy].mask;
+    const mask = fmha.policies[u.e.policy].mask;
     h += u.kind === 'prep' ? `void ${fnName('prep', u.e)}(const BwdArgs&, cudaStream_t);\n` :
       `void ${fnName(u.kind, u.e)}(const ${u.kind === 'fwd' ? 'FwdArgs' : 'BwdArgs'}&, const ${mask}&, cudaStream_t);\n`;
   }
-  for (const [policy, pol] of Object.entries(POLICIES)) {
+  for (const [policy, pol] of Object.entries(fmha.policies)) {
     const fwd = list.filter((e) => e.policy === policy && e.direction === 'fwd');
     const bwd = list.filter((e) => e.policy === policy && e.direction === 'bwd');
     if (fwd.length === 0 && bwd.length === 0) continue;
     const m = pol.mask;
-    const name = (e) => `"fmha ${e.direction} ${e.policy} ${e.dtype} d${e.headDim}"`;
-    const fwdRows = fwd.map((e) => `      {${DTYPES[e.dtype].dtype}, ${e.headDim}, ${name(e)}, &${fnName('fwd', e)}},`);
-    const bwdRows = bwd.map((e) => `      {${DTYPES[e.dtype].dtype}, ${e.headDim}, ${name(e)}, &${fnName('prep', e)}, ` +
+    const fwdRows = fwd.map((e) => `      {${DTYPES[e.dtype].dtype}, ${e.headDim}, "${kernelName(e)}", &${fnName('fwd', e)}},`);
+    const bwdRows = bwd.map((e) => `      {${DTYPES[e.dtype].dtype}, ${e.headDim}, "${kernelName(e)}", &${fnName('prep', e)}, ` +
       `&${fnName('dkdv', e)}, &${fnName('dq', e)}},`);
     // A sentinel row keeps the arrays non-empty; the counts exclude it.
     h += `
@@ -174,65 +194,267 @@ ${[...bwdRows, `      {DType::Float32, 0, nullptr, nullptr, nullptr, nullptr},`]
   h += '\n}  // namespace attnkit::cuda::fmha\n';
   files.set('dispatch.h', h);
 
-  files.set('sources.cmake', `# Generated by scripts/gen-instantiations.mjs from native/cuda/fmha/instantiations.json; do not edit.
-set(ATTNKIT_FMHA_CUDA_SOURCES
-${units.map((u) => `  ${FAMILY_DIR}/generated/${u.file}`).join('\n')}
-)
-`);
-
+  const gen = `${family.dir}/generated`;
   const gate = {
-    $comment: 'Generated by scripts/gen-instantiations.mjs from native/cuda/fmha/instantiations.json; do not edit. ' +
-      'Run: node scripts/compile-gate.mjs --manifest native/cuda/fmha/generated/gate.json',
+    $comment: `Generated by scripts/gen-instantiations.mjs from ${LIST_PATH}; do not edit. ` +
+      `Run: node scripts/compile-gate.mjs --manifest ${gen}/gate.json`,
     entries: units.map((u) => ({
       file: u.file,
       includes: ['../../../include'],
       ...(u.kind === 'prep' ? {} : { tensorCore: true }),
-      dynamicSmem: SMEM[u.kind](u.e.headDim),
+      dynamicSmem: fmha.smem(u.kind, u.e),
       maxSmem: MAX_SMEM,
       maxRegisters: MAX_REGISTERS,
     })),
   };
   files.set('gate.json', JSON.stringify(gate, null, 2) + '\n');
+  return { files, units: units.map((u) => ({ path: `${gen}/${u.file}`, dynamicSmem: fmha.smem(u.kind, u.e), serves: u.serves })) };
+}
+
+// ------------------------------------------------------------------ the list
+
+const fail = (where, what) => {
+  throw new Error(`${where}: ${what}`);
+};
+const exactKeys = (obj, required, optional, where) => {
+  if (!obj || typeof obj !== 'object' || Array.isArray(obj)) fail(where, 'expected an object');
+  for (const k of required) if (!(k in obj)) fail(where, `missing '${k}'`);
+  for (const k of Object.keys(obj))
+    if (!required.includes(k) && !optional.includes(k))
+      fail(where, `unknown key '${k}' (expected ${[...required, ...optional].join(', ')})`);
+};
+
+function readTile(t, fallback, where) {
+  if (t === undefined) return fallback;
+  exactKeys(t, TILE_KEYS, [], `${where}.tile`);
+  for (const k of TILE_KEYS)
+    if (!Number.isInteger(t[k]) || t[k] <= 0) fail(`${where}.tile`, `${k} must be a positive integer, received ${JSON.stringify(t[k])}`);
+  return { bm: t.bm, bn: t.bn, warps: t.warps };
+}
+
+/**
+ * Reads and validates the list against the backend table's op names; throws with a message naming
+ * the family or entry. Returns the families, each entry completed with `family` and its `tile`.
+ */
+export function readFamilies(path = LIST, ops = backendOps()) {
+  const doc = JSON.parse(readFileSync(path, 'utf8'));
+  if (!doc || !Array.isArray(doc.families)) throw new Error(`${path}: expected {"families": [...]}`);
+  const servedBy = new Map();
+  const names = new Set();
+  return doc.families.map((f, i) => {
+    const at = `${path}: families[${i}]${f && typeof f.family === 'string' ? ` (${f.family})` : ''}`;
+    exactKeys(f, ['family', 'title', 'ops', 'instantiations'], ['dir', 'sources', 'tile', 'issue'], at);
+    if (!/^[a-z][A-Za-z0-9]*$/.test(f.family)) fail(at, `family must be a lower camel-case name, received '${f.family}'`);
+    if (names.has(f.family)) fail(at, `duplicate family '${f.family}'`);
+    names.add(f.family);
+    if (!f.ops || typeof f.ops !== 'object' || Object.keys(f.ops).length === 0) fail(at, 'ops must map each direction to an op');
+    for (const [direction, op] of Object.entries(f.ops)) {
+      if (!ops.has(op)) fail(at, `ops.${direction} '${op}' is not an op of the backend table (native/ops/ops.cc: ${[...ops].join(', ')})`);
+      if (servedBy.has(op)) fail(at, `op '${op}' is already served by family '${servedBy.get(op)}'`);
+      servedBy.set(op, f.family);
+    }
+    if (!Array.isArray(f.instantiations)) fail(at, 'instantiations must be a list');
+    const emitter = EMITTERS[f.family];
+    if (!emitter) {
+      if (f.instantiations.length > 0)
+        fail(at, `family '${f.family}' has no kernels in scripts/gen-instantiations.mjs yet (emitters: ` +
+          `${Object.keys(EMITTERS).join(', ')}); its instantiations must stay empty`);
+      return { family: f.family, title: f.title, ops: { ...f.ops }, instantiations: [] };
+    }
+    if (typeof f.dir !== 'string' || !existsSync(join(root, f.dir))) fail(at, `dir must name the family's folder, received ${JSON.stringify(f.dir)}`);
+    for (const d of Object.keys(f.ops))
+      if (!emitter.directions.includes(d)) fail(at, `ops.${d}: the ${f.family} kernels have directions ${emitter.directions.join(', ')}`);
+    const sources = f.sources ?? [];
+    for (const s of sources) if (!existsSync(join(root, f.dir, s))) fail(at, `sources: ${f.dir}/${s} does not exist`);
+    const familyTile = readTile(f.tile, undefined, at);
+    if (!familyTile) fail(at, "missing 'tile' (the default tile shape of its instantiations)");
+    const seen = new Set();
+    const instantiations = f.instantiations.map((e, j) => {
+      const where = `${at}: instantiations[${j}]`;
+      exactKeys(e, ['direction', 'dtype', 'headDim', 'policy'], ['tile'], where);
+      if (!(e.direction in f.ops)) fail(where, `direction must be one of ${Object.keys(f.ops).join(', ')} (the family's ops), received '${e.direction}'`);
+      if (!emitter.dtypes.includes(e.dtype)) fail(where, `dtype must be one of ${emitter.dtypes.join(', ')}, received '${e.dtype}'`);
+      if (!emitter.headDim.ok(e.headDim)) fail(where, `headDim must be ${emitter.headDim.text}, received ${JSON.stringify(e.headDim)}`);
+      if (!(e.policy in emitter.policies))
+        fail(where, `policy must be one of ${Object.keys(emitter.policies).join(', ')}, received '${e.policy}'`);
+      const tile = readTile(e.tile, familyTile, where);
+      const why = emitter.tile(tile);
+      if (why) fail(where, `tile: ${why}`);
+      const key = `${e.direction}/${e.dtype}/${e.headDim}/${e.policy}`;
+      if (seen.has(key)) fail(where, `duplicate instantiation ${key}`);
+      seen.add(key);
+      return { family: f.family, direction: e.direction, dtype: e.dtype, headDim: e.headDim, policy: e.policy, tile };
+    });
+    return { family: f.family, title: f.title, dir: f.dir, sources, ops: { ...f.ops }, tile: familyTile, instantiations };
+  });
+}
+
+/** Every instantiation of every family, in list order (each with `family` and `tile`). */
+export function readList(path = LIST) {
+  return readFamilies(path).flatMap((f) => f.instantiations);
+}
+
+// ------------------------------------------------------------------ outputs
+
+/** The support rows of every op the families serve, in list order: op -> {family, title, rows}. */
+export function supportRows(families) {
+  const out = new Map();
+  for (const f of families)
+    for (const [direction, op] of Object.entries(f.ops))
+      out.set(op, {
+        family: f.family,
+        title: f.title,
+        rows: f.instantiations.filter((e) => e.direction === direction).map((e) => ({
+          dtype: DTYPES[e.dtype].name,
+          headDim: e.headDim,
+          valueHeadDim: e.headDim,
+          policy: e.policy,
+          tile: e.tile,
+          kernel: kernelName(e),
+        })),
+      });
+  return out;
+}
+
+const DTYPE_ENUM = Object.fromEntries(Object.values(DTYPES).map((d) => [d.name, d.dtype]));
+
+function supportsHeader(families) {
+  const table = supportRows(families);
+  let h = `${header('the CUDA support table of every op a kernel family serves')}//
+// One row per compiled kernel: the dtype, the head dims (D, Dv) and the mask policy it runs. Read by
+// cuda::support (native/cuda/device_attention.cu: "" or what is supported, before anything is
+// enqueued; the stub build answers "built without CUDA") and by the CUDA column of the backend table
+// (native/ops/ops.cc), where an op with rows must have a CUDA kernel and an op without rows none.
+#pragma once
+#include "attnkit/dtype.h"
+
+namespace attnkit::cuda::supported {
+
+struct Row {
+  DType dtype;
+  int head_dim;        // D of q and k
+  int value_head_dim;  // Dv
+  const char* policy;
+  const char* kernel;  // the kernel's name in its family's dispatch table
+};
+
+struct OpTable {
+  const char* op;      // as in the backend table
+  const char* family;  // in native/cuda/instantiations.json
+  const char* title;   // what the family's kernels are called in messages
+  const Row* rows;
+  int count;
+};
+`;
+  for (const [op, t] of table) {
+    h += `\n// ${op}: family ${t.family}, ${t.rows.length} kernel${t.rows.length === 1 ? '' : 's'}\n`;
+    if (t.rows.length > 0) {
+      h += `inline constexpr Row ${op}_rows[] = {\n${t.rows.map((r) =>
+        `    {${DTYPE_ENUM[r.dtype]}, ${r.headDim}, ${r.valueHeadDim}, "${r.policy}", "${r.kernel}"},`).join('\n')}\n};\n`;
+    }
+    h += `inline constexpr OpTable ${op}{"${op}", "${t.family}", "${t.title}", ${t.rows.length ? `${op}_rows` : 'nullptr'}, ${t.rows.length}};\n`;
+  }
+  h += `\n// Every op above, in list order.\ninline constexpr const OpTable* all[] = {${[...table.keys()].map((op) => `&${op}`).join(', ')}};\n`;
+  h += '\n}  // namespace attnkit::cuda::supported\n';
+  return h;
+}
+
+function kernelsJson(families, unitsOf) {
+  const table = supportRows(families);
+  return JSON.stringify({
+    $comment: `Generated by scripts/gen-instantiations.mjs from ${LIST_PATH}; do not edit. The CUDA kernels of every ` +
+      'family, per op (what native/cuda/generated/supports.h holds), with their translation units and dynamic shared ' +
+      'memory; read by src/info.ts (attnkit info).',
+    families: families.map((f) => ({
+      family: f.family,
+      title: f.title,
+      ops: Object.values(f.ops).map((op) => ({
+        op,
+        kernels: table.get(op).rows.map((r) => ({ ...r, units: unitsOf.get(r.kernel) ?? [] })),
+      })),
+    })),
+  }, null, 2) + '\n';
+}
+
+/** Every output file: repository-relative path -> content. */
+export function generate(families) {
+  const files = new Map();
+  const unitsOf = new Map();  // kernel name -> [{file, dynamicSmem}]
+  const cmake = [];
+  for (const f of families) {
+    const emitter = EMITTERS[f.family];
+    if (!emitter || f.instantiations.length === 0) continue;
+    const { files: own, units } = emitter.emit(f);
+    const gen = `${f.dir}/generated`;
+    const variable = `ATTNKIT_${f.family.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}_CUDA_SOURCES`;
+    own.set('sources.cmake', `# Generated by scripts/gen-instantiations.mjs from ${LIST_PATH}; do not edit.
+set(${variable}
+${[...f.sources.map((s) => `${f.dir}/${s}`), ...units.map((u) => u.path)].map((p) => `  ${p}`).join('\n')}
+)
+`);
+    for (const [name, text] of own) files.set(`${gen}/${name}`, text);
+    for (const u of units)
+      for (const name of u.serves) {
+        if (!unitsOf.has(name)) unitsOf.set(name, []);
+        unitsOf.get(name).push({ file: u.path, dynamicSmem: u.dynamicSmem });
+      }
+    cmake.push({ gen, variable });
+  }
+  files.set(`${COMMON_DIR}/supports.h`, supportsHeader(families));
+  files.set(`${COMMON_DIR}/kernels.json`, kernelsJson(families, unitsOf));
+  files.set(`${COMMON_DIR}/sources.cmake`, `# Generated by scripts/gen-instantiations.mjs from ${LIST_PATH}; do not edit.
+# Every kernel family's CUDA sources (hand-written launchers and generated translation units).
+${cmake.map((c) => `include(\${CMAKE_SOURCE_DIR}/${c.gen}/sources.cmake)`).join('\n')}
+set(ATTNKIT_GENERATED_CUDA_SOURCES${cmake.map((c) => ` \${${c.variable}}`).join('')})
+`);
   return files;
 }
 
-const OWNED = /^(fmha_.*\.cu|dispatch\.h|sources\.cmake|gate\.json)$/;
+// Files the generator owns in an output folder (anything else there is left alone).
+const OWNED = /^(\w+\.cu|dispatch\.h|supports\.h|sources\.cmake|gate\.json|kernels\.json)$/;
+
+/** Output folders of a run: the common one, every emitting family's, and stale owned files in them. */
+function outputDirs(families) {
+  const dirs = new Set([COMMON_DIR]);
+  for (const f of families) if (f.dir) dirs.add(`${f.dir}/generated`);
+  return [...dirs];
+}
 
 export function main(argv) {
   const check = argv.includes('--check');
+  let families;
   let files;
   try {
-    files = generate(readList());
+    families = readFamilies();
+    files = generate(families);
   } catch (e) {
     console.error(`gen-instantiations: ${e.message}`);
     return 2;
   }
-  const existing = existsSync(OUT) ? readdirSync(OUT).filter((f) => OWNED.test(f)) : [];
-  const stale = existing.filter((f) => !files.has(f));
+  const stale = outputDirs(families).flatMap((d) =>
+    existsSync(join(root, d)) ? readdirSync(join(root, d)).filter((f) => OWNED.test(f)).map((f) => `${d}/${f}`) : [],
+  ).filter((p) => !files.has(p));
   if (check) {
     const problems = [];
-    for (const [name, text] of files) {
-      const path = join(OUT, name);
-      if (!existsSync(path)) problems.push(`missing ${name}`);
-      else if (readFileSync(path, 'utf8') !== text) problems.push(`differs ${name}`);
+    for (const [path, text] of files) {
+      if (!existsSync(join(root, path))) problems.push(`missing ${path}`);
+      else if (readFileSync(join(root, path), 'utf8') !== text) problems.push(`differs ${path}`);
     }
     for (const f of stale) problems.push(`stale ${f}`);
     if (problems.length > 0) {
-      console.error(`gen-instantiations: ${FAMILY_DIR}/generated is out of date with instantiations.json ` +
+      console.error(`gen-instantiations: the generated files are out of date with ${LIST_PATH} ` +
         `(run node scripts/gen-instantiations.mjs):\n  ${problems.join('\n  ')}`);
       return 1;
     }
     console.log(`gen-instantiations: ${files.size} generated files up to date`);
     return 0;
   }
-  mkdirSync(OUT, { recursive: true });
-  for (const f of stale) rmSync(join(OUT, f));
-  for (const [name, text] of files) {
-    const path = join(OUT, name);
-    if (!existsSync(path) || readFileSync(path, 'utf8') !== text) writeFileSync(path, text);
+  for (const f of stale) rmSync(join(root, f));
+  for (const [path, text] of files) {
+    mkdirSync(dirname(join(root, path)), { recursive: true });
+    if (!existsSync(join(root, path)) || readFileSync(join(root, path), 'utf8') !== text) writeFileSync(join(root, path), text);
   }
-  console.log(`gen-instantiations: wrote ${files.size} files to ${FAMILY_DIR}/generated` +
-    (stale.length ? ` (removed ${stale.length} stale)` : ''));
+  console.log(`gen-instantiations: wrote ${files.size} files` + (stale.length ? ` (removed ${stale.length} stale)` : ''));
   return 0;
 }
 

@@ -1,9 +1,53 @@
 /** Build and machine information: CPU kernel level, threads, CUDA availability and why not. */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { DTYPES, type DType } from './dtype.js';
 import { AttnkitError } from './errors.js';
 import { native, packageRoot } from './native.js';
 import { parseDevice, type Device } from './stream.js';
+
+/** One CUDA kernel of the instantiation list (native/cuda/instantiations.json), as its table row. */
+export interface CudaKernel {
+  /** The kernel family (`fmha`: dense fused attention). */
+  family: string;
+  /** The op of the backend table it runs (`attention`, `attentionBackward`, …). */
+  op: string;
+  dtype: DType;
+  headDim: number;
+  valueHeadDim: number;
+  /** The mask policy it is compiled for (`dense`: full, causal, sliding window). */
+  policy: string;
+  /** Query tile rows, key tile columns, warps per CTA. */
+  tile: { bm: number; bn: number; warps: number };
+  /** Its name in the family's dispatch table, e.g. `fmha fwd dense f16 d64`. */
+  kernel: string;
+  /** Its translation units and the dynamic shared memory (bytes) each kernel launches with. */
+  units: { file: string; dynamicSmem: number }[];
+}
+
+interface KernelsJson {
+  families: { family: string; ops: { op: string; kernels: Omit<CudaKernel, 'family' | 'op'>[] }[] }[];
+}
+
+let listed: CudaKernel[] | undefined;
+/** Every kernel of the list (native/cuda/generated/kernels.json, written by scripts/gen-instantiations.mjs). */
+function listedKernels(): CudaKernel[] {
+  if (!listed) {
+    const doc = JSON.parse(readFileSync(join(packageRoot(), 'native', 'cuda', 'generated', 'kernels.json'), 'utf8')) as KernelsJson;
+    listed = doc.families.flatMap((f) => f.ops.flatMap((o) => o.kernels.map((k) => ({ family: f.family, op: o.op, ...k }))));
+  }
+  return listed;
+}
+
+/**
+ * The CUDA kernels this build runs: the rows of the generated list that the backend table accepts
+ * on CUDA (`native.supports`), so none in a build without CUDA and the whole list in a CUDA build.
+ */
+export function cudaKernels(): CudaKernel[] {
+  return listedKernels().filter(
+    (k) => native.supports(k.op, 0, { dtype: DTYPES[k.dtype].code, B: 1, Nq: 64, Nk: 64, H: 1, Hkv: 1, D: k.headDim, Dv: k.valueHeadDim }) === '',
+  );
+}
 
 export interface Info {
   version: string;
@@ -16,6 +60,8 @@ export interface Info {
     archs: string[];
     /** The dense attention CUDA kernels are part of this build. */
     attentionKernels: boolean;
+    /** The CUDA kernels this build runs, one row per op, dtype, head dim and policy (see cudaKernels). */
+    kernels: CudaKernel[];
     /** Name, compute capability, memory (bytes) and multiprocessors of each device. */
     devices: { name: string; computeCapability: string; memory: number; multiprocessors: number }[];
   };
@@ -35,6 +81,7 @@ export function info(): Info {
       reason: n.cuda.reason,
       archs: n.cuda.archs ? n.cuda.archs.split(',') : [],
       attentionKernels: n.cuda.attentionKernels,
+      kernels: cudaKernels(),
       devices: n.cuda.devices,
     },
   };

@@ -5,14 +5,15 @@
  * naiveAttention), measured on the same inputs, plus a tiny floor; float32 also gets an absolute
  * bound of 1e-5 relative to the quantity's scale.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { attention, attentionBackward, cpu, info, randn, zeros, type FloatDType, type Tensor } from '../src/index.ts';
+import { describe, expect, it } from 'vitest';
+import { attention, attentionBackward, cpu, randn, zeros, type FloatDType, type Tensor } from '../src/index.ts';
 import {
   attentionAllows,
   referenceAttention,
   referenceAttentionBackward,
   type RefMaskOptions,
 } from '../src/reference/attention.ts';
+import { defaultIsa, detectedIsa as detected, eachIsaLevel, RatioLog, runnable, perCaseAndDtype } from './isa-levels.ts';
 import { makeInputs, maxAbs, maxAbsErr, naiveAttention, randT, read64, worst, type Inputs, type Shape } from './helpers.ts';
 
 interface Case extends Shape {
@@ -61,64 +62,32 @@ const QUANTITIES: Quantity[] = ['out', 'lse', 'dq', 'dk', 'dv'];
 
 // The reference and the naive implementation depend only on (case, dtype): computed once and
 // shared by every SIMD level.
-const cache = new Map<string, Promise<Expected>>();
-function expected(c: Case, ci: number, dtype: FloatDType): Promise<Expected> {
-  const key = `${ci}/${dtype}`;
-  let e = cache.get(key);
-  if (!e) {
-    e = (async () => {
-      const seed = 1000 * (ci + 1);
-      const inp = await makeInputs(c, { seed, dtype });
-      const dO = await randT([c.B, c.Nq, c.H, c.Dv], { seed: seed + 3, dtype });
-      const dL = c.dLse ? await randT([c.B, c.Nq, c.H], { seed: seed + 4, dtype: 'float32' }) : undefined;
-      const fwd = referenceAttention(inp.p, c.opts);
-      const bwd = referenceAttentionBackward(inp.p, dO.a, dL?.a, c.opts);
-      const ref = { ...fwd, ...bwd };
-      const naive = naiveAttention(inp.p, c.opts, dtype, { dOut: dO.a, dLse: dL?.a });
-      const naiveErr = Object.fromEntries(
-        QUANTITIES.map((qn) => [qn, maxAbsErr(naive[qn]!, ref[qn])]),
-      ) as Record<Quantity, number>;
-      const emptyRows: number[] = [];
-      for (let li = 0; li < fwd.lse.length; li++) if (fwd.lse[li] === -Infinity) emptyRows.push(li);
-      const unseenKeys: number[] = [];
-      for (let b = 0; b < c.B; b++)
-        for (let j = 0; j < c.Nk; j++) {
-          let seen = false;
-          for (let i = 0; i < c.Nq && !seen; i++) seen = attentionAllows(i, j, c.Nq, c.Nk, c.opts);
-          if (!seen) for (let hk = 0; hk < c.Hkv; hk++) unseenKeys.push((b * c.Nk + j) * c.Hkv + hk);
-        }
-      return { inp, dOut: dO.t, dLse: dL?.t, ref, naiveErr, emptyRows, unseenKeys };
-    })();
-    cache.set(key, e);
-  }
-  return e;
-}
-
-// Ratio kernel error / naive error, worst per dtype and quantity (and where), printed at the end.
-const ratios: Record<string, { r: number; at: string }> = {};
-function noteRatio(dtype: FloatDType, level: string, name: string, qn: Quantity, kernelErr: number, naiveErr: number) {
-  if (naiveErr <= 0) return;
-  const r = kernelErr / naiveErr;
-  const key = `${dtype} ${qn}`;
-  if (r > (ratios[key]?.r ?? -1)) ratios[key] = { r, at: `${level} / ${name} (kernel ${kernelErr.toExponential(2)}, naive ${naiveErr.toExponential(2)})` };
-}
-
-const defaultIsa = cpu.isa();
-afterAll(() => {
-  cpu.setIsa(defaultIsa as Level);
-  const lines = Object.entries(ratios)
-    .sort(([a], [b]) => a.localeCompare(b))
-    .map(([k, v]) => `${k.padEnd(16)} ${v.r.toFixed(3)}  ${v.at}`);
-  if (process.env.ATTNKIT_TEST_RATIOS) {
-    // eslint-disable-next-line no-console
-    console.log(`worst kernel/naive error ratios:\n${lines.join('\n')}`);
-  }
+const expected = perCaseAndDtype(async (c: Case, ci: number, dtype: FloatDType): Promise<Expected> => {
+  const seed = 1000 * (ci + 1);
+  const inp = await makeInputs(c, { seed, dtype });
+  const dO = await randT([c.B, c.Nq, c.H, c.Dv], { seed: seed + 3, dtype });
+  const dL = c.dLse ? await randT([c.B, c.Nq, c.H], { seed: seed + 4, dtype: 'float32' }) : undefined;
+  const fwd = referenceAttention(inp.p, c.opts);
+  const bwd = referenceAttentionBackward(inp.p, dO.a, dL?.a, c.opts);
+  const ref = { ...fwd, ...bwd };
+  const naive = naiveAttention(inp.p, c.opts, dtype, { dOut: dO.a, dLse: dL?.a });
+  const naiveErr = Object.fromEntries(
+    QUANTITIES.map((qn) => [qn, maxAbsErr(naive[qn]!, ref[qn])]),
+  ) as Record<Quantity, number>;
+  const emptyRows: number[] = [];
+  for (let li = 0; li < fwd.lse.length; li++) if (fwd.lse[li] === -Infinity) emptyRows.push(li);
+  const unseenKeys: number[] = [];
+  for (let b = 0; b < c.B; b++)
+    for (let j = 0; j < c.Nk; j++) {
+      let seen = false;
+      for (let i = 0; i < c.Nq && !seen; i++) seen = attentionAllows(i, j, c.Nq, c.Nk, c.opts);
+      if (!seen) for (let hk = 0; hk < c.Hkv; hk++) unseenKeys.push((b * c.Nk + j) * c.Hkv + hk);
+    }
+  return { inp, dOut: dO.t, dLse: dL?.t, ref, naiveErr, emptyRows, unseenKeys };
 });
 
-// Levels the CPU can run: the detected one and every lower one (all of them on the CI machine).
-const detected = info().cpu.detectedIsa;
-const runnable = (l: string) => cpu.levels.indexOf(l as Level) <= cpu.levels.indexOf(detected as Level);
-type Level = (typeof cpu.levels)[number];
+// Ratio kernel error / naive error, worst per dtype and quantity (and where), printed at the end.
+const ratios = new RatioLog('error ratios');
 
 it('the default level is the detected one; every runnable level can be forced, others are refused', () => {
   expect(cpu.levels).toContain(defaultIsa);
@@ -127,19 +96,11 @@ it('the default level is the detected one; every runnable level can be forced, o
     expect(cpu.setIsa(l), l).toBe(runnable(l));
     if (runnable(l)) expect(cpu.isa()).toBe(l);
   }
-  expect(cpu.setIsa(defaultIsa as Level)).toBe(true);
+  expect(cpu.setIsa(defaultIsa)).toBe(true);
   expect(cpu.isa()).toBe(defaultIsa);
 });
 
-describe.each(cpu.levels.map((l) => [l]))('level %s', (level) => {
-  beforeAll(() => {
-    if (runnable(level)) expect(cpu.setIsa(level)).toBe(true);
-  });
-  afterAll(() => {
-    cpu.setIsa(defaultIsa as Level);
-  });
-  const test = it.skipIf(!runnable(level));
-
+eachIsaLevel((test, level) => {
   for (const [ci, c] of CASES.entries())
     for (const dtype of DTYPES)
       test(`${c.name} ${dtype}`, async () => {
@@ -182,7 +143,7 @@ describe.each(cpu.levels.map((l) => [l]))('level %s', (level) => {
           const scale = Math.max(1, maxAbs(e.ref[qn]));
           const factor = qn === 'out' || qn === 'lse' ? 2 : 3;
           const floor = 2e-6 * scale;
-          noteRatio(dtype, level, c.name, qn, err, e.naiveErr[qn]);
+          ratios.note(`${dtype} ${qn}`, err, e.naiveErr[qn], `${level} / ${c.name}`);
           expect(
             err,
             `${qn}: kernel error ${err} vs naive ${dtype} error ${e.naiveErr[qn]} (${worst(got[qn], e.ref[qn])})`,

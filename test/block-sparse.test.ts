@@ -4,11 +4,11 @@
  * 30% and 100%, random element masks with partial blocks, every builder, non-square blocks, tails,
  * GQA/MQA, Nq != Nk, per-(b, h) masks, empty rows. Tolerance rule as for dense attention (test/
  * attention.test.ts): at most 2x (out, lse) / 3x (gradients) the error of a naive implementation in
- * the same dtype (the same masking, test-local `naiveMasked`), plus a tiny floor; float32 also gets
+ * the same dtype (the same masking, test/helpers.ts `naiveMasked`), plus a tiny floor; float32 also gets
  * 1e-5 of the quantity's scale. Then: tiny random masks from explicit lists for every block-size
  * combination (the kernel's tile plan and row masks against toDense), error paths.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import {
   AttnkitError,
   BlockMask,
@@ -16,7 +16,6 @@ import {
   blockSparseAttention,
   blockSparseAttentionBackward,
   cpu,
-  info,
   randn,
   tensor,
   type BlockMaskData,
@@ -25,97 +24,8 @@ import {
 } from '../src/index.ts';
 import type { RefProblem } from '../src/reference/attention.ts';
 import { referenceBlockSparse, referenceBlockSparseBackward } from '../src/reference/block-sparse.ts';
-import { makeInputs, maxAbs, maxAbsErr, randT, read64, rng, rounder, worst, type Inputs, type Shape } from './helpers.ts';
-
-type Allows = (i: number, j: number, b: number, h: number) => boolean;
-
-/**
- * naiveAttention of test/helpers.ts with an arbitrary per-(b, h) visibility (the helper's takes
- * causal/window only): eager-PyTorch-style rounding in `dtype`, float32 accumulation.
- */
-function naiveMasked(
-  p: RefProblem,
-  allows: Allows,
-  scale: number,
-  dtype: FloatDType,
-  grad: { dOut: ArrayLike<number>; dLse?: ArrayLike<number> },
-): Record<Quantity, Float64Array> {
-  const f = Math.fround;
-  const r = rounder(dtype);
-  const { B, Nq, Nk, H, Hkv, D, Dv } = p;
-  const group = H / Hkv;
-  const out = new Float64Array(B * Nq * H * Dv);
-  const lse = new Float64Array(B * Nq * H);
-  const dq = new Float64Array(B * Nq * H * D);
-  const dkAcc = new Float64Array(B * Nk * Hkv * D);
-  const dvAcc = new Float64Array(B * Nk * Hkv * Dv);
-  const S = new Float64Array(Nk);
-  const Pf = new Float64Array(Nk);
-  const dP = new Float64Array(Nk);
-  const dS = new Float64Array(Nk);
-  for (let b = 0; b < B; b++)
-    for (let h = 0; h < H; h++) {
-      const hk = Math.floor(h / group);
-      for (let i = 0; i < Nq; i++) {
-        const li = (b * Nq + i) * H + h;
-        const qo = li * D;
-        const oo = li * Dv;
-        let mx = -Infinity;
-        for (let j = 0; j < Nk; j++) {
-          if (!allows(i, j, b, h)) {
-            S[j] = -Infinity;
-            continue;
-          }
-          const ko = ((b * Nk + j) * Hkv + hk) * D;
-          let acc = 0;
-          for (let d = 0; d < D; d++) acc = f(acc + p.q[qo + d]! * p.k[ko + d]!);
-          S[j] = r(r(acc) * scale);
-          if (S[j]! > mx) mx = S[j]!;
-        }
-        if (mx === -Infinity) {
-          lse[li] = -Infinity;
-          continue;
-        }
-        let sum = 0;
-        for (let j = 0; j < Nk; j++) {
-          Pf[j] = S[j] === -Infinity ? 0 : f(Math.exp(S[j]! - mx));
-          sum = f(sum + Pf[j]!);
-        }
-        lse[li] = f(mx + f(Math.log(sum)));
-        for (let j = 0; j < Nk; j++) Pf[j] = f(Pf[j]! / sum);
-        for (let e = 0; e < Dv; e++) {
-          let acc = 0;
-          for (let j = 0; j < Nk; j++) if (Pf[j] !== 0) acc = f(acc + r(Pf[j]!) * p.v[((b * Nk + j) * Hkv + hk) * Dv + e]!);
-          out[oo + e] = r(acc);
-        }
-        const dO = grad.dOut;
-        let rowDot = 0;
-        for (let j = 0; j < Nk; j++) {
-          dP[j] = 0;
-          if (S[j] === -Infinity) continue;
-          const vo = ((b * Nk + j) * Hkv + hk) * Dv;
-          let acc = 0;
-          for (let e = 0; e < Dv; e++) acc = f(acc + dO[oo + e]! * p.v[vo + e]!);
-          dP[j] = r(acc);
-          rowDot = f(rowDot + Pf[j]! * dP[j]!);
-          for (let e = 0; e < Dv; e++) dvAcc[vo + e] = f(dvAcc[vo + e]! + r(Pf[j]!) * dO[oo + e]!);
-        }
-        const dl = grad.dLse ? grad.dLse[li]! : 0;
-        for (let j = 0; j < Nk; j++) dS[j] = S[j] === -Infinity ? 0 : r(r(f(Pf[j]! * f(f(dP[j]! - rowDot) + dl))) * scale);
-        for (let d = 0; d < D; d++) {
-          let acc = 0;
-          for (let j = 0; j < Nk; j++) if (dS[j] !== 0) acc = f(acc + dS[j]! * p.k[((b * Nk + j) * Hkv + hk) * D + d]!);
-          dq[qo + d] = r(acc);
-        }
-        for (let j = 0; j < Nk; j++) {
-          if (dS[j] === 0) continue;
-          const ko = ((b * Nk + j) * Hkv + hk) * D;
-          for (let d = 0; d < D; d++) dkAcc[ko + d] = f(dkAcc[ko + d]! + dS[j]! * p.q[qo + d]!);
-        }
-      }
-    }
-  return { out, lse, dq, dk: dkAcc.map(r), dv: dvAcc.map(r) };
-}
+import { makeInputs, maxAbs, maxAbsErr, naiveMasked, randT, read64, rng, worst, type Allows, type Inputs, type Shape } from './helpers.ts';
+import { eachIsaLevel, RatioLog, perCaseAndDtype } from './isa-levels.ts';
 
 type Quantity = 'out' | 'lse' | 'dq' | 'dk' | 'dv';
 const QUANTITIES: Quantity[] = ['out', 'lse', 'dq', 'dk', 'dv'];
@@ -306,57 +216,34 @@ function maskOf(ci: number) {
   return m;
 }
 
-const cache = new Map<string, Promise<Expected>>();
-function expected(c: Case, ci: number, dtype: FloatDType): Promise<Expected> {
-  const key = `${ci}/${dtype}`;
-  let e = cache.get(key);
-  if (!e) {
-    e = (async () => {
-      const { mask, dense } = await maskOf(ci);
-      const seed = 5000 + 100 * ci;
-      const inp = await makeInputs(c, { seed, dtype });
-      const dO = await randT([c.B, c.Nq, c.H, c.Dv], { seed: seed + 3, dtype });
-      const dL = c.dLse ? await randT([c.B, c.Nq, c.H], { seed: seed + 4, dtype: 'float32' }) : undefined;
-      const rm = { data: dense, B: mask.B, H: mask.H };
-      const fwd = referenceBlockSparse(inp.p, rm, c.scale);
-      const bwd = referenceBlockSparseBackward(inp.p, rm, dO.a, dL?.a, c.scale);
-      const ref = { ...fwd, ...bwd };
-      const allows: Allows = (i, j, b, h) => dense[(((b % mask.B) * mask.H + (h % mask.H)) * c.Nq + i) * c.Nk + j] === 1;
-      const naive = naiveMasked(inp.p, allows, c.scale ?? 1 / Math.sqrt(c.D), dtype, { dOut: dO.a, dLse: dL?.a });
-      const naiveErr = Object.fromEntries(QUANTITIES.map((qn) => [qn, maxAbsErr(naive[qn], ref[qn])])) as Record<Quantity, number>;
-      const emptyRows: number[] = [];
-      for (let li = 0; li < fwd.lse.length; li++) if (fwd.lse[li] === -Infinity) emptyRows.push(li);
-      const unseenKeys: number[] = [];
-      const group = c.H / c.Hkv;
-      for (let b = 0; b < c.B; b++)
-        for (let j = 0; j < c.Nk; j++)
-          for (let hk = 0; hk < c.Hkv; hk++) {
-            let seen = false;
-            for (let h = hk * group; h < (hk + 1) * group && !seen; h++) for (let i = 0; i < c.Nq && !seen; i++) seen = allows(i, j, b, h);
-            if (!seen) unseenKeys.push((b * c.Nk + j) * c.Hkv + hk);
-          }
-      return { inp, mask, dense, dOut: dO.t, dLse: dL?.t, ref, naiveErr, emptyRows, unseenKeys };
-    })();
-    cache.set(key, e);
-  }
-  return e;
-}
-
-const ratios: Record<string, { r: number; at: string }> = {};
-const defaultIsa = cpu.isa();
-type Level = (typeof cpu.levels)[number];
-const detected = info().cpu.detectedIsa;
-const runnable = (l: string) => cpu.levels.indexOf(l as Level) <= cpu.levels.indexOf(detected as Level);
-afterAll(() => {
-  cpu.setIsa(defaultIsa as Level);
-  if (process.env.ATTNKIT_TEST_RATIOS) {
-    const lines = Object.entries(ratios)
-      .sort(([a], [b]) => a.localeCompare(b))
-      .map(([k, v]) => `${k.padEnd(16)} ${v.r.toFixed(3)}  ${v.at}`);
-    // eslint-disable-next-line no-console
-    console.log(`worst kernel/naive error ratios (block-sparse):\n${lines.join('\n')}`);
-  }
+const expected = perCaseAndDtype(async (c: Case, ci: number, dtype: FloatDType): Promise<Expected> => {
+  const { mask, dense } = await maskOf(ci);
+  const seed = 5000 + 100 * ci;
+  const inp = await makeInputs(c, { seed, dtype });
+  const dO = await randT([c.B, c.Nq, c.H, c.Dv], { seed: seed + 3, dtype });
+  const dL = c.dLse ? await randT([c.B, c.Nq, c.H], { seed: seed + 4, dtype: 'float32' }) : undefined;
+  const rm = { data: dense, B: mask.B, H: mask.H };
+  const fwd = referenceBlockSparse(inp.p, rm, c.scale);
+  const bwd = referenceBlockSparseBackward(inp.p, rm, dO.a, dL?.a, c.scale);
+  const ref = { ...fwd, ...bwd };
+  const allows: Allows = (i, j, b, h) => dense[(((b % mask.B) * mask.H + (h % mask.H)) * c.Nq + i) * c.Nk + j] === 1;
+  const naive = naiveMasked(inp.p, allows, c.scale ?? 1 / Math.sqrt(c.D), dtype, { dOut: dO.a, dLse: dL?.a });
+  const naiveErr = Object.fromEntries(QUANTITIES.map((qn) => [qn, maxAbsErr(naive[qn], ref[qn])])) as Record<Quantity, number>;
+  const emptyRows: number[] = [];
+  for (let li = 0; li < fwd.lse.length; li++) if (fwd.lse[li] === -Infinity) emptyRows.push(li);
+  const unseenKeys: number[] = [];
+  const group = c.H / c.Hkv;
+  for (let b = 0; b < c.B; b++)
+    for (let j = 0; j < c.Nk; j++)
+      for (let hk = 0; hk < c.Hkv; hk++) {
+        let seen = false;
+        for (let h = hk * group; h < (hk + 1) * group && !seen; h++) for (let i = 0; i < c.Nq && !seen; i++) seen = allows(i, j, b, h);
+        if (!seen) unseenKeys.push((b * c.Nk + j) * c.Hkv + hk);
+      }
+  return { inp, mask, dense, dOut: dO.t, dLse: dL?.t, ref, naiveErr, emptyRows, unseenKeys };
 });
+
+const ratios = new RatioLog('error ratios (block-sparse)');
 
 it('the cases are what they claim (densities, empty rows)', async () => {
   for (const [ci, c] of CASES.entries()) {
@@ -368,14 +255,7 @@ it('the cases are what they claim (densities, empty rows)', async () => {
   }
 });
 
-describe.each(cpu.levels.map((l) => [l]))('level %s', (level) => {
-  beforeAll(() => {
-    if (runnable(level)) expect(cpu.setIsa(level)).toBe(true);
-  });
-  afterAll(() => {
-    cpu.setIsa(defaultIsa as Level);
-  });
-  const test = it.skipIf(!runnable(level));
+eachIsaLevel((test, level) => {
 
   for (const [ci, c] of CASES.entries())
     for (const dtype of DTYPES)
@@ -422,10 +302,7 @@ describe.each(cpu.levels.map((l) => [l]))('level %s', (level) => {
           const factor = qn === 'out' || qn === 'lse' ? 2 : 3;
           const floor = 2e-6 * scale;
           const naive = e.naiveErr[qn];
-          if (naive > 0) {
-            const key = `${dtype} ${qn}`;
-            if (err / naive > (ratios[key]?.r ?? -1)) ratios[key] = { r: err / naive, at: `${level} / ${c.name}` };
-          }
+          ratios.note(`${dtype} ${qn}`, err, naive, `${level} / ${c.name}`);
           expect(err, `${qn}: kernel error ${err} vs naive ${dtype} error ${naive} (${worst(got[qn], e.ref[qn])})`).toBeLessThanOrEqual(
             factor * naive + floor,
           );

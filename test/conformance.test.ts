@@ -44,8 +44,9 @@ const BACKENDS: { name: 'cpu' | 'cuda'; device: Device; ordinal: number }[] = [
   ...(cuda.available() ? [{ name: 'cuda' as const, device: 'cuda:0' as const, ordinal: 0 }] : []),
 ];
 const DTYPE_GRID: FloatDType[] = ['float32', 'float16', 'bfloat16'];
-// 40: a head dim that is not a power of two (the CPU backend takes any)
-const HEAD_DIMS = [32, 40, 64, 128];
+// 40: a head dim that is not a power of two (the CPU backend takes any); and every head dim of the
+// CUDA kernels this build has (info().cuda.kernels, from native/cuda/instantiations.json)
+const HEAD_DIMS = [...new Set([32, 40, 64, 128, ...info().cuda.kernels.map((k) => k.headDim)])].sort((a, b) => a - b);
 const HEADLESS = new Set(['toArray', 'to', 'add', 'randn', 'sleep']);
 
 const owned: Tensor[] = [];

@@ -1,8 +1,6 @@
 /**
  * The dense fused attention CUDA kernels (native/cuda/fmha/, docs/cuda-kernels.md), verified without a
- * GPU (docs/gpu-verification.md):
- *   - the instantiation list and its generated outputs agree (scripts/gen-instantiations.mjs --check),
- *     and the CMake build compiles exactly the generated translation units;
+ * GPU (docs/gpu-verification.md; the instantiation list and its generated files: test/instantiations.test.ts):
  *   - every instantiation runs under the SIMT emulator (native/cuda/fmha/tests/fmha_test.cc, built
  *     here with g++ into build/simt/fmha/ from the generated translation units themselves) against a
  *     float64 reference, every case in forward and reversed thread order, and once under
@@ -15,7 +13,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -51,8 +49,6 @@ interface Instantiation {
 }
 interface GenModule {
   readList(path?: string): Instantiation[];
-  generate(list: Instantiation[]): Map<string, string>;
-  main(argv: string[]): number;
 }
 const gen = (await import(pathToFileURL(join(root, 'scripts', 'gen-instantiations.mjs')).href)) as GenModule;
 const list = gen.readList();
@@ -139,62 +135,6 @@ const instantiationCases = list.map((e) => `fmha_${e.direction}_${e.policy}_${e.
 const extraCases = [...readFileSync(TEST_SOURCE, 'utf8').matchAll(/^SIMT_TEST\((\w+)\)/gm)].map((m) => m[1]!);
 const ALL_CASES = [...instantiationCases, ...extraCases];
 const ORDERS = ['forward', 'reverse'] as const;
-
-// ---------------------------------------------------------------- the one list
-
-describe('fused attention instantiations: one list drives the build', () => {
-  it('the committed generated files match instantiations.json (gen-instantiations --check)', () => {
-    const r = spawnSync(process.execPath, [join(root, 'scripts', 'gen-instantiations.mjs'), '--check'], { cwd: root, encoding: 'utf8' });
-    expect(r.status, `${r.stdout}${r.stderr}`).toBe(0);
-  });
-
-  it('lists f16 and bf16, head dims 32/64/128, forward and backward, for the dense policy', () => {
-    expect(list).toHaveLength(12);
-    for (const direction of ['fwd', 'bwd'])
-      for (const dtype of ['f16', 'bf16'])
-        for (const headDim of [32, 64, 128])
-          expect(list).toContainEqual({ family: 'fmha', direction, dtype, headDim, policy: 'dense' });
-  });
-
-  it('one translation unit per kernel, listed for CMake and in the gate manifest; one table row per instantiation', () => {
-    const files = gen.generate(list);
-    const units = [...files.keys()].filter((f) => f.endsWith('.cu')).sort();
-    // forward: 1 kernel; backward: dK/dV and dQ per instantiation, the pre-pass per (dtype, head dim).
-    expect(units).toHaveLength(6 + 6 * 2 + 6);
-    const cmake = files.get('sources.cmake')!;
-    expect([...cmake.matchAll(/native\/cuda\/fmha\/generated\/(\S+\.cu)/g)].map((m) => m[1]).sort()).toEqual(units);
-    const manifest = JSON.parse(files.get('gate.json')!) as { entries: { file: string; tensorCore?: boolean }[] };
-    expect(manifest.entries.map((e) => e.file).sort()).toEqual(units);
-    expect(manifest.entries.filter((e) => e.tensorCore).map((e) => e.file).sort()).toEqual(units.filter((u) => !u.includes('_prep_')));
-    const dispatch = files.get('dispatch.h')!;
-    for (const e of list) expect(dispatch).toContain(`"fmha ${e.direction} ${e.policy} ${e.dtype} d${e.headDim}"`);
-  });
-
-  it('rejects an invalid list, naming the entry', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'attnkit-gen-'));
-    try {
-      const path = join(dir, 'list.json');
-      const write = (entries: unknown[]) => writeFileSync(path, JSON.stringify({ instantiations: entries }));
-      write([{ family: 'fmha', direction: 'fwd', dtype: 'f16', headDim: 96, policy: 'dense' }]);
-      expect(() => gen.readList(path)).toThrow(/instantiations\[0\]: headDim must be one of 32, 64, 128, received 96/);
-      write([{ family: 'fmha', direction: 'fwd', dtype: 'f32', headDim: 64, policy: 'dense' }]);
-      expect(() => gen.readList(path)).toThrow(/dtype must be one of f16, bf16, received 'f32'/);
-      const e = { family: 'fmha', direction: 'bwd', dtype: 'bf16', headDim: 64, policy: 'dense' };
-      write([e, e]);
-      expect(() => gen.readList(path)).toThrow(/instantiations\[1\]: duplicate instantiation bwd\/bf16\/64\/dense/);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
-
-  it('CMakeLists.txt compiles the generated sources and launch.cu inside if(ATTNKIT_WITH_CUDA)', () => {
-    const text = readFileSync(join(root, 'CMakeLists.txt'), 'utf8');
-    const block = /if\(ATTNKIT_WITH_CUDA\)\s*\n([\s\S]*?)\nelse\(\)/.exec(text)?.[1] ?? '';
-    expect(block).toContain('include(${CMAKE_SOURCE_DIR}/native/cuda/fmha/generated/sources.cmake)');
-    expect(block).toContain('native/cuda/runtime.cu');
-    expect(block).toMatch(/list\(APPEND ATTNKIT_CUDA_SOURCES native\/cuda\/fmha\/launch\.cu \$\{ATTNKIT_FMHA_CUDA_SOURCES\}\)/);
-  });
-});
 
 // ---------------------------------------------------------------- the emulator
 

@@ -17,6 +17,9 @@ export interface Shape {
   Dv: number;
 }
 
+/** A shape with one sequence length (linear attention; merge's blocks of one attention). */
+export type SeqShape = Omit<Shape, 'Nq' | 'Nk'> & { N: number };
+
 /** Reads a tensor back as float64 (float16/bfloat16 widen exactly). */
 export async function read64(t: Tensor): Promise<Float64Array> {
   const a = await t.toArray();
@@ -189,10 +192,27 @@ export function naiveAttention(
   dtype: FloatDType,
   grad?: { dOut: ArrayLike<number>; dLse?: ArrayLike<number> },
 ): { out: Float64Array; lse: Float64Array; dq?: Float64Array; dk?: Float64Array; dv?: Float64Array } {
+  const allows = (i: number, j: number) => attentionAllows(i, j, p.Nq, p.Nk, opts);
+  return naiveMasked(p, allows, opts.scale ?? 1 / Math.sqrt(p.D), dtype, grad);
+}
+
+type NaiveGrad = { dOut: ArrayLike<number>; dLse?: ArrayLike<number> };
+type NaiveResult = { out: Float64Array; lse: Float64Array; dq?: Float64Array; dk?: Float64Array; dv?: Float64Array };
+
+/** Which keys a query sees, per batch entry and head (block-sparse masks differ per (b, h)). */
+export type Allows = (i: number, j: number, b: number, h: number) => boolean;
+
+/**
+ * naiveAttention with an arbitrary visibility (block-sparse, neighborhood): the same eager rounding
+ * steps over the keys `allows` lets each query see, in increasing key order. A query that sees no key
+ * gets out 0, lse -Infinity and zero gradients.
+ */
+export function naiveMasked(p: RefProblem, allows: Allows, scale: number, dtype: FloatDType, grad: NaiveGrad): Required<NaiveResult>;
+export function naiveMasked(p: RefProblem, allows: Allows, scale: number, dtype: FloatDType, grad?: NaiveGrad): NaiveResult;
+export function naiveMasked(p: RefProblem, allows: Allows, scale: number, dtype: FloatDType, grad?: NaiveGrad): NaiveResult {
   const f = Math.fround;
   const r = rounder(dtype);
   const { B, Nq, Nk, H, Hkv, D, Dv } = p;
-  const scale = opts.scale ?? 1 / Math.sqrt(D);
   const group = H / Hkv;
   const out = new Float64Array(B * Nq * H * Dv);
   const lse = new Float64Array(B * Nq * H);
@@ -204,6 +224,7 @@ export function naiveAttention(
   const Pf = new Float64Array(Nk);
   const dP = new Float64Array(Nk);
   const dS = new Float64Array(Nk);
+  const vis: number[] = [];
   for (let b = 0; b < B; b++)
     for (let h = 0; h < H; h++) {
       const hk = Math.floor(h / group);
@@ -211,43 +232,37 @@ export function naiveAttention(
         const li = (b * Nq + i) * H + h;
         const qo = li * D;
         const oo = li * Dv;
+        vis.length = 0;
         let mx = -Infinity;
         for (let j = 0; j < Nk; j++) {
-          if (!attentionAllows(i, j, Nq, Nk, opts)) {
-            S[j] = -Infinity;
-            continue;
-          }
+          if (!allows(i, j, b, h)) continue;
+          vis.push(j);
           const ko = ((b * Nk + j) * Hkv + hk) * D;
           let acc = 0;
           for (let d = 0; d < D; d++) acc = f(acc + p.q[qo + d]! * p.k[ko + d]!);
           S[j] = r(r(acc) * scale);
           if (S[j]! > mx) mx = S[j]!;
         }
-        if (mx === -Infinity) {
+        if (vis.length === 0) {
           lse[li] = -Infinity;
           continue; // out stays 0; gradients 0
         }
         let sum = 0;
-        for (let j = 0; j < Nk; j++) {
-          Pf[j] = S[j] === -Infinity ? 0 : f(Math.exp(S[j]! - mx));
+        for (const j of vis) {
+          Pf[j] = f(Math.exp(S[j]! - mx));
           sum = f(sum + Pf[j]!);
         }
         lse[li] = f(mx + f(Math.log(sum)));
-        for (let j = 0; j < Nk; j++) Pf[j] = f(Pf[j]! / sum);
+        for (const j of vis) Pf[j] = f(Pf[j]! / sum);
         for (let e = 0; e < Dv; e++) {
           let acc = 0;
-          for (let j = 0; j < Nk; j++) {
-            if (Pf[j] === 0) continue;
-            acc = f(acc + r(Pf[j]!) * p.v[((b * Nk + j) * Hkv + hk) * Dv + e]!);
-          }
+          for (const j of vis) acc = f(acc + r(Pf[j]!) * p.v[((b * Nk + j) * Hkv + hk) * Dv + e]!);
           out[oo + e] = r(acc);
         }
         if (!grad) continue;
         const dO = grad.dOut;
         let rowDot = 0;
-        for (let j = 0; j < Nk; j++) {
-          dP[j] = 0;
-          if (Pf[j] === 0 && S[j] === -Infinity) continue;
+        for (const j of vis) {
           const vo = ((b * Nk + j) * Hkv + hk) * Dv;
           let acc = 0;
           for (let e = 0; e < Dv; e++) acc = f(acc + dO[oo + e]! * p.v[vo + e]!);
@@ -257,23 +272,13 @@ export function naiveAttention(
           for (let e = 0; e < Dv; e++) dvAcc![vo + e] = f(dvAcc![vo + e]! + r(Pf[j]!) * dO[oo + e]!);
         }
         const dl = grad.dLse ? grad.dLse[li]! : 0;
-        for (let j = 0; j < Nk; j++) {
-          if (S[j] === -Infinity) {
-            dS[j] = 0;
-            continue;
-          }
-          dS[j] = r(r(f(Pf[j]! * f(f(dP[j]! - rowDot) + dl))) * scale);
-        }
+        for (const j of vis) dS[j] = r(r(f(Pf[j]! * f(f(dP[j]! - rowDot) + dl))) * scale);
         for (let d = 0; d < D; d++) {
           let acc = 0;
-          for (let j = 0; j < Nk; j++) {
-            if (dS[j] === 0) continue;
-            acc = f(acc + dS[j]! * p.k[((b * Nk + j) * Hkv + hk) * D + d]!);
-          }
+          for (const j of vis) acc = f(acc + dS[j]! * p.k[((b * Nk + j) * Hkv + hk) * D + d]!);
           dq![qo + d] = r(acc);
         }
-        for (let j = 0; j < Nk; j++) {
-          if (dS[j] === 0) continue;
+        for (const j of vis) {
           const ko = ((b * Nk + j) * Hkv + hk) * D;
           for (let d = 0; d < D; d++) dkAcc![ko + d] = f(dkAcc![ko + d]! + dS[j]! * p.q[qo + d]!);
         }

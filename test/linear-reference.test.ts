@@ -16,16 +16,10 @@ import {
   type LinearRefOptions,
   type LinearRefProblem,
 } from '../src/reference/linear.ts';
-import { gaussian, maxAbs, maxAbsErr, sliceSeq, worst } from './helpers.ts';
+import { gaussian, maxAbs, maxAbsErr, sliceSeq, worst, type SeqShape } from './helpers.ts';
 
-interface RefCase {
+interface RefCase extends SeqShape {
   name: string;
-  B: number;
-  N: number;
-  H: number;
-  Hkv: number;
-  D: number;
-  Dv: number;
   opts: Omit<LinearRefOptions, 'initialState'>;
   init: boolean;
 }

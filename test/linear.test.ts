@@ -12,11 +12,10 @@
  * ops, each rounded to the dtype, float32 accumulation), plus a floor of 2e-6; float32 results must
  * also be within 1e-5.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   AttnkitError,
   cpu,
-  info,
   linearAttention,
   linearAttentionBackward,
   linearAttentionStep,
@@ -37,18 +36,13 @@ import {
   type LinearRefOptions,
   type LinearRefProblem,
 } from '../src/reference/linear.ts';
-import { concatSeq, gaussian, randT, read64, rounder, sliceSeq } from './helpers.ts';
+import { concatSeq, gaussian, randT, read64, rounder, sliceSeq, type SeqShape } from './helpers.ts';
+import { eachIsaLevel, RatioLog, perCaseAndDtype } from './isa-levels.ts';
 
 // ------------------------------------------------------------------ cases
 
-interface Case {
+interface Case extends SeqShape {
   name: string;
-  B: number;
-  N: number;
-  H: number;
-  Hkv: number;
-  D: number;
-  Dv: number;
   causal?: boolean;
   decay?: number | number[];
   featureMap?: LinearFeatureMap;
@@ -269,60 +263,28 @@ interface Expected {
 }
 
 // The reference and the naive errors depend only on (case, dtype): computed once for all levels.
-const cache = new Map<string, Promise<Expected>>();
-function expected(c: Case, ci: number, dtype: FloatDType): Promise<Expected> {
-  const key = `${ci}/${dtype}`;
-  let e = cache.get(key);
-  if (!e) {
-    e = (async () => {
-      const seed = 5000 + 100 * ci;
-      const q = await randT([c.B, c.N, c.H, c.D], { seed, dtype });
-      const k = await randT([c.B, c.N, c.Hkv, c.D], { seed: seed + 1, dtype });
-      const v = await randT([c.B, c.N, c.Hkv, c.Dv], { seed: seed + 2, dtype });
-      const dOut = await randT([c.B, c.N, c.H, c.Dv], { seed: seed + 3, dtype });
-      const s0 = c.init ? await makeState(c, seed + 4) : undefined;
-      const dFinal = c.dFinal ? await makeState({ ...c, normalize: false, Dv: stateCols(c) }, seed + 5) : undefined;
-      const p: LinearRefProblem = { B: c.B, N: c.N, H: c.H, Hkv: c.Hkv, D: c.D, Dv: c.Dv, q: q.a, k: k.a, v: v.a };
-      const opts = refOptions(c, s0?.a);
-      const fwd = referenceLinearAttention(p, opts);
-      const bwd = referenceLinearAttentionBackward(p, dOut.a, dFinal?.a, opts);
-      const ref = { ...fwd, ...bwd };
-      const naive = naiveLinear(p, opts, dtype, dOut.a, dFinal?.a);
-      const naiveErr = Object.fromEntries(QUANTITIES.map((qn) => [qn, relRms(naive[qn], ref[qn])])) as Record<Quantity, number>;
-      return { q: q.t, k: k.t, v: v.t, s0: s0?.t, dOut: dOut.t, dFinal: dFinal?.t, ref, naiveErr };
-    })();
-    cache.set(key, e);
-  }
-  return e;
-}
-
-// Worst kernel/naive ratio per dtype and quantity, printed with ATTNKIT_TEST_RATIOS=1.
-const ratios: Record<string, { r: number; at: string }> = {};
-
-type Level = (typeof cpu.levels)[number];
-const defaultIsa = cpu.isa() as Level;
-const detected = info().cpu.detectedIsa;
-const runnable = (l: string) => cpu.levels.indexOf(l as Level) <= cpu.levels.indexOf(detected as Level);
-
-afterAll(() => {
-  cpu.setIsa(defaultIsa);
-  if (process.env.ATTNKIT_TEST_RATIOS) {
-    const lines = Object.entries(ratios)
-      .sort(([a], [b]) => a.localeCompare(b))
-      .map(([k, v]) => `${k.padEnd(24)} ${v.r.toFixed(3)}  ${v.at}`);
-    // eslint-disable-next-line no-console
-    console.log(`worst kernel/naive relative-RMS ratios:\n${lines.join('\n')}`);
-  }
+const expected = perCaseAndDtype(async (c: Case, ci: number, dtype: FloatDType): Promise<Expected> => {
+  const seed = 5000 + 100 * ci;
+  const q = await randT([c.B, c.N, c.H, c.D], { seed, dtype });
+  const k = await randT([c.B, c.N, c.Hkv, c.D], { seed: seed + 1, dtype });
+  const v = await randT([c.B, c.N, c.Hkv, c.Dv], { seed: seed + 2, dtype });
+  const dOut = await randT([c.B, c.N, c.H, c.Dv], { seed: seed + 3, dtype });
+  const s0 = c.init ? await makeState(c, seed + 4) : undefined;
+  const dFinal = c.dFinal ? await makeState({ ...c, normalize: false, Dv: stateCols(c) }, seed + 5) : undefined;
+  const p: LinearRefProblem = { B: c.B, N: c.N, H: c.H, Hkv: c.Hkv, D: c.D, Dv: c.Dv, q: q.a, k: k.a, v: v.a };
+  const opts = refOptions(c, s0?.a);
+  const fwd = referenceLinearAttention(p, opts);
+  const bwd = referenceLinearAttentionBackward(p, dOut.a, dFinal?.a, opts);
+  const ref = { ...fwd, ...bwd };
+  const naive = naiveLinear(p, opts, dtype, dOut.a, dFinal?.a);
+  const naiveErr = Object.fromEntries(QUANTITIES.map((qn) => [qn, relRms(naive[qn], ref[qn])])) as Record<Quantity, number>;
+  return { q: q.t, k: k.t, v: v.t, s0: s0?.t, dOut: dOut.t, dFinal: dFinal?.t, ref, naiveErr };
 });
 
-describe.each(cpu.levels.map((l) => [l]))('level %s', (level) => {
-  beforeAll(() => {
-    if (runnable(level)) expect(cpu.setIsa(level)).toBe(true);
-  });
-  afterAll(() => {
-    cpu.setIsa(defaultIsa);
-  });
-  const test = it.skipIf(!runnable(level));
+// Worst kernel/naive ratio per dtype and quantity, printed with ATTNKIT_TEST_RATIOS=1.
+const ratios = new RatioLog('relative-RMS ratios', 24);
+
+eachIsaLevel((test, level) => {
 
   for (const [ci, c] of CASES.entries())
     for (const dtype of DTYPES)
@@ -353,9 +315,7 @@ describe.each(cpu.levels.map((l) => [l]))('level %s', (level) => {
           const err = relRms(x, e.ref[qn]);
           const naive = e.naiveErr[qn];
           const factor = qn === 'out' || qn === 'finalState' ? 2 : 3;
-          const key = `${dtype} ${qn}`;
-          if (naive > 0 && err / naive > (ratios[key]?.r ?? -1))
-            ratios[key] = { r: err / naive, at: `${level} / ${c.name} (kernel ${err.toExponential(2)}, naive ${naive.toExponential(2)})` };
+          ratios.note(`${dtype} ${qn}`, err, naive, `${level} / ${c.name}`);
           expect(err, `${qn}: kernel relative RMS error ${err} vs naive ${dtype} ${naive}`).toBeLessThanOrEqual(factor * naive + 2e-6);
           if (dtype === 'float32') expect(err, `${qn}: float32 relative RMS error ${err}`).toBeLessThanOrEqual(1e-5);
         }

@@ -19,7 +19,7 @@ import {
   referenceMerge,
   referenceMergeBackward,
 } from '../src/reference/attention.ts';
-import { concatSeq, fromF64, gaussian, makeInputs, maxAbs, maxAbsErr, randT, read64, rng, sliceSeq, worst } from './helpers.ts';
+import { concatSeq, fromF64, gaussian, makeInputs, maxAbs, maxAbsErr, randT, read64, rng, sliceSeq, worst, type SeqShape } from './helpers.ts';
 
 interface Part {
   out: Tensor;
@@ -153,14 +153,8 @@ describe('mergeAttention vs referenceMerge', () => {
 
 // ------------------------------------------------------------------ end to end with the kernel
 
-interface Split {
+interface Split extends SeqShape {
   name: string;
-  B: number;
-  N: number;
-  H: number;
-  Hkv: number;
-  D: number;
-  Dv: number;
   full: AttentionOptions;
   /** key blocks [k0, k1) and the options that make each block's attention the full one restricted to it */
   blocks: { k0: number; k1: number; opts: AttentionOptions }[];

@@ -5,20 +5,19 @@
  * Tolerance rule (as for dense attention, test/attention.test.ts): the kernel's error against the
  * float64 reference is at most 2x (forward) / 3x (gradients) the error of a *naive* implementation
  * in the same dtype on the same inputs, plus a tiny floor; float32 also within 1e-5 of the
- * quantity's scale. The naive implementation is test/helpers.ts's naiveAttention with the
- * neighborhood visibility (over the tokens followed by the additional keys) in place of its mask.
+ * quantity's scale. The naive implementation is test/helpers.ts's naiveMasked with the
+ * neighborhood visibility (over the tokens followed by the additional keys).
  *
  * Cases: odd sizes (1-D 37, 2-D 13x17, 3-D 5x9x11); per axis, every combination of (stride > 1,
  * dilation > 1, causal) occurs on every axis, the axes of a case taking different combinations
  * (a covering set, not the full product); GQA/MQA, Dv != D, additional keys, dLse.
  * Then: functional backward forms, explicit tile shapes, determinism, error paths.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   AttnkitError,
   chooseTileShape,
   cpu,
-  info,
   na1d,
   na1dBackward,
   na2d,
@@ -41,9 +40,9 @@ import {
   type RefNaParams,
   type RefNaProblem,
 } from '../src/reference/neighborhood.ts';
-import { concatSeq, maxAbs, maxAbsErr, randT, read64, rounder, worst } from './helpers.ts';
+import { concatSeq, maxAbs, maxAbsErr, naiveMasked, randT, read64, worst } from './helpers.ts';
+import { eachIsaLevel, RatioLog, perCaseAndDtype } from './isa-levels.ts';
 
-type Level = (typeof cpu.levels)[number];
 type Rank = 1 | 2 | 3;
 const OPS = { 1: na1d, 2: na2d, 3: na3d } as const;
 const BWD = { 1: na1dBackward, 2: na2dBackward, 3: na3dBackward } as const;
@@ -132,89 +131,6 @@ CASES.push(makeCase(2, [16, 24], [8, 8], [0, 0], 2, { stride: [8, 8], tileShape:
 const DTYPES: FloatDType[] = ['float32', 'float16', 'bfloat16'];
 type Quantity = 'out' | 'lse' | 'dq' | 'dk' | 'dv' | 'dAddK' | 'dAddV';
 
-// ------------------------------------------------------------------ naive low-precision
-
-/**
- * helpers.ts naiveAttention (eager-PyTorch rounding in `dtype`) with an arbitrary visibility
- * function: S = (q k^T -> dtype) * scale -> dtype; P = softmax in float32 -> dtype; out = P v in
- * float32 -> dtype; backward by autograd through the same steps.
- */
-function naiveMasked(
-  p: RefProblem,
-  allows: (i: number, j: number) => boolean,
-  scale: number,
-  dtype: FloatDType,
-  grad: { dOut: ArrayLike<number>; dLse?: ArrayLike<number> },
-): Record<'out' | 'lse' | 'dq' | 'dk' | 'dv', Float64Array> {
-  const f = Math.fround;
-  const r = rounder(dtype);
-  const { B, Nq, Nk, H, Hkv, D, Dv } = p;
-  const group = H / Hkv;
-  const out = new Float64Array(B * Nq * H * Dv);
-  const lse = new Float64Array(B * Nq * H);
-  const dq = new Float64Array(B * Nq * H * D);
-  const dkAcc = new Float64Array(B * Nk * Hkv * D);
-  const dvAcc = new Float64Array(B * Nk * Hkv * Dv);
-  const S = new Float64Array(Nk);
-  const Pf = new Float64Array(Nk);
-  const dP = new Float64Array(Nk);
-  const dS = new Float64Array(Nk);
-  const vis: number[] = [];
-  for (let b = 0; b < B; b++)
-    for (let h = 0; h < H; h++) {
-      const hk = Math.floor(h / group);
-      for (let i = 0; i < Nq; i++) {
-        const li = (b * Nq + i) * H + h;
-        const qo = li * D;
-        const oo = li * Dv;
-        vis.length = 0;
-        let mx = -Infinity;
-        for (let j = 0; j < Nk; j++) {
-          if (!allows(i, j)) continue;
-          vis.push(j);
-          const ko = ((b * Nk + j) * Hkv + hk) * D;
-          let acc = 0;
-          for (let d = 0; d < D; d++) acc = f(acc + p.q[qo + d]! * p.k[ko + d]!);
-          S[j] = r(r(acc) * scale);
-          if (S[j]! > mx) mx = S[j]!;
-        }
-        let sum = 0;
-        for (const j of vis) {
-          Pf[j] = f(Math.exp(S[j]! - mx));
-          sum = f(sum + Pf[j]!);
-        }
-        lse[li] = f(mx + f(Math.log(sum)));
-        for (const j of vis) Pf[j] = f(Pf[j]! / sum);
-        for (let e = 0; e < Dv; e++) {
-          let acc = 0;
-          for (const j of vis) acc = f(acc + r(Pf[j]!) * p.v[((b * Nk + j) * Hkv + hk) * Dv + e]!);
-          out[oo + e] = r(acc);
-        }
-        let rowDot = 0;
-        for (const j of vis) {
-          const vo = ((b * Nk + j) * Hkv + hk) * Dv;
-          let acc = 0;
-          for (let e = 0; e < Dv; e++) acc = f(acc + grad.dOut[oo + e]! * p.v[vo + e]!);
-          dP[j] = r(acc);
-          rowDot = f(rowDot + Pf[j]! * dP[j]!);
-          for (let e = 0; e < Dv; e++) dvAcc[vo + e] = f(dvAcc[vo + e]! + r(Pf[j]!) * grad.dOut[oo + e]!);
-        }
-        const dl = grad.dLse ? grad.dLse[li]! : 0;
-        for (const j of vis) dS[j] = r(r(f(Pf[j]! * f(f(dP[j]! - rowDot) + dl))) * scale);
-        for (let d = 0; d < D; d++) {
-          let acc = 0;
-          for (const j of vis) acc = f(acc + dS[j]! * p.k[((b * Nk + j) * Hkv + hk) * D + d]!);
-          dq[qo + d] = r(acc);
-        }
-        for (const j of vis) {
-          const ko = ((b * Nk + j) * Hkv + hk) * D;
-          for (let d = 0; d < D; d++) dkAcc[ko + d] = f(dkAcc[ko + d]! + dS[j]! * p.q[qo + d]!);
-        }
-      }
-    }
-  return { out, lse, dq, dk: dkAcc.map(r), dv: dvAcc.map(r) };
-}
-
 /** [B, N + M, heads, dim] -> the token part and the additional part. */
 function split(a: Float64Array, B: number, N: number, M: number, row: number): [Float64Array, Float64Array] {
   const t = new Float64Array(B * N * row);
@@ -256,46 +172,37 @@ function options(c: Case, e: { addK?: Tensor; addV?: Tensor }): NeighborhoodOpti
 }
 
 // Reference and naive results depend only on (case, dtype): computed once, shared by every level.
-const cache = new Map<string, Promise<Expected>>();
-function expected(c: Case, ci: number, dtype: FloatDType): Promise<Expected> {
-  const key = `${ci}/${dtype}`;
-  let e = cache.get(key);
-  if (!e) {
-    e = (async () => {
-      const seed = 5000 + 100 * ci;
-      const N = prod(c.size);
-      const { B, H, Hkv, D, Dv, M } = c;
-      const q = await randT([B, ...c.size, H, D], { seed, dtype });
-      const k = await randT([B, ...c.size, Hkv, D], { seed: seed + 1, dtype });
-      const v = await randT([B, ...c.size, Hkv, Dv], { seed: seed + 2, dtype });
-      const addK = M ? await randT([B, M, Hkv, D], { seed: seed + 3, dtype }) : undefined;
-      const addV = M ? await randT([B, M, Hkv, Dv], { seed: seed + 4, dtype }) : undefined;
-      const dOut = await randT([B, ...c.size, H, Dv], { seed: seed + 5, dtype });
-      const dLse = c.dLse ? await randT([B, ...c.size, H], { seed: seed + 6 }) : undefined;
-      const prob: RefNaProblem = { B, H, Hkv, D, Dv, q: q.a, k: k.a, v: v.a, ...(M ? { addK: addK!.a, addV: addV!.a, M } : {}) };
-      const p = refParams(c);
-      const fwd = referenceNeighborhood(prob, p, c.scale);
-      const bwd = referenceNeighborhoodBackward(prob, p, dOut.a, dLse?.a, c.scale);
-      const ref: Expected['ref'] = { ...fwd, dq: bwd.dq, dk: bwd.dk, dv: bwd.dv, dAddK: bwd.dAddK, dAddV: bwd.dAddV };
-      // naive over the tokens followed by the additional keys
-      const nb = Array.from({ length: N }, (_, i) => new Set(neighborhoodOf(i, p)));
-      const dp: RefProblem = {
-        B, Nq: N, Nk: N + M, H, Hkv, D, Dv, q: q.a,
-        k: M ? concatSeq([{ a: k.a, N }, { a: addK!.a, N: M }], B, Hkv * D) : k.a,
-        v: M ? concatSeq([{ a: v.a, N }, { a: addV!.a, N: M }], B, Hkv * Dv) : v.a,
-      };
-      const nv = naiveMasked(dp, (i, j) => j >= N || nb[i]!.has(j), c.scale ?? 1 / Math.sqrt(D), dtype, { dOut: dOut.a, dLse: dLse?.a });
-      const [ndk, ndAddK] = split(nv.dk, B, N, M, Hkv * D);
-      const [ndv, ndAddV] = split(nv.dv, B, N, M, Hkv * Dv);
-      const naiveVals: Record<Quantity, Float64Array> = { out: nv.out, lse: nv.lse, dq: nv.dq, dk: ndk, dv: ndv, dAddK: ndAddK, dAddV: ndAddV };
-      const naive = {} as Record<Quantity, number>;
-      for (const qn of Object.keys(naiveVals) as Quantity[]) if (ref[qn]) naive[qn] = maxAbsErr(naiveVals[qn], ref[qn]!);
-      return { q: q.t, k: k.t, v: v.t, addK: addK?.t, addV: addV?.t, dOut: dOut.t, dLse: dLse?.t, ref, naive };
-    })();
-    cache.set(key, e);
-  }
-  return e;
-}
+const expected = perCaseAndDtype(async (c: Case, ci: number, dtype: FloatDType): Promise<Expected> => {
+  const seed = 5000 + 100 * ci;
+  const N = prod(c.size);
+  const { B, H, Hkv, D, Dv, M } = c;
+  const q = await randT([B, ...c.size, H, D], { seed, dtype });
+  const k = await randT([B, ...c.size, Hkv, D], { seed: seed + 1, dtype });
+  const v = await randT([B, ...c.size, Hkv, Dv], { seed: seed + 2, dtype });
+  const addK = M ? await randT([B, M, Hkv, D], { seed: seed + 3, dtype }) : undefined;
+  const addV = M ? await randT([B, M, Hkv, Dv], { seed: seed + 4, dtype }) : undefined;
+  const dOut = await randT([B, ...c.size, H, Dv], { seed: seed + 5, dtype });
+  const dLse = c.dLse ? await randT([B, ...c.size, H], { seed: seed + 6 }) : undefined;
+  const prob: RefNaProblem = { B, H, Hkv, D, Dv, q: q.a, k: k.a, v: v.a, ...(M ? { addK: addK!.a, addV: addV!.a, M } : {}) };
+  const p = refParams(c);
+  const fwd = referenceNeighborhood(prob, p, c.scale);
+  const bwd = referenceNeighborhoodBackward(prob, p, dOut.a, dLse?.a, c.scale);
+  const ref: Expected['ref'] = { ...fwd, dq: bwd.dq, dk: bwd.dk, dv: bwd.dv, dAddK: bwd.dAddK, dAddV: bwd.dAddV };
+  // naive over the tokens followed by the additional keys
+  const nb = Array.from({ length: N }, (_, i) => new Set(neighborhoodOf(i, p)));
+  const dp: RefProblem = {
+    B, Nq: N, Nk: N + M, H, Hkv, D, Dv, q: q.a,
+    k: M ? concatSeq([{ a: k.a, N }, { a: addK!.a, N: M }], B, Hkv * D) : k.a,
+    v: M ? concatSeq([{ a: v.a, N }, { a: addV!.a, N: M }], B, Hkv * Dv) : v.a,
+  };
+  const nv = naiveMasked(dp, (i, j) => j >= N || nb[i]!.has(j), c.scale ?? 1 / Math.sqrt(D), dtype, { dOut: dOut.a, dLse: dLse?.a });
+  const [ndk, ndAddK] = split(nv.dk, B, N, M, Hkv * D);
+  const [ndv, ndAddV] = split(nv.dv, B, N, M, Hkv * Dv);
+  const naiveVals: Record<Quantity, Float64Array> = { out: nv.out, lse: nv.lse, dq: nv.dq, dk: ndk, dv: ndv, dAddK: ndAddK, dAddV: ndAddV };
+  const naive = {} as Record<Quantity, number>;
+  for (const qn of Object.keys(naiveVals) as Quantity[]) if (ref[qn]) naive[qn] = maxAbsErr(naiveVals[qn], ref[qn]!);
+  return { q: q.t, k: k.t, v: v.t, addK: addK?.t, addV: addV?.t, dOut: dOut.t, dLse: dLse?.t, ref, naive };
+});
 
 /** Asserts the tolerance rule for every quantity present in `got`. */
 function expectWithinRule(got: Partial<Record<Quantity, Float64Array>>, e: Expected, dtype: FloatDType, what: string) {
@@ -304,7 +211,7 @@ function expectWithinRule(got: Partial<Record<Quantity, Float64Array>>, e: Expec
     const err = maxAbsErr(got[qn]!, ref);
     const scale = Math.max(1, maxAbs(ref));
     const factor = qn === 'out' || qn === 'lse' ? 2 : 3;
-    noteRatio(dtype, qn, what, err, e.naive[qn]!);
+    ratios.note(`${dtype} ${qn}`, err, e.naive[qn]!, what);
     expect(err, `${what} ${qn}: kernel error ${err} vs naive ${dtype} error ${e.naive[qn]} (${worst(got[qn]!, ref)})`).toBeLessThanOrEqual(
       factor * e.naive[qn]! + 2e-6 * scale,
     );
@@ -313,30 +220,9 @@ function expectWithinRule(got: Partial<Record<Quantity, Float64Array>>, e: Expec
 }
 
 // Worst kernel/naive error ratio per dtype and quantity, printed with ATTNKIT_TEST_RATIOS=1.
-const ratios: Record<string, { r: number; at: string }> = {};
-function noteRatio(dtype: FloatDType, qn: Quantity, what: string, err: number, naive: number) {
-  if (!(naive > 0)) return;
-  const key = `${dtype} ${qn}`;
-  if (err / naive > (ratios[key]?.r ?? -1)) ratios[key] = { r: err / naive, at: `${what} (kernel ${err.toExponential(2)}, naive ${naive.toExponential(2)})` };
-}
+const ratios = new RatioLog('error ratios');
 
 // ------------------------------------------------------------------ conformance on every level
-
-const defaultIsa = cpu.isa() as Level;
-const detected = info().cpu.detectedIsa;
-const runnable = (l: string) => cpu.levels.indexOf(l as Level) <= cpu.levels.indexOf(detected as Level);
-
-afterAll(() => {
-  cpu.setIsa(defaultIsa);
-  if (process.env.ATTNKIT_TEST_RATIOS)
-    // eslint-disable-next-line no-console
-    console.log(
-      `worst kernel/naive error ratios:\n${Object.entries(ratios)
-        .sort(([a], [b]) => a.localeCompare(b))
-        .map(([k, v]) => `${k.padEnd(16)} ${v.r.toFixed(3)}  ${v.at}`)
-        .join('\n')}`,
-    );
-});
 
 it('the covering set has every (stride > 1, dilation > 1, causal) combination on every axis', () => {
   for (const rank of [1, 2, 3] as const)
@@ -363,14 +249,7 @@ it('the covering set has every (stride > 1, dilation > 1, causal) combination on
   }
 });
 
-describe.each(cpu.levels.map((l) => [l]))('level %s', (level) => {
-  beforeAll(() => {
-    if (runnable(level)) expect(cpu.setIsa(level)).toBe(true);
-  });
-  afterAll(() => {
-    cpu.setIsa(defaultIsa);
-  });
-  const test = it.skipIf(!runnable(level));
+eachIsaLevel((test, level) => {
 
   for (const [ci, c] of CASES.entries())
     for (const dtype of DTYPES)

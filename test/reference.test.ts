@@ -15,17 +15,10 @@ import {
   type RefMaskOptions,
   type RefProblem,
 } from '../src/reference/attention.ts';
-import { gaussian, maxAbsErr, roundBf16, roundF16, sliceSeq, worst } from './helpers.ts';
+import { gaussian, maxAbsErr, roundBf16, roundF16, sliceSeq, worst, type Shape } from './helpers.ts';
 
-interface FdCase {
+interface FdCase extends Shape {
   name: string;
-  B: number;
-  Nq: number;
-  Nk: number;
-  H: number;
-  Hkv: number;
-  D: number;
-  Dv: number;
   opts: RefMaskOptions;
   dLse: boolean;
   /** rows (b, i, h) that must be fully masked */

@@ -25,6 +25,7 @@
 #include <string>
 
 #include "../runtime/stream.h"
+#include "generated/supports.h"
 #include "attnkit/attention.h"
 #include "attnkit/dtype.h"
 #include "attnkit/error.h"
@@ -84,10 +85,11 @@ void spin(double ms, void* stream);
 // device context is unusable afterwards).
 void fault(void* stream);
 
+// "" when this build runs `shape` and `dtype` with one of the op's kernels (its generated table,
+// generated/supports.h, from instantiations.json), else the reason, naming what was asked and what is
+// supported: the synchronous check at the call, before anything is enqueued.
+std::string support(const supported::OpTable& op, const AttentionShape& shape, DType dtype);
 // Dense fused attention on the device: the kernels of native/cuda/fmha/ when this build has them.
-// attention_support returns "" when the problem can run on CUDA, else the reason (synchronous
-// check at the call, before anything is enqueued).
-std::string attention_support(const AttentionShape& shape, DType dtype, bool backward);
 void run_attention_forward(const AttentionFwdParams& p, const DenseMaskOptions& mask, void* stream);
 void run_attention_backward(const AttentionBwdParams& p, const DenseMaskOptions& mask, void* stream);
 bool have_attention_kernels();

@@ -37,7 +37,7 @@ void spin(double, void*) { no_cuda("test"); }
 void fault(void*) { no_cuda("test"); }
 
 bool have_attention_kernels() { return false; }
-std::string attention_support(const AttentionShape&, DType, bool) { return kNoCuda; }
+std::string support(const supported::OpTable&, const AttentionShape&, DType) { return kNoCuda; }
 void run_attention_forward(const AttentionFwdParams&, const DenseMaskOptions&, void*) { no_cuda("attention"); }
 void run_attention_backward(const AttentionBwdParams&, const DenseMaskOptions&, void*) { no_cuda("attentionBackward"); }
 

@@ -1,6 +1,6 @@
 // The backend table: for each op, its kernel on the CPU (native/cpu/) and on CUDA (native/cuda/),
 // or none. This file and dispatch.cc are the only ones that see both backends; the CUDA column's
-// support rules come from the generated tables behind cuda::attention_support.
+// support rules are the generated tables of native/cuda/instantiations.json (cuda::support).
 #include "ops.h"
 
 #include <chrono>
@@ -91,10 +91,33 @@ void cuda_convert(const ConvertArgs& a, void* stream) {
 }
 void cuda_sleep(const SleepArgs& a, void* stream) { cuda::spin(double(a.ms), stream); }
 
-std::string cuda_dense_fwd_support(const Request& r) { return cuda::attention_support(r.shape, r.dtype, false); }
-std::string cuda_dense_bwd_support(const Request& r) { return cuda::attention_support(r.shape, r.dtype, true); }
 void cuda_dense_fwd(const DenseFwdArgs& a, void* stream) { cuda::run_attention_forward(a.p, a.mask, stream); }
 void cuda_dense_bwd(const DenseBwdArgs& a, void* stream) { cuda::run_attention_backward(a.p, a.mask, stream); }
+
+// The CUDA cell of an op a kernel family serves (native/cuda/instantiations.json): its support rule
+// reads the op's generated table (cuda/generated/supports.h). A cell with a kernel needs rows in the
+// table, and an op with rows needs a kernel, checked when the table below is compiled.
+template <const cuda::supported::OpTable& table>
+std::string cuda_support(const Request& r) { return cuda::support(table, r.shape, r.dtype); }
+
+template <const cuda::supported::OpTable& table, typename Args>
+constexpr Kernel<Args> cuda_kernel(void (*run)(const Args&, void*)) {
+  static_assert(table.count > 0, "the op has a CUDA kernel but no instantiation in native/cuda/instantiations.json");
+  return {run, &cuda_support<table>};
+}
+
+template <const cuda::supported::OpTable& table>
+struct NoCudaKernel {
+  template <typename Args>
+  constexpr operator Kernel<Args>() const {
+    static_assert(table.count == 0, "native/cuda/instantiations.json lists CUDA kernels for the op: give it a CUDA cell");
+    return {};
+  }
+};
+template <const cuda::supported::OpTable& table>
+constexpr NoCudaKernel<table> no_cuda_kernel{};
+
+namespace cs = cuda::supported;
 
 }  // namespace
 
@@ -105,20 +128,24 @@ const Op<ConvertArgs> kConvert{"to", {{cpu_convert}, {cuda_convert}}};
 const Op<AddArgs> kAdd{"add", {{cpu_add}, {}}};
 const Op<RandnArgs> kRandn{"randn", {{cpu_randn}, {}}};
 const Op<SleepArgs> kSleep{"sleep", {{cpu_sleep}, {cuda_sleep}}};
-const Op<DenseFwdArgs> kAttentionForward{"attention", {{cpu_dense_fwd}, {cuda_dense_fwd, cuda_dense_fwd_support}}};
+const Op<DenseFwdArgs> kAttentionForward{"attention", {{cpu_dense_fwd}, cuda_kernel<cs::attention>(cuda_dense_fwd)}};
 const Op<DenseBwdArgs> kAttentionBackward{"attentionBackward",
-                                          {{cpu_dense_bwd}, {cuda_dense_bwd, cuda_dense_bwd_support}}};
-const Op<NeighborhoodFwdArgs> kNeighborhoodForward{"neighborhood", {{cpu_na_fwd}, {}}};
-const Op<NeighborhoodBwdArgs> kNeighborhoodBackward{"neighborhoodBackward", {{cpu_na_bwd}, {}}};
-const Op<BlockSparseFwdArgs> kBlockSparseForward{"blockSparseAttention", {{cpu_bs_fwd}, {}}};
-const Op<BlockSparseBwdArgs> kBlockSparseBackward{"blockSparseAttentionBackward", {{cpu_bs_bwd}, {}}};
-const Op<MergeFwdArgs> kMergeForward{"mergeAttention", {{cpu_merge_fwd}, {}}};
-const Op<MergeBwdArgs> kMergeBackward{"mergeAttentionBackward", {{cpu_merge_bwd}, {}}};
-const Op<LinearArgs<LinearFwdParams>> kLinearForward{"linearAttention", {{cpu_linear_fwd}, {}}};
-const Op<LinearArgs<LinearBwdParams>> kLinearBackward{"linearAttentionBackward", {{cpu_linear_bwd}, {}}};
-const Op<LinearArgs<LinearStepParams>> kLinearStep{"linearAttentionStep", {{cpu_linear_step}, {}}};
-const Op<MobaParams> kMobaSelect{"mobaMask", {{cpu_moba}, {}}};
-const Op<XattnParams> kXattentionSelect{"xattentionMask", {{cpu_xattn}, {}}};
+                                          {{cpu_dense_bwd}, cuda_kernel<cs::attentionBackward>(cuda_dense_bwd)}};
+const Op<NeighborhoodFwdArgs> kNeighborhoodForward{"neighborhood", {{cpu_na_fwd}, no_cuda_kernel<cs::neighborhood>}};
+const Op<NeighborhoodBwdArgs> kNeighborhoodBackward{"neighborhoodBackward",
+                                                    {{cpu_na_bwd}, no_cuda_kernel<cs::neighborhoodBackward>}};
+const Op<BlockSparseFwdArgs> kBlockSparseForward{"blockSparseAttention",
+                                                 {{cpu_bs_fwd}, no_cuda_kernel<cs::blockSparseAttention>}};
+const Op<BlockSparseBwdArgs> kBlockSparseBackward{"blockSparseAttentionBackward",
+                                                  {{cpu_bs_bwd}, no_cuda_kernel<cs::blockSparseAttentionBackward>}};
+const Op<MergeFwdArgs> kMergeForward{"mergeAttention", {{cpu_merge_fwd}, no_cuda_kernel<cs::mergeAttention>}};
+const Op<MergeBwdArgs> kMergeBackward{"mergeAttentionBackward", {{cpu_merge_bwd}, no_cuda_kernel<cs::mergeAttentionBackward>}};
+const Op<LinearArgs<LinearFwdParams>> kLinearForward{"linearAttention", {{cpu_linear_fwd}, no_cuda_kernel<cs::linearAttention>}};
+const Op<LinearArgs<LinearBwdParams>> kLinearBackward{"linearAttentionBackward",
+                                                      {{cpu_linear_bwd}, no_cuda_kernel<cs::linearAttentionBackward>}};
+const Op<LinearArgs<LinearStepParams>> kLinearStep{"linearAttentionStep", {{cpu_linear_step}, no_cuda_kernel<cs::linearAttentionStep>}};
+const Op<MobaParams> kMobaSelect{"mobaMask", {{cpu_moba}, no_cuda_kernel<cs::mobaMask>}};
+const Op<XattnParams> kXattentionSelect{"xattentionMask", {{cpu_xattn}, no_cuda_kernel<cs::xattentionMask>}};
 
 // ------------------------------------------------------------------ lookups by name
 

@@ -306,9 +306,8 @@ void launch_bwd_prep(const BwdArgs& a, cudaStream_t stream) {
   check_launch("fmha_bwd_prep_kernel");
 }
 
-template <typename T, int D, typename Mask>
+template <typename Tr, typename Mask>
 void launch_bwd_dkdv(const BwdArgs& a, const Mask& mask, cudaStream_t stream) {
-  using Tr = Traits<T, D>;
   if (a.B == 0 || a.Hkv == 0 || mask.max_k_tiles() == 0) return;
   auto* kernel = &fmha_bwd_dkdv_kernel<Tr, Mask>;
   allow_dynamic_smem(kernel, Tr::kDkdvSmem);
@@ -317,9 +316,8 @@ void launch_bwd_dkdv(const BwdArgs& a, const Mask& mask, cudaStream_t stream) {
   check_launch("fmha_bwd_dkdv_kernel");
 }
 
-template <typename T, int D, typename Mask>
+template <typename Tr, typename Mask>
 void launch_bwd_dq(const BwdArgs& a, const Mask& mask, cudaStream_t stream) {
-  using Tr = Traits<T, D>;
   if (a.B == 0 || a.H == 0 || mask.max_q_tiles() == 0) return;
   auto* kernel = &fmha_bwd_dq_kernel<Tr, Mask>;
   allow_dynamic_smem(kernel, Tr::kDqSmem);

@@ -1,30 +1,27 @@
 // Host-side launch plumbing shared by the kernel launchers: the opt-in for more than 48 KiB of
 // dynamic shared memory and the check after a launch. Under nvcc a CUDA error becomes
-// attnkit::Error("CUDA"); under the SIMT emulator (g++) a launch is synchronous and throws
-// simt::Error itself, so both are no-ops there.
+// attnkit::Error("CUDA") through the runtime's one error helper (../device_check.cuh); under the
+// SIMT emulator (g++) a launch is synchronous and throws simt::Error itself, so both are no-ops there.
 #pragma once
 #include <cstddef>
-#include <string>
 
 #include "../cuda_compat.cuh"
-#include "attnkit/error.h"
+
+#if defined(__CUDACC__)
+#include "../device_check.cuh"
+#endif
 
 namespace attnkit::cuda::fmha {
 
-#if defined(__CUDACC__)
-inline void check_cuda(cudaError_t err, const char* what) {
-  if (err != cudaSuccess)
-    throw Error("CUDA", "attention", std::string(what) + ": " + cudaGetErrorName(err) + ": " + cudaGetErrorString(err));
-}
-#endif
+constexpr const char* kOp = "attention";
 
 template <typename Kernel>
 void allow_dynamic_smem(Kernel* kernel, size_t bytes) {
 #if defined(__CUDACC__)
   if (bytes > 48 * 1024)
-    check_cuda(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(bytes)),
-               "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
+    check(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               static_cast<int>(bytes)),
+          kOp, "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
 #else
   (void)kernel;
   (void)bytes;
@@ -33,7 +30,7 @@ void allow_dynamic_smem(Kernel* kernel, size_t bytes) {
 
 inline void check_launch(const char* kernel) {
 #if defined(__CUDACC__)
-  check_cuda(cudaGetLastError(), kernel);
+  check(cudaGetLastError(), kOp, kernel);
 #else
   (void)kernel;
 #endif

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "../cuda_compat.cuh"
+#include "check.h"
 #include "attnkit/attention.h"
 #include "attnkit/error.h"
 #include "attnkit/mask_dense.h"
@@ -41,8 +42,6 @@ struct Table;  // specialised per policy by generated/dispatch.h
 #include "generated/dispatch.h"
 
 namespace attnkit::cuda::fmha {
-
-constexpr const char* kOp = "attention";
 
 // The compiled head dims of a table, e.g. "32, 64, 128" (for messages).
 template <typename Entry>

@@ -139,9 +139,8 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kFwdMinBlocks) fmha_fwd_kern
   store_tile<Tr>(out, q_stride, sQ, q0, q_tok);
 }
 
-template <typename T, int D, typename Mask>
+template <typename Tr, typename Mask>
 void launch_fwd(const FwdArgs& a, const Mask& mask, cudaStream_t stream) {
-  using Tr = Traits<T, D>;
   if (a.B == 0 || a.H == 0 || mask.max_q_tiles() == 0) return;
   auto* kernel = &fmha_fwd_kernel<Tr, Mask>;
   allow_dynamic_smem(kernel, Tr::kFwdSmem);

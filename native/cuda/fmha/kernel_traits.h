@@ -1,10 +1,12 @@
-// Compile-time shape of the fused attention kernels: one 64-row query tile (or 64-key tile) per CTA,
-// 4 warps of 16 rows, K/V (forward, dQ) or Q/dO (dK/dV) streamed through a 2-stage cp.async ring.
-// Tiles equal the mask policies' kTile (attnkit/mask.h), so the policy's tile lists, classes and row
-// masks apply unchanged. Shared-memory tiles are dense [64][D] with a 16-byte-chunk XOR swizzle (no
-// padding), which keeps ldmatrix and cp.async conflict-free and every kernel within the 99 KiB that
-// sm_86/sm_89 allow per block. The byte counts here are mirrored by scripts/gen-instantiations.mjs
-// (compile-gate manifest); every generated translation unit static_asserts that they agree.
+// Compile-time shape of the fused attention kernels: a query tile of BM rows (or a key tile of BN
+// keys, dK/dV) per CTA, Warps warps of 16 rows, K/V (forward, dQ) or Q/dO (dK/dV) streamed through a
+// 2-stage cp.async ring. The tile shape is a template parameter that the generated instantiations
+// give (native/cuda/instantiations.json); the kernels still use the mask policies' tile lists, classes
+// and 64-bit row masks unchanged, so for now BM == BN == kTile (attnkit/mask.h), asserted here.
+// Shared-memory tiles are dense [rows][D] with a 16-byte-chunk XOR swizzle (no padding), which keeps
+// ldmatrix and cp.async conflict-free and every kernel within the 99 KiB that sm_86/sm_89 allow per
+// block. The byte counts here are computed the same way by scripts/gen-instantiations.mjs (compile-gate
+// manifest); every generated translation unit static_asserts that they agree.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -13,22 +15,27 @@
 
 namespace attnkit::cuda::fmha {
 
-template <typename T_, int D_>
+template <typename T_, int D_, int BM_, int BN_, int Warps_>
 struct Traits {
   using T = T_;  // __half or __nv_bfloat16
   static constexpr int kD = D_;  // head dim of q, k and v (Dv == D on the CUDA path)
-  static_assert(kD == 32 || kD == 64 || kD == 128, "head dims 32, 64, 128");
+  // swz() permutes the 16-byte chunks of a row by XOR, which stays inside a power-of-two row; above
+  // 128 the dK/dV accumulators would not fit the register file.
+  static_assert(kD >= 32 && kD <= 128 && (kD & (kD - 1)) == 0, "head dim: a power of two from 32 to 128");
 
-  static constexpr int kBlockM = 64;  // query rows per tile
-  static constexpr int kBlockN = 64;  // keys per tile
+  static constexpr int kBlockM = BM_;  // query rows per tile
+  static constexpr int kBlockN = BN_;  // keys per tile
   static_assert(kBlockM == kTile && kBlockN == kTile, "tiles must match the mask policies' kTile");
-  static constexpr int kWarps = 4;
+  static constexpr int kWarps = Warps_;
+  static_assert(kWarps * 16 == kBlockM && kWarps * 16 == kBlockN, "each warp owns 16 query rows (16 keys in dK/dV)");
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kChunks = kD / 8;  // 16-byte chunks per row
 
-  // Elements and bytes of one [64][D] tile.
+  // Elements and bytes of a [BM][D] query tile and a [BN][D] key tile. The kernels address every
+  // staged tile with kTileElems, which the BM == BN assertion above makes exact.
+  static constexpr int kQTileBytes = kBlockM * kD * 2;
+  static constexpr int kKTileBytes = kBlockN * kD * 2;
   static constexpr int kTileElems = kBlockM * kD;
-  static constexpr int kTileBytes = kTileElems * 2;
 
   // dK/dV: queries of a staged 64-row tile processed per step by each warp. At D = 128 the float32
   // dK and dV accumulators take 128 registers per thread; with 32-query steps ptxas spilled on sm_80,
@@ -42,12 +49,12 @@ struct Traits {
 
   // Dynamic shared memory per kernel (bytes).
   //   forward: Q, then 2 stages of (K, V).
-  static constexpr size_t kFwdSmem = size_t(5) * kTileBytes;
+  static constexpr size_t kFwdSmem = size_t(kQTileBytes) + 4 * size_t(kKTileBytes);
   //   dQ: Q, dO, then 2 stages of (K, V).
-  static constexpr size_t kDqSmem = size_t(6) * kTileBytes;
-  //   dK/dV: K, V, then 2 stages of (Q, dO, 64 LSE*log2e, 64 delta, 64 row masks).
+  static constexpr size_t kDqSmem = 2 * size_t(kQTileBytes) + 4 * size_t(kKTileBytes);
+  //   dK/dV: K, V, then 2 stages of (Q, dO, BM LSE*log2e, BM delta, BM row masks).
   static constexpr size_t kStageExtra = kBlockM * (4 + 4 + 8);
-  static constexpr size_t kDkdvSmem = size_t(6) * kTileBytes + 2 * kStageExtra;
+  static constexpr size_t kDkdvSmem = 2 * size_t(kKTileBytes) + 2 * (2 * size_t(kQTileBytes) + kStageExtra);
 };
 
 // Element offset of (row, col) in a swizzled [64][D] tile; col % 8 is kept, the 16-byte chunk index

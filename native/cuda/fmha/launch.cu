@@ -3,6 +3,7 @@
 // emulator tests call the same table entries directly, with a host workspace.
 #include <cuda_runtime.h>
 
+#include "../device_check.cuh"
 #include "check.h"
 #include "dispatch.h"
 #include "launch.h"
@@ -24,13 +25,8 @@ void attention_backward(const AttentionBwdParams& p, const DenseMaskOptions& mas
   const size_t bytes = static_cast<size_t>(fmha::bwd_workspace_floats(s.B, s.H, s.Nq)) * sizeof(float);
   float* workspace = nullptr;
   if (bytes > 0) {
-    const cudaError_t err = cudaMallocAsync(reinterpret_cast<void**>(&workspace), bytes, stream);
-    if (err != cudaSuccess) {
-      cudaGetLastError();  // not sticky: clear it so that later calls start clean
-      throw Error(err == cudaErrorMemoryAllocation ? "OOM" : "CUDA", kOp,
-                  "attention backward: allocating the " + std::to_string(bytes) + "-byte workspace failed: " +
-                      cudaGetErrorString(err));
-    }
+    check(cudaMallocAsync(reinterpret_cast<void**>(&workspace), bytes, stream), kOp,
+          ("allocating the " + std::to_string(bytes) + "-byte backward workspace").c_str());
   }
   try {
     fmha::run_bwd(entry, fmha::bwd_args(p, workspace), fmha::dense_mask(s, mask), stream);
@@ -38,7 +34,7 @@ void attention_backward(const AttentionBwdParams& p, const DenseMaskOptions& mas
     if (workspace) cudaFreeAsync(workspace, stream);
     throw;
   }
-  if (workspace) fmha::check_cuda(cudaFreeAsync(workspace, stream), "cudaFreeAsync(attention workspace)");
+  if (workspace) check(cudaFreeAsync(workspace, stream), kOp, "cudaFreeAsync(attention workspace)");
 }
 
 }  // namespace attnkit::cuda

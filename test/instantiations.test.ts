@@ -1,0 +1,283 @@
+/**
+ * The one list of CUDA kernel instantiations (native/cuda/instantiations.json; format in
+ * docs/cuda-kernels.md) and everything generated from it by scripts/gen-instantiations.mjs:
+ *   - the committed outputs are what the generator writes now (`--check`), for every family;
+ *   - the list is validated: a bad op name, dtype, head dim, policy or tile is refused, naming the
+ *     family or entry;
+ *   - every op of the backend table that a kernel family serves is listed once;
+ *   - the support table the build was compiled with (native/cuda/generated/supports.h) holds exactly
+ *     the list's rows, read from its text, and the built addon answers from it: `native.supports` on
+ *     cuda:0 accepts exactly the listed (op, dtype, head dim) combinations, and says what it supports
+ *     otherwise; the backend table has a CUDA kernel exactly for the ops with rows; `info()` reports
+ *     the listed kernels this build runs.
+ * Nothing here needs a GPU; in a build without CUDA the addon's answers are "built without CUDA".
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { DTYPES, info } from '../src/index.ts';
+import { native } from '../src/native.ts';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+interface Tile {
+  bm: number;
+  bn: number;
+  warps: number;
+}
+interface Entry {
+  family: string;
+  direction: string;
+  dtype: string;
+  headDim: number;
+  policy: string;
+  tile: Tile;
+}
+interface Family {
+  family: string;
+  title: string;
+  dir?: string;
+  ops: Record<string, string>;
+  instantiations: Entry[];
+}
+interface GenModule {
+  readFamilies(path?: string, ops?: Set<string>): Family[];
+  readList(path?: string): Entry[];
+  backendOps(path?: string): Set<string>;
+  generate(families: Family[]): Map<string, string>;
+}
+const gen = (await import(pathToFileURL(join(root, 'scripts', 'gen-instantiations.mjs')).href)) as GenModule;
+const LIST = join(root, 'native', 'cuda', 'instantiations.json');
+const families = gen.readFamilies();
+const list = families.flatMap((f) => f.instantiations);
+const opOf = (e: Entry) => families.find((f) => f.family === e.family)!.ops[e.direction]!;
+// The list's dtype names and the public ones (src/dtype.ts).
+const PUBLIC: Record<string, keyof typeof DTYPES> = { f16: 'float16', bf16: 'bfloat16' };
+// Ops of the backend table that are not a kernel family's: tensor plumbing and a test hook.
+const RUNTIME_OPS = ['toArray', 'to', 'add', 'randn', 'sleep'];
+
+const tmp = mkdtempSync(join(tmpdir(), 'attnkit-list-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+let n = 0;
+/** Writes a copy of the list with `edit` applied and returns its path. */
+function variant(edit: (doc: { families: Record<string, unknown>[] }) => void): string {
+  const doc = JSON.parse(readFileSync(LIST, 'utf8')) as { families: Record<string, unknown>[] };
+  edit(doc);
+  const path = join(tmp, `list-${n++}.json`);
+  writeFileSync(path, JSON.stringify(doc));
+  return path;
+}
+const fmhaOf = (doc: { families: Record<string, unknown>[] }) => doc.families.find((f) => f.family === 'fmha')!;
+const firstEntry = (doc: { families: Record<string, unknown>[] }) => (fmhaOf(doc).instantiations as Record<string, unknown>[])[0]!;
+
+describe('the one list of CUDA kernel instantiations', () => {
+  it('the committed generated files match the list, for every family (gen-instantiations --check)', () => {
+    const r = spawnSync(process.execPath, [join(root, 'scripts', 'gen-instantiations.mjs'), '--check'], { cwd: root, encoding: 'utf8' });
+    expect(r.status, `${r.stdout}${r.stderr}`).toBe(0);
+  });
+
+  it('every op of the backend table that a kernel family serves is listed by exactly one family', () => {
+    const served = families.flatMap((f) => Object.values(f.ops));
+    expect(new Set(served).size).toBe(served.length);
+    const table = native.opTable().map((r) => r.op);
+    expect([...served].sort()).toEqual(table.filter((op) => !RUNTIME_OPS.includes(op)).sort());
+    expect(families.map((f) => f.family)).toEqual(['fmha', 'neighborhood', 'blockSparse', 'selection', 'merge', 'linear']);
+  });
+
+  it('fmha: forward and backward, two dtypes, three head dims, dense, at the default 64 x 64 tile with 4 warps; the other families none yet', () => {
+    const fmha = families.find((f) => f.family === 'fmha')!;
+    expect(fmha.ops).toEqual({ fwd: 'attention', bwd: 'attentionBackward' });
+    expect(fmha.instantiations).toHaveLength(12);
+    for (const e of fmha.instantiations) expect(e.tile).toEqual({ bm: 64, bn: 64, warps: 4 });
+    const combos = new Set(fmha.instantiations.map((e) => `${e.direction} ${e.dtype} ${e.headDim} ${e.policy}`));
+    expect(combos.size).toBe(12);
+    for (const f of families.filter((x) => x.family !== 'fmha')) expect(f.instantiations, f.family).toEqual([]);
+  });
+
+  it('one translation unit per kernel, listed for CMake and in the gate manifest; one dispatch row per instantiation', () => {
+    const files = gen.generate(families);
+    const G = 'native/cuda/fmha/generated/';
+    const units = [...files.keys()].filter((f) => f.endsWith('.cu')).sort();
+    expect(units.every((u) => u.startsWith(G))).toBe(true);
+    // forward: 1 kernel; backward: dK/dV and dQ per instantiation, the pre-pass per (dtype, head dim).
+    expect(units).toHaveLength(6 + 6 * 2 + 6);
+    const cmake = files.get(`${G}sources.cmake`)!;
+    expect([...cmake.matchAll(/(native\/cuda\/fmha\/generated\/\S+\.cu)/g)].map((m) => m[1]).sort()).toEqual(units);
+    expect(cmake).toContain('native/cuda/fmha/launch.cu');
+    expect(files.get('native/cuda/generated/sources.cmake')).toContain('include(${CMAKE_SOURCE_DIR}/native/cuda/fmha/generated/sources.cmake)');
+    const manifest = JSON.parse(files.get(`${G}gate.json`)!) as { entries: { file: string; tensorCore?: boolean; dynamicSmem: number }[] };
+    expect(manifest.entries.map((e) => G + e.file).sort()).toEqual(units);
+    expect(manifest.entries.filter((e) => e.tensorCore).map((e) => G + e.file).sort()).toEqual(units.filter((u) => !u.includes('_prep_')));
+    const dispatch = files.get(`${G}dispatch.h`)!;
+    for (const e of list) expect(dispatch).toContain(`"fmha ${e.direction} ${e.policy} ${e.dtype} d${e.headDim}"`);
+    // the tile shape reaches the kernel traits, and the shared memory follows from it
+    const fwd64 = files.get(`${G}fmha_fwd_dense_f16_d64.cu`)!;
+    expect(fwd64).toContain('using Tr = Traits<__half, 64, 64, 64, 4>;');
+    expect(fwd64).toContain('static_assert(Tr::kFwdSmem == 40960,');  // Q [64][64] + 2 x (K, V) [64][64], 2 bytes each
+  });
+
+  it('rejects an invalid list, naming the family or entry', () => {
+    const rejects = (edit: Parameters<typeof variant>[0], message: RegExp) =>
+      expect(() => gen.readFamilies(variant(edit)), String(message)).toThrow(message);
+    rejects((d) => (firstEntry(d).headDim = 96), /families\[0\] \(fmha\): instantiations\[0\]: headDim must be a power of two from 32 to 128, received 96/);
+    rejects((d) => (firstEntry(d).headDim = 256), /families\[0\] \(fmha\): instantiations\[0\]: headDim .* received 256/);
+    rejects((d) => (firstEntry(d).dtype = 'f32'), /families\[0\] \(fmha\): instantiations\[0\]: dtype must be one of f16, bf16, received 'f32'/);
+    rejects((d) => (firstEntry(d).policy = 'causal'), /instantiations\[0\]: policy must be one of dense, received 'causal'/);
+    rejects((d) => (firstEntry(d).direction = 'step'), /instantiations\[0\]: direction must be one of fwd, bwd .* received 'step'/);
+    rejects((d) => (firstEntry(d).tile = { bm: 128, bn: 64, warps: 8 }), /instantiations\[0\]: tile: bm and bn must equal the mask policies' tile 64/);
+    rejects((d) => (firstEntry(d).tile = { bm: 64, bn: 64, warps: 2 }), /instantiations\[0\]: tile: warps must be bm \/ 16/);
+    rejects((d) => (firstEntry(d).headdim = 64), /instantiations\[0\]: unknown key 'headdim'/);
+    rejects((d) => {
+      const e = fmhaOf(d).instantiations as unknown[];
+      e.push(e[7]);
+    }, /families\[0\] \(fmha\): instantiations\[12\]: duplicate instantiation bwd\/f16\/64\/dense/);
+    // op names are the backend table's
+    rejects((d) => ((d.families[1]!.ops as Record<string, string>).bwd = 'neighbourhoodBackward'),
+      /families\[1\] \(neighborhood\): ops.bwd 'neighbourhoodBackward' is not an op of the backend table \(native\/ops\/ops.cc: /);
+    rejects((d) => ((d.families[4]!.ops as Record<string, string>).fwd = 'attention'),
+      /families\[4\] \(merge\): op 'attention' is already served by family 'fmha'/);
+    // a family whose kernels are not written yet has no instantiations
+    rejects((d) => (d.families[5]!.instantiations = [{ direction: 'fwd', dtype: 'bf16', headDim: 64, policy: 'dense' }]),
+      /families\[5\] \(linear\): family 'linear' has no kernels in scripts\/gen-instantiations.mjs yet .* its instantiations must stay empty/);
+    // the unchanged list passes
+    expect(gen.readFamilies(variant(() => {}))).toEqual(families);
+  });
+
+  it('CMakeLists.txt compiles every family\'s generated sources inside if(ATTNKIT_WITH_CUDA)', () => {
+    const text = readFileSync(join(root, 'CMakeLists.txt'), 'utf8');
+    const block = /if\(ATTNKIT_WITH_CUDA\)\s*\n([\s\S]*?)\nelse\(\)/.exec(text)?.[1] ?? '';
+    expect(block).toContain('include(${CMAKE_SOURCE_DIR}/native/cuda/generated/sources.cmake)');
+    expect(block).toContain('native/cuda/runtime.cu');
+    expect(block).toMatch(/list\(APPEND ATTNKIT_CUDA_SOURCES \$\{ATTNKIT_GENERATED_CUDA_SOURCES\}\)/);
+  });
+});
+
+// ------------------------------------------------------------------ what the build reads
+
+interface HeaderRow {
+  op: string;
+  family: string;
+  dtype: string;
+  headDim: number;
+  valueHeadDim: number;
+  policy: string;
+  kernel: string;
+}
+
+/** The rows of the committed supports.h, read from its C++ text. */
+function headerRows(): { ops: Map<string, { family: string; count: number }>; rows: HeaderRow[] } {
+  const text = readFileSync(join(root, 'native', 'cuda', 'generated', 'supports.h'), 'utf8');
+  const ops = new Map<string, { family: string; count: number }>();
+  for (const m of text.matchAll(/^inline constexpr OpTable (\w+)\{"(\w+)", "(\w+)", "[^"]*", (?:\w+_rows|nullptr), (\d+)\};$/gm)) {
+    expect(m[2], 'the table is named after its op').toBe(m[1]);
+    ops.set(m[1]!, { family: m[3]!, count: Number(m[4]) });
+  }
+  const rows: HeaderRow[] = [];
+  for (const m of text.matchAll(/^inline constexpr Row (\w+)_rows\[\] = \{\n([\s\S]*?)\n\};$/gm))
+    for (const r of m[2]!.matchAll(/\{DType::(\w+), (\d+), (\d+), "(\w+)", "([^"]+)"\},/g))
+      rows.push({ op: m[1]!, family: ops.get(m[1]!)?.family ?? '?', dtype: r[1]!.toLowerCase(), headDim: Number(r[2]),
+        valueHeadDim: Number(r[3]), policy: r[4]!, kernel: r[5]! });
+  return { ops, rows };
+}
+
+const expectedRows: HeaderRow[] = list.map((e) => ({
+  op: opOf(e),
+  family: e.family,
+  dtype: PUBLIC[e.dtype]!,
+  headDim: e.headDim,
+  valueHeadDim: e.headDim,
+  policy: e.policy,
+  kernel: `${e.family} ${e.direction} ${e.policy} ${e.dtype} d${e.headDim}`,
+}));
+const key = (r: { op: string; dtype: string; headDim: number; valueHeadDim: number }) => `${r.op} ${r.dtype} ${r.headDim}/${r.valueHeadDim}`;
+
+describe('supports.h, kernels.json and the built addon agree with the list', () => {
+  it('supports.h has a table for every op of every family, with exactly the list\'s rows', () => {
+    const { ops, rows } = headerRows();
+    expect([...ops.keys()].sort()).toEqual(families.flatMap((f) => Object.values(f.ops)).sort());
+    for (const f of families)
+      for (const [direction, op] of Object.entries(f.ops)) {
+        expect(ops.get(op)?.family, op).toBe(f.family);
+        expect(ops.get(op)?.count, op).toBe(f.instantiations.filter((e) => e.direction === direction).length);
+      }
+    expect(rows.map(key).sort()).toEqual(expectedRows.map(key).sort());
+    expect([...rows].sort((a, b) => key(a).localeCompare(key(b)))).toEqual([...expectedRows].sort((a, b) => key(a).localeCompare(key(b))));
+  });
+
+  it('kernels.json lists the same kernels, each with its translation units', () => {
+    const doc = JSON.parse(readFileSync(join(root, 'native', 'cuda', 'generated', 'kernels.json'), 'utf8')) as {
+      families: { family: string; ops: { op: string; kernels: { dtype: string; headDim: number; valueHeadDim: number; kernel: string; units: { file: string }[] }[] }[] }[];
+    };
+    expect(doc.families.map((f) => f.family)).toEqual(families.map((f) => f.family));
+    const rows = doc.families.flatMap((f) => f.ops.flatMap((o) => o.kernels.map((k) => ({ ...k, op: o.op }))));
+    expect(rows.map(key).sort()).toEqual(expectedRows.map(key).sort());
+    for (const r of rows) {
+      expect(r.units.length, r.kernel).toBe(r.op.endsWith('Backward') ? 3 : 1);
+      for (const u of r.units) expect(readFileSync(join(root, u.file), 'utf8'), u.file).toContain('Generated by scripts/gen-instantiations.mjs');
+    }
+  });
+
+  // Every combination of the list, and ones next to it: other head dims, a value head dim that differs.
+  const probeDims = [...new Set([16, 40, 96, 256, ...list.map((e) => e.headDim)])].sort((a, b) => a - b);
+  const dtypes = ['float32', 'float16', 'bfloat16'] as const;
+  const ask = (op: string, dtype: keyof typeof DTYPES, D: number, Dv = D) =>
+    native.supports(op, 0, { dtype: DTYPES[dtype].code, B: 1, Nq: 64, Nk: 64, H: 2, Hkv: 1, D, Dv });
+
+  it('native.supports on cuda:0 accepts exactly the listed combinations, and otherwise names what it supports', () => {
+    const i = info();
+    const listed = new Set(expectedRows.map(key));
+    let accepted = 0;
+    for (const op of new Set(expectedRows.map((r) => r.op))) {
+      const rows = expectedRows.filter((r) => r.op === op);
+      for (const dtype of dtypes)
+        for (const D of probeDims)
+          for (const Dv of [D, D === 64 ? 32 : 64]) {
+            const why = ask(op, dtype, D, Dv);
+            const label = `${op} ${dtype} D=${D} Dv=${Dv}: '${why}'`;
+            if (!i.cuda.compiled) {
+              expect(why, label).toBe('attnkit was built without CUDA (nvcc was not found or ATTNKIT_CUDA=OFF)');
+              continue;
+            }
+            if (!i.cuda.attentionKernels) {
+              expect(why, label).toMatch(/^not implemented on CUDA yet \(this build has no CUDA .* kernels\)$/);
+              continue;
+            }
+            const yes = listed.has(key({ op, dtype, headDim: D, valueHeadDim: Dv }));
+            expect(why === '', label).toBe(yes);
+            if (yes) {
+              accepted++;
+              continue;
+            }
+            const ofDtype = rows.filter((r) => r.dtype === dtype);
+            if (ofDtype.length === 0) {
+              // the dtype asked for, and every dtype the op's kernels take
+              expect(why, label).toContain(`dtype ${dtype} is not supported on CUDA`);
+              for (const r of rows) expect(why, label).toContain(r.dtype);
+            } else if (Dv !== D) {
+              expect(why, label).toBe(`a value head dim (${Dv}) different from the key head dim (${D}) is not supported on CUDA`);
+            } else {
+              // the head dim asked for, and every head dim of the dtype
+              expect(why, label).toMatch(new RegExp(`^head dim ${D} is not supported on CUDA`));
+              for (const r of ofDtype) expect(why, label).toContain(String(r.headDim));
+            }
+          }
+    }
+    if (i.cuda.compiled && i.cuda.attentionKernels) expect(accepted).toBe(expectedRows.length);
+  });
+
+  it('the backend table has a CUDA kernel exactly for the ops with listed kernels', () => {
+    const table = new Map(native.opTable().map((r) => [r.op, r.cuda]));
+    for (const f of families)
+      for (const [direction, op] of Object.entries(f.ops))
+        expect(table.get(op), op).toBe(f.instantiations.some((e) => e.direction === direction));
+  });
+
+  it('info().cuda.kernels: the listed kernels this build runs (all of them in a CUDA build, none without)', () => {
+    const i = info();
+    const got = i.cuda.kernels.map(key).sort();
+    expect(got).toEqual(i.cuda.compiled && i.cuda.attentionKernels ? expectedRows.map(key).sort() : []);
+    for (const k of i.cuda.kernels) expect(k.tile).toEqual(list.find((e) => `${e.family} ${e.direction} ${e.policy} ${e.dtype} d${e.headDim}` === k.kernel)!.tile);
+  });
+});
