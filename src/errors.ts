@@ -3,6 +3,8 @@
  * (ERR_ATTNKIT_SHAPE, _DTYPE, _DEVICE, _DISPOSED, _UNSUPPORTED, _ARGUMENT, _OOM, _CUDA, _INTERNAL),
  * `op` names the operation and `argument` the offending argument when there is one.
  */
+
+/** The stable error codes of AttnkitError. */
 export type AttnkitErrorCode =
   | 'ERR_ATTNKIT_SHAPE'
   | 'ERR_ATTNKIT_DTYPE'
@@ -15,11 +17,30 @@ export type AttnkitErrorCode =
   | 'ERR_ATTNKIT_INTERNAL'
   | 'ERR_ATTNKIT_LOAD';
 
+/**
+ * The error attnkit throws, synchronously from a call that rejects its arguments or as the rejection
+ * of a wait (`synchronize()`, `toArray()`) for enqueued work that failed. Branch on `code`, which is
+ * stable; the message is for people.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   attention(q, k, v, { window: [-2, 0] });
+ * } catch (e) {
+ *   if (e instanceof AttnkitError && e.code === 'ERR_ATTNKIT_ARGUMENT') console.error(e.op, e.argument, e.message);
+ *   else throw e;
+ * }
+ * ```
+ */
 export class AttnkitError extends Error {
+  /** What went wrong, stable across versions (the list: AttnkitErrorCode). */
   readonly code: AttnkitErrorCode;
+  /** The operation that raised it (`attention`, `na2dBackward`, `toArray`, ...). */
   readonly op: string;
+  /** The offending argument or option, when there is one. */
   readonly argument: string | undefined;
 
+  /** @internal attnkit builds its errors; user code only catches them. */
   constructor(code: AttnkitErrorCode, op: string, message: string, argument?: string) {
     super(message);
     this.name = 'AttnkitError';

@@ -81,5 +81,10 @@ export {
   type XattentionOptions,
   type XattentionResult,
 } from './ops/selection.js';
-export { info, cuda, cpu, type Info } from './info.js';
+export { info, cuda, cpu, type Info, type CudaKernel } from './info.js';
+/**
+ * The float64 references of every op, forward and backward: plain loops written from the semantics
+ * in docs/, the ground truth of attnkit's tests and benchmarks. Arrays are flat, row-major, in the
+ * op's layout.
+ */
 export * as reference from './reference/index.js';

@@ -64,6 +64,20 @@ export interface NativeInfo {
   };
 }
 
+/** The tensors of every fused attention backward, in the binding's order (dlse may be null). */
+export type BackwardTensors = [
+  q: NativeStorage,
+  k: NativeStorage,
+  v: NativeStorage,
+  out: NativeStorage,
+  lse: NativeStorage,
+  dout: NativeStorage,
+  dlse: NativeStorage | null,
+  dq: NativeStorage,
+  dk: NativeStorage,
+  dv: NativeStorage,
+];
+
 /** A CUDA timing event (opaque), from cudaRecordEvent. */
 export type NativeEvent = { readonly __nativeEvent: unique symbol };
 
@@ -84,20 +98,7 @@ export interface NativeBinding {
     lse: NativeStorage,
     p: AttentionParams,
   ): void;
-  attentionBackward(
-    stream: NativeStream,
-    q: NativeStorage,
-    k: NativeStorage,
-    v: NativeStorage,
-    out: NativeStorage,
-    lse: NativeStorage,
-    dout: NativeStorage,
-    dlse: NativeStorage | null,
-    dq: NativeStorage,
-    dk: NativeStorage,
-    dv: NativeStorage,
-    p: AttentionParams,
-  ): void;
+  attentionBackward(stream: NativeStream, ...args: [...BackwardTensors, p: AttentionParams]): void;
   mergeForward(
     stream: NativeStream,
     outs: NativeStorage[],
@@ -196,6 +197,19 @@ export interface NativeBinding {
     newState: NativeStorage,
     p: LinearParams,
   ): void;
+  /** Neighborhood attention (src/ops/neighborhood.ts); `p`: sizes, per-axis options, tile. */
+  naForward(s: NativeStream, q: NativeStorage, k: NativeStorage, v: NativeStorage, out: NativeStorage, lse: NativeStorage, p: object): void;
+  naBackward(s: NativeStream, ...args: [...BackwardTensors, p: object]): void;
+  /** Tile-level statistics of the neighborhood policy (what `attnkit sim` prints). */
+  naPlan(p: NaParams): NeighborhoodPlan;
+  /** Test hook: the neighborhood policy on every position and tile pair, per dilation group. */
+  naMaskProbe(p: NaParams): NaProbeGroup[];
+  /** Block-sparse attention (src/ops/block-sparse.ts); `mask`: the five BlockMask buffers. */
+  bsForward(s: NativeStream, q: NativeStorage, k: NativeStorage, v: NativeStorage, out: NativeStorage, lse: NativeStorage, mask: NativeStorage[], p: object): void;
+  bsBackward(s: NativeStream, ...args: [...BackwardTensors, mask: NativeStorage[], p: object]): void;
+  /** Block selection (src/ops/selection.ts): scores, selected blocks and the mask's five buffers. */
+  mobaSelect(s: NativeStream, q: NativeStorage, k: NativeStorage, scores: NativeStorage, selected: NativeStorage, mask: NativeStorage[], p: object): void;
+  xattnSelect(s: NativeStream, q: NativeStorage, k: NativeStorage, scores: NativeStorage, selected: NativeStorage, mask: NativeStorage[], p: object): void;
 }
 
 /** Problem descriptor of the linear-attention family (native/include/attnkit/linear.h). */
@@ -214,6 +228,45 @@ export interface LinearParams {
   eps: number;
   /** [H] per query head, in (0, 1] */
   decay: Float64Array;
+}
+
+/** Parameters of the native neighborhood policy: per-axis arrays of length rank. */
+export interface NaParams {
+  rank: number;
+  size: number[];
+  kernel: number[];
+  stride: number[];
+  dilation: number[];
+  causal: boolean[];
+  tile: number[];
+}
+
+/** Tile-level statistics of a neighborhood problem (per batch and head). */
+export interface NeighborhoodPlan {
+  /** Tile pairs a dense kernel visits over the same tokens. */
+  densePairs: number;
+  /** Visited tile pairs that need no element masking. */
+  fullPairs: number;
+  /** Visited tile pairs with element masking. */
+  partialPairs: number;
+  /** Visible (query, key) pairs. */
+  visible: number;
+}
+
+/** What naMaskProbe reports for one dilation group (test/neighborhood-policy.test.ts). */
+export interface NaProbeGroup {
+  /** position -> token, -1 for padding */
+  tokens: Int32Array;
+  /** class of every (query tile, key tile) pair: 0 skip, 1 full, 2 partial */
+  classes: Int32Array;
+  /** row mask of every (query position, key tile) */
+  rowMasks: BigUint64Array;
+  /** key tiles of every query tile (forward, dQ) */
+  kvLists: Int32Array[];
+  /** query tiles of every key tile (dK/dV) */
+  qLists: Int32Array[];
+  qTiles: number;
+  kTiles: number;
 }
 
 /** The package root (the folder holding package.json), from src/ or dist/src/. */

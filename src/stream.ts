@@ -61,7 +61,19 @@ export function deviceOrdinal(device: Device): number {
   return device === 'cpu' ? -1 : Number(device.slice(5));
 }
 
+/**
+ * An ordered queue of work on one device. Ops enqueue on it and return at once; tensors remember
+ * the stream that produces them, and work on another stream that reads them waits for it.
+ *
+ * @example
+ * ```ts
+ * const s = new Stream('cpu');
+ * const { out } = attention(q, k, v, { stream: s });
+ * await s.synchronize(); // or: await out.toArray()
+ * ```
+ */
 export class Stream {
+  /** The device the stream runs on. */
   readonly device: Device;
   /** @internal */
   readonly native: NativeStream;
@@ -85,7 +97,15 @@ export class Stream {
 
 const defaults = new Map<Device, Stream>();
 
-/** The default stream of a device (created on first use). */
+/**
+ * The default stream of a device (created on first use): where ops run without a `stream` option.
+ *
+ * @example
+ * ```ts
+ * const s = defaultStream('cpu');
+ * attention(q, k, v).out.stream === s; // true
+ * ```
+ */
 export function defaultStream(device: Device = 'cpu'): Stream {
   let s = defaults.get(device);
   if (!s) {
@@ -97,7 +117,15 @@ export function defaultStream(device: Device = 'cpu'): Stream {
   return s;
 }
 
-/** Waits for all work on the default stream of `device`. */
+/**
+ * Waits for all work on the default stream of `device`; rejects with the error of failed work.
+ *
+ * @example
+ * ```ts
+ * attention(q, k, v);
+ * await synchronize(); // the CPU's default stream
+ * ```
+ */
 export function synchronize(device: Device = 'cpu'): Promise<void> {
   return defaultStream(device).synchronize();
 }

@@ -11,6 +11,7 @@ import { defaultStream, parseDevice, Stream, type Device } from './stream.js';
 
 const registry = new FinalizationRegistry<NativeStorage>((storage) => storage.dispose());
 
+/** What `tensor()` copies: a typed array (Uint16Array = raw float16/bfloat16 bits) or numbers. */
 export type TensorData =
   | Float32Array
   | Float64Array
@@ -19,8 +20,11 @@ export type TensorData =
   | Uint16Array
   | readonly number[];
 
+/** The dtype and device of a new tensor. */
 export interface TensorOptions {
+  /** Element type; default `'float32'`. */
   dtype?: DType;
+  /** Device; default `'cpu'`. */
   device?: Device;
 }
 
@@ -33,9 +37,26 @@ export interface CopyOptions {
   stream?: Stream;
 }
 
+/**
+ * An n-dimensional array on a device: dtype, shape, contiguous row-major storage owned by native
+ * code, and the stream whose work produces it. Make one with `tensor`, `empty`, `zeros` or `randn`;
+ * ops return tensors whose contents are pending until that work finishes. Memory is released by
+ * `dispose()` or, failing that, when the tensor is garbage-collected.
+ *
+ * @example
+ * ```ts
+ * const q = randn([1, 1024, 8, 64], { seed: 1, dtype: 'bfloat16' });
+ * const x = tensor(new Float32Array([1, 2, 3, 4, 5, 6]), [2, 3]);
+ * const data = await x.toArray(); // Float32Array [1, 2, 3, 4, 5, 6]
+ * x.dispose();
+ * ```
+ */
 export class Tensor<T extends DType = DType> {
+  /** Element type. */
   readonly dtype: T;
+  /** The device that holds the storage. */
   readonly device: Device;
+  /** Extent of each dimension, outermost first. */
   readonly shape: readonly number[];
   /** Number of elements. */
   readonly size: number;
@@ -93,6 +114,12 @@ export class Tensor<T extends DType = DType> {
   /**
    * Copies the contents back to JavaScript once the work producing them has finished.
    * float16/bfloat16 widen to Float32Array unless `{raw: true}` (then Uint16Array bits).
+   *
+   * @example
+   * ```ts
+   * const { out } = attention(q, k, v);
+   * const values = await out.toArray(); // waits for the attention, then copies
+   * ```
    */
   async toArray(): Promise<ArrayFor<T>>;
   async toArray(opts: { raw: true }): Promise<ArrayFor<T> | Uint16Array>;
@@ -196,6 +223,7 @@ export class Tensor<T extends DType = DType> {
     this.#storage = null;
   }
 
+  /** `Tensor(dtype, [shape], device)`, with `, disposed` once disposed. */
   toString(): string {
     return `Tensor(${this.dtype}, [${this.shape.join(', ')}], ${this.device}${this.disposed ? ', disposed' : ''})`;
   }
@@ -257,7 +285,15 @@ function placement(op: string, opts: { device?: Device; stream?: Stream }): { de
   return { device, stream: st };
 }
 
-/** An uninitialized tensor (on CUDA: allocated stream-ordered on `stream`, default the device's default stream). */
+/**
+ * An uninitialized tensor (on CUDA: allocated stream-ordered on `stream`, default the device's
+ * default stream).
+ *
+ * @example
+ * ```ts
+ * const buf = empty([4, 128], { dtype: 'float16' });
+ * ```
+ */
 export function empty<T extends DType = 'float32'>(
   shape: readonly number[],
   opts: { dtype?: T; device?: Device; stream?: Stream } = {},
@@ -268,7 +304,13 @@ export function empty<T extends DType = 'float32'>(
   return allocate('empty', s, dtype, device, false, stream);
 }
 
-/** A tensor of zeros (on CUDA: a memset enqueued on `stream`, default the device's default stream). */
+/** A tensor of zeros (on CUDA: a memset enqueued on `stream`, default the device's default stream).
+ *
+ * @example
+ * ```ts
+ * const state = zeros([1, 8, 64, 64]); // float32
+ * ```
+ */
 export function zeros<T extends DType = 'float32'>(
   shape: readonly number[],
   opts: { dtype?: T; device?: Device; stream?: Stream } = {},
@@ -283,6 +325,11 @@ export function zeros<T extends DType = 'float32'>(
  * Standard normal numbers. The same `seed` gives the same numbers on every run, for every thread
  * count and on every device (a counter-based generator indexed by element; CUDA tensors are filled
  * on the host and copied, so they hold exactly the CPU's numbers).
+ *
+ * @example
+ * ```ts
+ * const q = randn([2, 4096, 8, 64], { seed: 42, dtype: 'bfloat16' });
+ * ```
  */
 export function randn<T extends DType = 'float32'>(
   shape: readonly number[],
@@ -322,6 +369,11 @@ function defaultDTypeFor(data: TensorData): DType {
 /**
  * A tensor holding a copy of `data`. Float data converts to float16/bfloat16 with round to nearest
  * even; a Uint16Array is taken as raw float16/bfloat16 bits.
+ *
+ * @example
+ * ```ts
+ * const t = tensor([1, 2, 3, 4, 5, 6], [2, 3], { dtype: 'bfloat16' });
+ * ```
  */
 export function tensor<T extends DType = 'float32'>(data: TensorData, shape?: readonly number[], opts: { dtype?: T; device?: Device } = {}): Tensor<T> {
   const op = 'tensor';
@@ -399,6 +451,12 @@ const U64 = 1n << 64n;
  * attnkit never frees it. The memory must stay valid while the tensor (or work on it) exists: pass
  * its owner as `keepAlive`. Throws ERR_ATTNKIT_ARGUMENT for a pointer the CUDA runtime does not know
  * as device memory, ERR_ATTNKIT_DEVICE for memory of another device or when CUDA is unavailable.
+ *
+ * @example
+ * ```ts
+ * // memory another CUDA library allocated: 1024 float16 values at address ptr (a bigint)
+ * const t = fromDevicePointer(ptr, [1024], 'float16', { device: 'cuda:0', keepAlive: owner });
+ * ```
  */
 export function fromDevicePointer<T extends DType>(
   ptr: bigint,
@@ -445,6 +503,14 @@ export function fromDevicePointer<T extends DType>(
 /**
  * Live bytes per device: `cpu`, and `cuda:N` for each CUDA device (storage not yet released;
  * includes tensors awaiting finalization; memory from fromDevicePointer is not counted).
+ *
+ * @example
+ * ```ts
+ * const before = memory().cpu;
+ * const t = zeros([1024, 1024]);
+ * memory().cpu - before; // 4 MiB
+ * t.dispose();
+ * ```
  */
 export function memory(): Record<string, number> {
   return callNative('memory', () => native.memory());

@@ -8,12 +8,16 @@
 import { describe, expect, it } from 'vitest';
 import { AttnkitError, BlockMask, type BlockMaskData } from '../src/index.ts';
 import { fromRowIntervals, fromRowSets } from '../src/masks/builders.ts';
+import type { BuiltMask } from '../src/masks/mask-builder.ts';
 import { attentionAllows } from '../src/reference/attention.ts';
 import { neighborhoodMatrix } from '../src/reference/neighborhood.ts';
 import { maskToSvg } from '../src/cli/mask-svg.ts';
 import { rng } from './helpers.ts';
 
 type Pred = (b: number, h: number, q: number, k: number) => boolean;
+
+/** A builder's lists as a BlockMask (fromData validates them too). */
+const wrap = (m: BuiltMask) => BlockMask.fromData(m.geometry, m.data);
 
 /** Dense [B, H, Nq, Nk] visibility from a predicate. */
 function brute(B: number, H: number, Nq: number, Nk: number, f: Pred): Uint8Array {
@@ -178,7 +182,7 @@ describe('structured builders vs brute force', () => {
     const g = { B: 1, H: 1, Nq: 150, Nk: 97, blockQ: 32, blockK: 16 };
     const lo = (q: number) => Math.floor(q / 2) - 10;
     const hi = (q: number) => Math.floor((q * 2) / 3) - 5; // empty for small q
-    const m = fromRowIntervals('test', g, lo, hi);
+    const m = wrap(fromRowIntervals('test', g, lo, hi));
     await expectDense(m, (_b, _h, q, k) => k >= lo(q) && k <= hi(q));
   });
 
@@ -194,7 +198,7 @@ describe('structured builders vs brute force', () => {
     sets[3] = []; // an empty row
     sets[4] = Array.from({ length: Nk }, (_, k) => k); // a complete row
     const progress: number[] = [];
-    const m = fromRowSets('test', { B: 1, H: 1, Nq, Nk, blockQ: 16, blockK: 64 }, (q) => sets[q]!, (f) => progress.push(f));
+    const m = wrap(fromRowSets('test', { B: 1, H: 1, Nq, Nk, blockQ: 16, blockK: 64 }, (q) => sets[q]!, (f) => progress.push(f)));
     await expectDense(m, (_b, _h, q, k) => sets[q]!.includes(k));
     expect(progress.length).toBe(m.qBlocks);
     expect(progress.at(-1)).toBe(1);

@@ -472,7 +472,7 @@ function newestTs(d: string): number {
 /** The compiled package (dist/), compiled first when missing or older than the sources. */
 function ensureDist(): void {
   const cli = join(root, 'dist', 'src', 'cli', 'index.js');
-  const sources = Math.max(newestTs(join(root, 'src')), newestTs(join(root, 'bench')));
+  const sources = newestTs(join(root, 'src'));
   if (existsSync(cli) && statSync(cli).mtimeMs >= sources) return;
   const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
   spawnSync(process.execPath, [tsc, '-p', 'tsconfig.json'], { cwd: root, encoding: 'utf8' });

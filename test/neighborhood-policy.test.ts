@@ -17,31 +17,11 @@
  * as two 32-bit words per mask, so each problem costs O(positions x tiles + tokens x window).
  */
 import { describe, expect, it } from 'vitest';
-import { native } from '../src/native.ts';
+import { native, type NaParams as ProbeParams } from '../src/native.ts';
 import { neighborhoodOf, type RefNaParams } from '../src/reference/neighborhood.ts';
 import { rng } from './helpers.ts';
 
-interface ProbeParams {
-  rank: number;
-  size: number[];
-  kernel: number[];
-  stride: number[];
-  dilation: number[];
-  causal: boolean[];
-  tile: number[];
-}
-
-interface ProbeGroup {
-  tokens: Int32Array;
-  classes: Int32Array;
-  rowMasks: BigUint64Array;
-  kvLists: Int32Array[];
-  qLists: Int32Array[];
-  qTiles: number;
-  kTiles: number;
-}
-
-const probe = (p: ProbeParams) => (native as unknown as { naMaskProbe(p: ProbeParams): ProbeGroup[] }).naMaskProbe(p);
+const probe = (p: ProbeParams) => native.naMaskProbe(p);
 
 const prod = (xs: readonly number[]) => xs.reduce((a, b) => a * b, 1);
 const SKIP = 0;
@@ -394,8 +374,7 @@ describe('neighborhood policy agrees with the reference (exhaustive on small sha
 });
 
 describe('naPlan (what `attnkit sim` and the tile choice use) counts what the probe shows', () => {
-  const plan = (p: ProbeParams) =>
-    (native as unknown as { naPlan(p: ProbeParams): { densePairs: number; fullPairs: number; partialPairs: number; visible: number } }).naPlan(p);
+  const plan = (p: ProbeParams) => native.naPlan(p);
   it.each([
     { rank: 1, size: [300], kernel: [31], stride: [4], dilation: [2], causal: [false], tile: [64] },
     { rank: 1, size: [257], kernel: [64], stride: [64], dilation: [1], causal: [true], tile: [64] },
@@ -419,7 +398,7 @@ describe('naPlan (what `attnkit sim` and the tile choice use) counts what the pr
 
 describe('naMaskProbe and naPlan refuse what the policy cannot hold', () => {
   const base: ProbeParams = { rank: 2, size: [8, 8], kernel: [3, 3], stride: [1, 1], dilation: [1, 1], causal: [false, false], tile: [8, 8] };
-  const n = native as unknown as { naMaskProbe(p: ProbeParams): unknown; naPlan(p: ProbeParams): unknown };
+  const n = native;
   it.each([
     ['a tile shape that does not hold 64 tokens', { tile: [4, 8] }, /64 tokens/],
     ['kernel 1', { kernel: [1, 3] }, /invalid neighborhood parameters/],

@@ -151,7 +151,7 @@ describe.skipIf(!linuxX64)('npm package (linux-x64)', () => {
       'dist/src/index.d.ts',
       'dist/src/native.js',
       'dist/src/cli/index.js',
-      'dist/bench/attention.js', // `attnkit bench` imports the compiled benchmarks
+      'dist/src/bench/attention.js', // `attnkit bench` runs the compiled benchmarks (src/bench/)
       'docs/install.md',
       'CMakeLists.txt',
       'binding.gyp',

@@ -6,7 +6,7 @@
  * merged into one rectangle, so a causal mask of 65536 tokens stays a few thousand elements.
  * A pure function: no file or console output.
  */
-import type { BlockMask, BlockMaskData } from '../masks/block-mask.js';
+import type { BlockMask, BlockMaskData } from '../index.js';
 
 export interface MaskSvgOptions {
   /** Pixels of the longer token axis of a panel (tokens are square). Default 512. */

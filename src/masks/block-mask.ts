@@ -15,50 +15,46 @@ import { AttnkitError, argError } from '../errors.js';
 import { tensor, type Tensor } from '../tensor.js';
 import type { Device } from '../stream.js';
 import * as builders from './builders.js';
+import {
+  appendBlock,
+  checkGeometry,
+  fullRow,
+  MaskBuilder,
+  type BlockMaskData,
+  type BlockMaskGeometry,
+  type BlockSizes,
+  type BuiltMask,
+} from './mask-builder.js';
 
-/** Host copy of a mask's lists (see the module comment for the layout). */
-export interface BlockMaskData {
-  fullOffsets: Int32Array;
-  fullIndices: Int32Array;
-  partialOffsets: Int32Array;
-  partialIndices: Int32Array;
-  partialBits: Uint32Array;
-}
+export type { BlockMaskData, BlockMaskGeometry, BlockSizes } from './mask-builder.js';
 
-export interface BlockMaskGeometry {
-  /** Mask batch extent: 1 (shared) or the problem's B. */
-  B: number;
-  /** Mask head extent: 1 (shared) or the problem's query heads H. */
-  H: number;
-  Nq: number;
-  Nk: number;
-  blockQ: number;
-  blockK: number;
-}
-
-export interface BlockSizes {
-  blockQ?: number;
-  blockK?: number;
-}
-
-const isBlock = (x: unknown) => typeof x === 'number' && [16, 32, 64, 128].includes(x);
-
-function checkGeometry(op: string, g: BlockMaskGeometry): void {
-  for (const [name, v] of [['B', g.B], ['H', g.H]] as const)
-    if (!Number.isInteger(v) || v < 1) throw argError('ERR_ATTNKIT_SHAPE', op, name, 'to be a positive integer', String(v));
-  for (const [name, v] of [['Nq', g.Nq], ['Nk', g.Nk]] as const)
-    if (!Number.isInteger(v) || v < 0) throw argError('ERR_ATTNKIT_SHAPE', op, name, 'to be a non-negative integer', String(v));
-  for (const [name, v] of [['blockQ', g.blockQ], ['blockK', g.blockK]] as const)
-    if (!isBlock(v)) throw argError('ERR_ATTNKIT_ARGUMENT', op, name, 'to be a power of two between 16 and 128', String(v));
-}
-
+/**
+ * Which key blocks each query block attends, in the form the block-sparse kernels read: per (b, h)
+ * and query block, the full key blocks and the partial ones with their element bitmaps. Build one
+ * with the static builders (or `mobaMask` / `xattentionMask`), combine with `and` / `or`, and pass
+ * it to `blockSparseAttention`.
+ *
+ * @example
+ * ```ts
+ * const mask = BlockMask.slidingWindow(4096, 4096, 512, 0).or(BlockMask.fromPredicate((b, h, q, k) => k < 64, { Nq: 4096, Nk: 4096 }));
+ * await mask.density(); // fraction of visible pairs
+ * const { out } = blockSparseAttention(q, k, v, mask);
+ * ```
+ */
 export class BlockMask {
+  /** Batch extent: 1 (shared by every batch entry) or the problem's B. */
   readonly B: number;
+  /** Head extent: 1 (shared by every head) or the problem's query heads H. */
   readonly H: number;
+  /** Query tokens. */
   readonly Nq: number;
+  /** Key tokens. */
   readonly Nk: number;
+  /** Query block size (16, 32, 64 or 128). */
   readonly blockQ: number;
+  /** Key block size (16, 32, 64 or 128). */
   readonly blockK: number;
+  /** Where the buffers live (the device of the tensors it applies to). */
   readonly device: Device;
   /** Number of query blocks: ceil(Nq / blockQ). */
   readonly qBlocks: number;
@@ -87,23 +83,107 @@ export class BlockMask {
     return Math.ceil(this.blockK / 32);
   }
 
+  /** B, H, Nq, Nk and the block sizes. */
   get geometry(): BlockMaskGeometry {
     return { B: this.B, H: this.H, Nq: this.Nq, Nk: this.Nk, blockQ: this.blockQ, blockK: this.blockK };
   }
 
-  /** Causal, bottom-right aligned (query i sees keys j <= i + Nk - Nq). */
-  static causal = (Nq: number, Nk: number, opts?: BlockSizes): BlockMask => builders.causal(Nq, Nk, opts);
-  /** Sliding window [left, right] around i + Nk - Nq (-1 = unbounded), optionally causal. */
-  static slidingWindow = (Nq: number, Nk: number, left: number, right: number, opts?: BlockSizes & { causal?: boolean }): BlockMask =>
-    builders.slidingWindow(Nq, Nk, left, right, opts);
-  /** Packed variable-length documents (block-diagonal), optionally causal. */
-  static documents = (seqLens: readonly number[], opts?: BlockSizes & { causal?: boolean }): BlockMask => builders.documents(seqLens, opts);
-  /** The neighborhood-attention pattern over a 1-D/2-D/3-D grid (NATTEN semantics). */
-  static neighborhood = (...args: Parameters<typeof builders.neighborhood>): BlockMask => builders.neighborhood(...args);
-  /** From a block-level boolean grid [B|1, H|1, Qb, Kb]; listed blocks are full. */
-  static fromBlocks = (...args: Parameters<typeof builders.fromBlocks>): BlockMask => builders.fromBlocks(...args);
-  /** From a predicate (b, h, q, k) => boolean evaluated once per element. */
-  static fromPredicate = (...args: Parameters<typeof builders.fromPredicate>): BlockMask => builders.fromPredicate(...args);
+  /**
+   * Causal mask, bottom-right aligned like `attention`'s: query i sees keys j <= i + Nk - Nq.
+   * Blocks default to 64 x 64.
+   *
+   * @example
+   * ```ts
+   * const mask = BlockMask.causal(4096, 4096, { blockQ: 64, blockK: 64 });
+   * const { out } = blockSparseAttention(q, k, v, mask);
+   * ```
+   */
+  static causal(Nq: number, Nk: number, opts?: BlockSizes): BlockMask {
+    return BlockMask.fromBuilt(builders.causal(Nq, Nk, opts));
+  }
+
+  /**
+   * Sliding window (FlashAttention convention, bottom-right aligned): query i, aligned at
+   * a = i + Nk - Nq, sees keys a - left ... a + right; -1 = unbounded on that side. With
+   * `causal`, right is clamped to 0.
+   *
+   * @example
+   * ```ts
+   * // each query sees the 256 keys before it and itself
+   * const mask = BlockMask.slidingWindow(8192, 8192, 256, 0);
+   * ```
+   */
+  static slidingWindow(Nq: number, Nk: number, left: number, right: number, opts?: BlockSizes & { causal?: boolean }): BlockMask {
+    return BlockMask.fromBuilt(builders.slidingWindow(Nq, Nk, left, right, opts));
+  }
+
+  /**
+   * Packed variable-length sequences: tokens attend within their own document (block-diagonal),
+   * optionally causally. Lengths may be 0 or 1; the mask covers their sum.
+   *
+   * @example
+   * ```ts
+   * const mask = BlockMask.documents([100, 37, 250], { causal: true }); // 387 tokens
+   * ```
+   */
+  static documents(seqLens: readonly number[], opts?: BlockSizes & { causal?: boolean }): BlockMask {
+    return BlockMask.fromBuilt(builders.documents(seqLens, opts));
+  }
+
+  /**
+   * The neighborhood-attention pattern (NATTEN semantics, docs/neighborhood.md) over the tokens of
+   * a 1-D, 2-D or 3-D grid in row-major order: per axis a kernel size, and optionally a stride
+   * (default 1), a dilation (default 1) and causality (default false).
+   *
+   * @example
+   * ```ts
+   * // a 56 x 56 image, 7 x 7 windows: the pattern na2d computes, as a block mask
+   * const mask = BlockMask.neighborhood({ size: [56, 56], kernelSize: [7, 7] }, { blockQ: 64, blockK: 64 });
+   * ```
+   */
+  static neighborhood(
+    params: { size: readonly number[]; kernelSize: readonly number[]; stride?: readonly number[]; dilation?: readonly number[]; causal?: readonly boolean[] },
+    opts?: BlockSizes,
+  ): BlockMask {
+    return BlockMask.fromBuilt(builders.neighborhood(params, opts));
+  }
+
+  /**
+   * From a block-level boolean grid [B|1, H|1, Qb, Kb] (row-major, nonzero = visible), with
+   * Qb = ceil(Nq / blockQ) and Kb = ceil(Nk / blockK): listed blocks are full.
+   *
+   * @example
+   * ```ts
+   * // 128 tokens in 64 x 64 blocks: block row 0 sees block 0, block row 1 sees both
+   * const mask = BlockMask.fromBlocks([1, 0, 1, 1], [1, 1, 2, 2], { Nq: 128, Nk: 128 });
+   * ```
+   */
+  static fromBlocks(blocks: ArrayLike<number | boolean>, shape: readonly [number, number, number, number], opts: { Nq: number; Nk: number } & BlockSizes): BlockMask {
+    return BlockMask.fromBuilt(builders.fromBlocks(blocks, shape, opts));
+  }
+
+  /**
+   * From a predicate evaluated once per element at build time (B * H * Nq * Nk calls):
+   * fn(b, h, q, k) says whether query q of batch b, head h sees key k. `onProgress(fraction)` is
+   * called after every query block.
+   *
+   * @example
+   * ```ts
+   * // every query sees the first 4 keys (attention sinks) and the keys within 64 before it
+   * const mask = BlockMask.fromPredicate((b, h, q, k) => k < 4 || (k <= q && q - k < 64), { Nq: 1024, Nk: 1024 });
+   * ```
+   */
+  static fromPredicate(
+    fn: (b: number, h: number, q: number, k: number) => boolean,
+    opts: { B?: number; H?: number; Nq: number; Nk: number; onProgress?: (fraction: number) => void } & BlockSizes,
+  ): BlockMask {
+    return BlockMask.fromBuilt(builders.fromPredicate(fn, opts));
+  }
+
+  /** @internal What a builder produced. */
+  static fromBuilt(m: BuiltMask): BlockMask {
+    return new BlockMask(m.geometry, m.data, null);
+  }
 
   /** A mask from explicit lists (validated: offsets, sorted in-range indices, bitmap size). */
   static fromData(g: BlockMaskGeometry, d: BlockMaskData): BlockMask {
@@ -235,115 +315,6 @@ export class BlockMask {
   }
 }
 
-/** One block of a row being built: status and, for partial blocks, blockQ rows of bits. */
-export class MaskBuilder {
-  readonly g: BlockMaskGeometry;
-  readonly qBlocks: number;
-  readonly kBlocks: number;
-  readonly words: number;
-  #fullOff: number[] = [0];
-  #fullIdx: Int32Array = new Int32Array(1024);
-  #nFull = 0;
-  #partOff: number[] = [0];
-  #partIdx: Int32Array = new Int32Array(256);
-  #nPart = 0;
-  #bits: Uint32Array;
-
-  constructor(op: string, g: BlockMaskGeometry) {
-    checkGeometry(op, g);
-    this.g = g;
-    this.qBlocks = Math.ceil(g.Nq / g.blockQ);
-    this.kBlocks = Math.ceil(g.Nk / g.blockK);
-    this.words = Math.ceil(g.blockK / 32);
-    this.#bits = new Uint32Array(256 * g.blockQ * this.words);
-  }
-
-  /** Appends a full block to the current row (key blocks in increasing order). */
-  full(kb: number): void {
-    if (this.#nFull === this.#fullIdx.length) {
-      const n = new Int32Array(this.#fullIdx.length * 2);
-      n.set(this.#fullIdx);
-      this.#fullIdx = n;
-    }
-    this.#fullIdx[this.#nFull++] = kb;
-  }
-
-  /** Appends a partial block; returns its bitmap (blockQ rows x words) to fill in. */
-  partial(kb: number): Uint32Array {
-    if (this.#nPart === this.#partIdx.length) {
-      const n = new Int32Array(this.#partIdx.length * 2);
-      n.set(this.#partIdx);
-      this.#partIdx = n;
-      const b = new Uint32Array(this.#bits.length * 2);
-      b.set(this.#bits);
-      this.#bits = b;
-    }
-    this.#partIdx[this.#nPart] = kb;
-    const per = this.g.blockQ * this.words;
-    const view = this.#bits.subarray(this.#nPart * per, (this.#nPart + 1) * per);
-    view.fill(0);
-    this.#nPart++;
-    return view;
-  }
-
-  /** Drops the last partial block (when its bitmap turned out empty). */
-  dropPartial(): void {
-    this.#nPart--;
-  }
-
-  /** Ends the current (b, h, query block) row. */
-  endRow(): void {
-    this.#fullOff.push(this.#nFull);
-    this.#partOff.push(this.#nPart);
-  }
-
-  build(): BlockMask {
-    const per = this.g.blockQ * this.words;
-    return new BlockMask(
-      this.g,
-      {
-        fullOffsets: Int32Array.from(this.#fullOff),
-        fullIndices: this.#fullIdx.slice(0, this.#nFull),
-        partialOffsets: Int32Array.from(this.#partOff),
-        partialIndices: this.#partIdx.slice(0, this.#nPart),
-        partialBits: this.#bits.slice(0, this.#nPart * per),
-      },
-      null,
-    );
-  }
-}
-
-/** Bitmap words of one block row: all in-range columns of key block kb visible. */
-function fullRow(blockK: number, Nk: number, kb: number, words: number): Uint32Array {
-  const row = new Uint32Array(words);
-  const cols = Math.min(blockK, Nk - kb * blockK);
-  for (let j = 0; j < cols; j++) row[j >> 5]! |= 1 << (j & 31);
-  return row;
-}
-
-/**
- * Appends key block kb to the builder's current row from its per-row bitmaps (`rows` in-range query
- * rows): as full when every row equals `full`, skipped when all are empty, else as partial.
- */
-export function appendBlock(out: MaskBuilder, kb: number, rows: number, full: Uint32Array, rowBits: (r: number) => Uint32Array): void {
-  let allFull = true;
-  let any = false;
-  for (let r = 0; r < rows; r++) {
-    const x = rowBits(r);
-    for (let w = 0; w < full.length; w++) {
-      if (x[w] !== full[w]) allFull = false;
-      if (x[w] !== 0) any = true;
-    }
-  }
-  if (!any) return;
-  if (allFull) {
-    out.full(kb);
-    return;
-  }
-  const bits = out.partial(kb);
-  for (let r = 0; r < rows; r++) bits.set(rowBits(r), r * full.length);
-}
-
 // Per-element combination of two masks, block by block (only blocks listed in either are visited).
 function combine(op: string, ma: BlockMask, mb: BlockMask, f: (x: number, y: number) => number): BlockMask {
   if (ma.Nq !== mb.Nq || ma.Nk !== mb.Nk || ma.blockQ !== mb.blockQ || ma.blockK !== mb.blockK)
@@ -392,5 +363,5 @@ function combine(op: string, ma: BlockMask, mb: BlockMask, f: (x: number, y: num
         }
         out.endRow();
       }
-  return out.build();
+  return BlockMask.fromBuilt(out.build());
 }

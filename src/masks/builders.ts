@@ -1,13 +1,14 @@
 /**
- * BlockMask builders. Structured masks (causal, sliding window, documents) are built from per-row
+ * The BlockMask builders (behind BlockMask.causal, .slidingWindow, ...): each returns the lists
+ * and geometry that BlockMask wraps. Structured masks (causal, sliding window, documents) are built from per-row
  * key intervals whose ends never decrease with the row, so a block is classified from its first and
  * last rows in O(1) and only boundary blocks get bitmaps: N = 65536 with 64 x 64 blocks builds in a
  * fraction of a second. General masks (neighborhood, predicates) are built from per-row key sets or
  * by evaluating the predicate once per element.
  */
 import { argError } from '../errors.js';
-import { neighborhoodOf, type RefNaParams } from '../reference/neighborhood.js';
-import { appendBlock, BlockMask, MaskBuilder, type BlockMaskGeometry, type BlockSizes } from './block-mask.js';
+import { appendBlock, MaskBuilder, type BlockMaskGeometry, type BlockSizes, type BuiltMask } from './mask-builder.js';
+import { gridNeighborhood, type GridParams } from './na-window.js';
 
 const sizes = (o: BlockSizes | undefined) => ({ blockQ: o?.blockQ ?? 64, blockK: o?.blockK ?? 64 });
 
@@ -21,7 +22,7 @@ function checkCount(op: string, arg: string, v: unknown): number {
  * Mask from visible key intervals [lo(q), hi(q)] (inclusive; empty when lo > hi) whose ends never
  * decrease with q. Shared by every (b, h).
  */
-export function fromRowIntervals(op: string, g: BlockMaskGeometry, lo: (q: number) => number, hi: (q: number) => number): BlockMask {
+export function fromRowIntervals(op: string, g: BlockMaskGeometry, lo: (q: number) => number, hi: (q: number) => number): BuiltMask {
   const mb = new MaskBuilder(op, g);
   const { Nq, Nk, blockQ, blockK } = g;
   const W = mb.words;
@@ -57,7 +58,7 @@ export function fromRowIntervals(op: string, g: BlockMaskGeometry, lo: (q: numbe
 }
 
 /** Causal mask, aligned bottom-right like attention's: query i sees keys j <= i + Nk - Nq. */
-export function causal(Nq: number, Nk: number, opts?: BlockSizes): BlockMask {
+export function causal(Nq: number, Nk: number, opts?: BlockSizes): BuiltMask {
   const op = 'BlockMask.causal';
   checkCount(op, 'Nq', Nq);
   checkCount(op, 'Nk', Nk);
@@ -69,7 +70,7 @@ export function causal(Nq: number, Nk: number, opts?: BlockSizes): BlockMask {
  * a = i + Nk - Nq, sees keys a - left ... a + right; -1 = unbounded on that side. With
  * `causal`, right is clamped to 0.
  */
-export function slidingWindow(Nq: number, Nk: number, left: number, right: number, opts?: BlockSizes & { causal?: boolean }): BlockMask {
+export function slidingWindow(Nq: number, Nk: number, left: number, right: number, opts?: BlockSizes & { causal?: boolean }): BuiltMask {
   const op = 'BlockMask.slidingWindow';
   checkCount(op, 'Nq', Nq);
   checkCount(op, 'Nk', Nk);
@@ -88,7 +89,7 @@ export function slidingWindow(Nq: number, Nk: number, left: number, right: numbe
  * Packed variable-length sequences: tokens attend within their own document (block-diagonal),
  * optionally causally. Lengths may be 0 (no tokens) or 1.
  */
-export function documents(seqLens: readonly number[], opts?: BlockSizes & { causal?: boolean }): BlockMask {
+export function documents(seqLens: readonly number[], opts?: BlockSizes & { causal?: boolean }): BuiltMask {
   const op = 'BlockMask.documents';
   if (!Array.isArray(seqLens)) throw argError('ERR_ATTNKIT_ARGUMENT', op, 'seqLens', 'to be an array of lengths', typeof seqLens);
   seqLens.forEach((l, i) => checkCount(op, `seqLens[${i}]`, l));
@@ -107,7 +108,7 @@ export function documents(seqLens: readonly number[], opts?: BlockSizes & { caus
 }
 
 /** Mask from each row's visible keys (sorted ascending); shared by every (b, h). */
-export function fromRowSets(op: string, g: BlockMaskGeometry, keysOf: (q: number) => readonly number[], onProgress?: (fraction: number) => void): BlockMask {
+export function fromRowSets(op: string, g: BlockMaskGeometry, keysOf: (q: number) => readonly number[], onProgress?: (fraction: number) => void): BuiltMask {
   const mb = new MaskBuilder(op, g);
   const W = mb.words;
   for (let qb = 0; qb < mb.qBlocks; qb++) {
@@ -138,25 +139,52 @@ export function fromRowSets(op: string, g: BlockMaskGeometry, keysOf: (q: number
 export function neighborhood(
   params: { size: readonly number[]; kernelSize: readonly number[]; stride?: readonly number[]; dilation?: readonly number[]; causal?: readonly boolean[] },
   opts?: BlockSizes,
-): BlockMask {
+): BuiltMask {
   const op = 'BlockMask.neighborhood';
-  const R = params.size.length;
-  const p: RefNaParams = {
-    size: params.size,
-    kernelSize: params.kernelSize,
-    stride: params.stride ?? new Array(R).fill(1),
-    dilation: params.dilation ?? new Array(R).fill(1),
-    causal: params.causal ?? new Array(R).fill(false),
-  };
+  const p = checkGrid(op, params);
   const N = p.size.reduce((a, b) => a * b, 1);
-  return fromRowSets(op, { B: 1, H: 1, Nq: N, Nk: N, ...sizes(opts) }, (q) => neighborhoodOf(q, p));
+  return fromRowSets(op, { B: 1, H: 1, Nq: N, Nk: N, ...sizes(opts) }, (q) => gridNeighborhood(q, p));
+}
+
+/** The grid parameters with defaults, checked so that every window lies inside its axis (NATTEN's rules, k = 1 allowed). */
+function checkGrid(
+  op: string,
+  params: { size: readonly number[]; kernelSize: readonly number[]; stride?: readonly number[]; dilation?: readonly number[]; causal?: readonly boolean[] },
+): GridParams {
+  const size = params?.size;
+  if (!Array.isArray(size) || size.length < 1 || size.length > 3)
+    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'size', 'to be an array of 1 to 3 axis lengths', JSON.stringify(size));
+  const R = size.length;
+  const axes = (name: string, v: readonly unknown[] | undefined, dflt: unknown): unknown[] => {
+    if (v === undefined) return new Array(R).fill(dflt);
+    if (!Array.isArray(v) || v.length !== R) throw argError('ERR_ATTNKIT_ARGUMENT', op, name, `to be an array of ${R} (one per axis)`, JSON.stringify(v));
+    return v;
+  };
+  const p = {
+    size,
+    kernelSize: axes('kernelSize', params.kernelSize ?? [], 0),
+    stride: axes('stride', params.stride, 1),
+    dilation: axes('dilation', params.dilation, 1),
+    causal: axes('causal', params.causal, false),
+  } as GridParams;
+  const posInt = (x: unknown) => typeof x === 'number' && Number.isInteger(x) && x >= 1;
+  for (let a = 0; a < R; a++) {
+    const [L, k, s, d] = [p.size[a]!, p.kernelSize[a]!, p.stride[a]!, p.dilation[a]!];
+    for (const [name, v] of [['size', L], ['kernelSize', k], ['stride', s], ['dilation', d]] as const)
+      if (!posInt(v)) throw argError('ERR_ATTNKIT_ARGUMENT', op, name, `to be a positive integer on axis ${a}`, JSON.stringify(v));
+    if (typeof p.causal[a] !== 'boolean') throw argError('ERR_ATTNKIT_ARGUMENT', op, 'causal', `to be a boolean on axis ${a}`, JSON.stringify(p.causal[a]));
+    if (s > k) throw argError('ERR_ATTNKIT_ARGUMENT', op, 'stride', `to be <= the kernel size ${k} on axis ${a}`, String(s));
+    if (k * d > L)
+      throw argError('ERR_ATTNKIT_SHAPE', op, 'kernelSize', `times 'dilation' to be <= the input size ${L} on axis ${a}`, `${k} x ${d} = ${k * d}`);
+  }
+  return p;
 }
 
 /**
  * Mask from a block-level boolean grid [B|1, H|1, Qb, Kb] (row-major, nonzero = the block is
  * visible): listed blocks are full (every in-range element visible).
  */
-export function fromBlocks(blocks: ArrayLike<number | boolean>, shape: readonly [number, number, number, number], opts: { Nq: number; Nk: number } & BlockSizes): BlockMask {
+export function fromBlocks(blocks: ArrayLike<number | boolean>, shape: readonly [number, number, number, number], opts: { Nq: number; Nk: number } & BlockSizes): BuiltMask {
   const op = 'BlockMask.fromBlocks';
   const [B, H, Qb, Kb] = shape;
   const g = { B, H, Nq: checkCount(op, 'Nq', opts.Nq), Nk: checkCount(op, 'Nk', opts.Nk), ...sizes(opts) };
@@ -180,7 +208,7 @@ export function fromBlocks(blocks: ArrayLike<number | boolean>, shape: readonly 
 export function fromPredicate(
   fn: (b: number, h: number, q: number, k: number) => boolean,
   opts: { B?: number; H?: number; Nq: number; Nk: number; onProgress?: (fraction: number) => void } & BlockSizes,
-): BlockMask {
+): BuiltMask {
   const op = 'BlockMask.fromPredicate';
   if (typeof fn !== 'function') throw argError('ERR_ATTNKIT_ARGUMENT', op, 'fn', 'to be a function (b, h, q, k) => boolean', typeof fn);
   const g = { B: opts.B ?? 1, H: opts.H ?? 1, Nq: checkCount(op, 'Nq', opts.Nq), Nk: checkCount(op, 'Nk', opts.Nk), ...sizes(opts) };

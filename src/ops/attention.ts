@@ -19,6 +19,7 @@ import {
   checkStream,
 } from './validate.js';
 
+/** Options of `attention`. */
 export interface AttentionOptions {
   /** Causal mask, aligned bottom-right when Nq != Nk (query i sees keys j <= i + Nk - Nq). */
   causal?: boolean;
@@ -33,12 +34,17 @@ export interface AttentionOptions {
   stream?: Stream;
 }
 
+/** Gradients of an attention: shapes and dtypes of q, k and v. */
 export interface AttentionGrads {
+  /** [B, Nq, H, D] */
   dq: Tensor;
+  /** [B, Nk, Hkv, D] */
   dk: Tensor;
+  /** [B, Nk, Hkv, Dv] */
   dv: Tensor;
 }
 
+/** What `attention` returns: the (pending) outputs and a backward closure. */
 export interface AttentionResult {
   /** [B, Nq, H, Dv], dtype of q. */
   out: Tensor;
@@ -81,6 +87,15 @@ function parse(op: string, q: unknown, k: unknown, v: unknown, options: unknown)
 /**
  * Dense fused attention: softmax(scale * q k^T + mask) v for q [B, Nq, H, D], k [B, Nk, Hkv, D],
  * v [B, Nk, Hkv, Dv]. Validates at once, enqueues the kernel and returns the (pending) outputs.
+ *
+ * @example
+ * ```ts
+ * const q = randn([1, 2048, 8, 64], { seed: 1, dtype: 'bfloat16' });
+ * const k = randn([1, 2048, 2, 64], { seed: 2, dtype: 'bfloat16' }); // GQA: 2 kv heads
+ * const v = randn([1, 2048, 2, 64], { seed: 3, dtype: 'bfloat16' });
+ * const { out, lse, backward } = attention(q, k, v, { causal: true });
+ * const { dq, dk, dv } = backward(randn(out.shape, { seed: 4, dtype: 'bfloat16' }));
+ * ```
  */
 export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): AttentionResult {
   const op = 'attention';
@@ -101,12 +116,22 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOpt
   };
 }
 
+/** Options of `attentionBackward`: the forward's options, and the gradient of its LSE. */
 export interface AttentionBackwardOptions extends AttentionOptions {
   /** Gradient of the LSE output [B, Nq, H] float32, when the LSE feeds a later op (e.g. a merge). */
   dLse?: Tensor;
 }
 
-/** Functional backward of `attention`: gradients for q, k, v from the forward's out and lse. */
+/**
+ * Functional backward of `attention`: gradients for q, k, v from the forward's out and lse (pass the
+ * forward's options).
+ *
+ * @example
+ * ```ts
+ * const { out, lse } = attention(q, k, v, { causal: true });
+ * const { dq, dk, dv } = attentionBackward(q, k, v, out, lse, dOut, { causal: true });
+ * ```
+ */
 export function attentionBackward(
   q: Tensor,
   k: Tensor,

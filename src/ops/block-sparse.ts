@@ -7,7 +7,7 @@
  * give out 0 and LSE -Infinity. See docs/block-sparse.md.
  */
 import { AttnkitError, callNative } from '../errors.js';
-import { native, type NativeBinding, type NativeStorage, type NativeStream, type ShapeParams } from '../native.js';
+import { native, type ShapeParams } from '../native.js';
 import { empty, type Tensor } from '../tensor.js';
 import type { Stream } from '../stream.js';
 import { BlockMask } from '../masks/block-mask.js';
@@ -20,39 +20,24 @@ import {
   checkStream,
 } from './validate.js';
 
+/** Options of `blockSparseAttention`. */
 export interface BlockSparseOptions {
   /** Softmax scale; default 1/sqrt(D). */
   scale?: number;
+  /** Stream to run on; default: the device's default stream. */
   stream?: Stream;
 }
 
+/** What `blockSparseAttention` returns. */
 export interface BlockSparseResult {
   /** [B, Nq, H, Dv] */
   out: Tensor;
   /** [B, Nq, H] float32, natural log; -Infinity for rows with no visible key. */
   lse: Tensor;
+  /** Gradients for q, k, v given dOut (and optionally the gradient of lse). */
   backward(dOut: Tensor, dLse?: Tensor): AttentionGrads;
 }
 
-interface BsBinding {
-  bsForward(s: NativeStream, q: NativeStorage, k: NativeStorage, v: NativeStorage, out: NativeStorage, lse: NativeStorage, mask: NativeStorage[], p: object): void;
-  bsBackward(
-    s: NativeStream,
-    q: NativeStorage,
-    k: NativeStorage,
-    v: NativeStorage,
-    out: NativeStorage,
-    lse: NativeStorage,
-    dout: NativeStorage,
-    dlse: NativeStorage | null,
-    dq: NativeStorage,
-    dk: NativeStorage,
-    dv: NativeStorage,
-    mask: NativeStorage[],
-    p: object,
-  ): void;
-}
-const binding = native as NativeBinding & BsBinding;
 
 interface Problem {
   shape: ShapeParams;
@@ -81,7 +66,16 @@ function parse(op: string, q: unknown, k: unknown, v: unknown, mask: unknown, op
 const params = (p: Problem) => ({ ...p.shape, scale: p.scale, maskB: p.mask.B, maskH: p.mask.H, blockQ: p.mask.blockQ, blockK: p.mask.blockK });
 const maskStorages = (op: string, m: BlockMask) => m.buffers().map((t, i) => t._native(op, `mask.buffers[${i}]`));
 
-/** Attention of q [B, Nq, H, D] over k, v [B, Nk, Hkv, D|Dv] restricted to `mask`. */
+/**
+ * Attention of q [B, Nq, H, D] over k, v [B, Nk, Hkv, D|Dv] restricted to `mask`: only the
+ * listed blocks are visited, partial blocks with their element bitmaps.
+ *
+ * @example
+ * ```ts
+ * const mask = BlockMask.documents([1000, 3000, 96], { causal: true });
+ * const { out, lse } = blockSparseAttention(q, k, v, mask); // q, k, v of 4096 tokens
+ * ```
+ */
 export function blockSparseAttention(q: Tensor, k: Tensor, v: Tensor, mask: BlockMask, options: BlockSparseOptions = {}): BlockSparseResult {
   const op = 'blockSparseAttention';
   const p = parse(op, q, k, v, mask, options, ['scale', 'stream']);
@@ -89,18 +83,28 @@ export function blockSparseAttention(q: Tensor, k: Tensor, v: Tensor, mask: Bloc
   const out = empty([B, Nq, H, Dv], { dtype: p.dtype, device: q.device });
   const lse = empty([B, Nq, H], { dtype: 'float32', device: q.device });
   callNative(op, () =>
-    binding.bsForward(p.stream.native, q._native(op, 'q'), k._native(op, 'k'), v._native(op, 'v'), out._native(op, 'out'), lse._native(op, 'lse'), maskStorages(op, mask), params(p)),
+    native.bsForward(p.stream.native, q._native(op, 'q'), k._native(op, 'k'), v._native(op, 'v'), out._native(op, 'out'), lse._native(op, 'lse'), maskStorages(op, mask), params(p)),
   );
   out._setStream(p.stream);
   lse._setStream(p.stream);
   return { out, lse, backward: (dOut, dLse) => blockSparseAttentionBackward(q, k, v, mask, out, lse, dOut, { ...options, dLse }) };
 }
 
+/** Options of `blockSparseAttentionBackward`: the forward's, and the gradient of its LSE. */
 export interface BlockSparseBackwardOptions extends BlockSparseOptions {
+  /** Gradient of the LSE output [B, Nq, H] float32. */
   dLse?: Tensor;
 }
 
-/** Functional backward of blockSparseAttention. */
+/**
+ * Functional backward of blockSparseAttention: gradients for q, k, v.
+ *
+ * @example
+ * ```ts
+ * const { out, lse } = blockSparseAttention(q, k, v, mask);
+ * const { dq, dk, dv } = blockSparseAttentionBackward(q, k, v, mask, out, lse, dOut);
+ * ```
+ */
 export function blockSparseAttentionBackward(
   q: Tensor,
   k: Tensor,
@@ -119,7 +123,7 @@ export function blockSparseAttentionBackward(
   const dk = empty(k.shape, { dtype: p.dtype, device: q.device });
   const dv = empty(v.shape, { dtype: p.dtype, device: q.device });
   callNative(op, () =>
-    binding.bsBackward(
+    native.bsBackward(
       p.stream.native,
       q._native(op, 'q'),
       k._native(op, 'k'),

@@ -40,6 +40,7 @@ export const LINEAR_NORMALIZE_EPS = 1e-6;
 /** Per-head decay lambda in (0, 1]: one number for every head, or one per query head. */
 export type LinearDecay = number | readonly number[] | Float32Array | Float64Array;
 
+/** Options of `linearAttention`. */
 export interface LinearAttentionOptions {
   /** Causal (default true). Non-causal: every query reads the state after all N tokens. */
   causal?: boolean;
@@ -66,6 +67,7 @@ export interface LinearAttentionOptions {
   stream?: Stream;
 }
 
+/** Gradients of a linear attention. */
 export interface LinearAttentionGrads {
   /** [B, N, H, D] */
   dq: Tensor;
@@ -77,6 +79,7 @@ export interface LinearAttentionGrads {
   dInitialState: Tensor | null;
 }
 
+/** What `linearAttention` returns. */
 export interface LinearAttentionResult {
   /** [B, N, H, Dv], dtype of q */
   out: Tensor;
@@ -86,21 +89,27 @@ export interface LinearAttentionResult {
   backward(dOut: Tensor, dFinalState?: Tensor): LinearAttentionGrads;
 }
 
+/** Options of `linearAttentionBackward`: the forward's, and the gradient of its final state. */
 export interface LinearAttentionBackwardOptions extends LinearAttentionOptions {
   /** Gradient of the final state, float32 [B, H, D, Dv (+1)]. */
   dFinalState?: Tensor;
 }
 
+/** Options of `linearAttentionStep`: those of the prefill that made the state. */
 export interface LinearAttentionStepOptions {
   /** Per-head decay lambda in (0, 1] (default 1). */
   decay?: LinearDecay;
   /** default 1/sqrt(D) */
   scale?: number;
+  /** Feature map on q and k (default 'identity'). */
   featureMap?: LinearFeatureMap;
+  /** Divide by the denominator (the state's last column); default false. */
   normalize?: boolean;
+  /** Stream to run on; default: the device's default stream. */
   stream?: Stream;
 }
 
+/** What `linearAttentionStep` returns. */
 export interface LinearAttentionStepResult {
   /** [B, 1, H, Dv] */
   out: Tensor;
@@ -232,6 +241,11 @@ function parse(op: string, q: unknown, k: unknown, v: unknown, options: unknown,
 /**
  * Linear attention over q [B, N, H, D], k [B, N, Hkv, D], v [B, N, Hkv, Dv]. Validates at once,
  * enqueues the kernel and returns the (pending) output, the final state when asked, and a backward.
+ *
+ * @example
+ * ```ts
+ * const { out, finalState } = linearAttention(q, k, v, { decay: 0.99, featureMap: 'elu1', normalize: true, returnFinalState: true });
+ * ```
  */
 export function linearAttention(q: Tensor, k: Tensor, v: Tensor, options: LinearAttentionOptions = {}): LinearAttentionResult {
   const op = 'linearAttention';
@@ -263,6 +277,11 @@ export function linearAttention(q: Tensor, k: Tensor, v: Tensor, options: Linear
 /**
  * Functional backward of `linearAttention`: gradients of L = <dOut, out> + <dFinalState, finalState>
  * for q, k, v and the initial state. Needs no saved forward outputs: the states are recomputed.
+ *
+ * @example
+ * ```ts
+ * const { dq, dk, dv } = linearAttentionBackward(q, k, v, dOut, { decay: 0.99 });
+ * ```
  */
 export function linearAttentionBackward(
   q: Tensor,
@@ -309,6 +328,14 @@ export function linearAttentionBackward(
  * previous tokens (a `finalState`, a previous step's `state`, or null for an empty prefix). Same
  * convention as the chunked path (decay, then add phi(k) v^T, then read), so a prefill followed by
  * steps equals one longer prefill.
+ *
+ * @example
+ * ```ts
+ * const prefill = linearAttention(q, k, v, { decay: 0.99, returnFinalState: true });
+ * let state = prefill.finalState;
+ * const step = linearAttentionStep(qNext, kNext, vNext, state, { decay: 0.99 }); // q [B, 1, H, D]
+ * state = step.state;
+ * ```
  */
 export function linearAttentionStep(
   q: Tensor,

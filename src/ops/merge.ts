@@ -19,6 +19,7 @@ import {
   checkTensor,
 } from './validate.js';
 
+/** One partial attention over the same queries: its output and natural-log LSE. */
 export interface AttentionPart {
   /** [..., H, Dv] */
   out: Tensor;
@@ -26,13 +27,19 @@ export interface AttentionPart {
   lse: Tensor;
 }
 
+/** Gradients of one part of a merge. */
 export interface MergeGrads {
+  /** Gradient of the part's out (its shape and dtype). */
   dout: Tensor;
+  /** Gradient of the part's lse (float32). */
   dlse: Tensor;
 }
 
+/** What `mergeAttention` returns. */
 export interface MergeResult {
+  /** The merged output, shape and dtype of the parts' out. */
   out: Tensor;
+  /** The merged LSE, float32. */
   lse: Tensor;
   /** Gradients for every part's out and lse, in the order given. */
   backward(dOut: Tensor, dLse?: Tensor): MergeGrads[];
@@ -67,7 +74,18 @@ function parseParts(op: string, parts: unknown): { outs: Tensor[]; lses: Tensor[
   return { outs, lses, rows: lead.reduce((a, b) => a * b, 1), dv };
 }
 
-/** Merges partial attentions by LSE. */
+/**
+ * Merges partial attentions over the same queries by their LSE, exactly (as if one attention had
+ * seen every part's keys).
+ *
+ * @example
+ * ```ts
+ * // attention over [k1, k2] computed as two halves (context parallelism)
+ * const a = attention(q, k1, v1);
+ * const b = attention(q, k2, v2);
+ * const { out, lse } = mergeAttention([a, b]);
+ * ```
+ */
 export function mergeAttention(parts: readonly AttentionPart[], options: { stream?: Stream } = {}): MergeResult {
   const op = 'mergeAttention';
   const o = checkOptions(op, options, ['stream']);
@@ -96,7 +114,15 @@ export function mergeAttention(parts: readonly AttentionPart[], options: { strea
   };
 }
 
-/** Functional backward of `mergeAttention`. */
+/**
+ * Functional backward of `mergeAttention`: the gradients of every part's out and lse.
+ *
+ * @example
+ * ```ts
+ * const m = mergeAttention([a, b]);
+ * const [ga, gb] = mergeAttentionBackward([a, b], m.out, m.lse, dOut);
+ * ```
+ */
 export function mergeAttentionBackward(
   parts: readonly AttentionPart[],
   out: Tensor,

@@ -7,7 +7,9 @@
  */
 import type { FloatDType } from '../dtype.js';
 import { AttnkitError, argError, callNative } from '../errors.js';
-import { native, type NativeBinding, type NativeStorage, type NativeStream } from '../native.js';
+import { native, type NaParams, type NeighborhoodPlan } from '../native.js';
+
+export type { NaParams, NeighborhoodPlan } from '../native.js';
 import { empty, type Tensor } from '../tensor.js';
 import type { Stream } from '../stream.js';
 import { attention, attentionBackward } from './attention.js';
@@ -29,6 +31,7 @@ import {
 /** A number for every axis, or one per axis. */
 export type PerAxis<T> = T | readonly T[];
 
+/** Options of na1d, na2d and na3d (docs/neighborhood.md). */
 export interface NeighborhoodOptions {
   /** Window size per axis; every entry > 1 and kernelSize * dilation <= input size. */
   kernelSize: PerAxis<number>;
@@ -40,7 +43,7 @@ export interface NeighborhoodOptions {
   causal?: PerAxis<boolean>;
   /** Softmax scale; default 1/sqrt(D). */
   scale?: number;
-  /** [B, M, Hkv, D]: keys every query sees (registers, text tokens, cross-attention). With additionalValues. */
+  /** `[B, M, Hkv, D]`: keys every query sees (registers, text tokens, cross-attention). With additionalValues. */
   additionalKeys?: Tensor;
   /** [B, M, Hkv, Dv] */
   additionalValues?: Tensor;
@@ -49,68 +52,34 @@ export interface NeighborhoodOptions {
    * tiles for this problem (the planner `neighborhoodPlan` reports).
    */
   tileShape?: readonly number[];
+  /** Stream to run on; default: the device's default stream. */
   stream?: Stream;
 }
 
+/** Gradients of a neighborhood attention (shapes and dtypes of the inputs). */
 export interface NeighborhoodGrads {
+  /** Gradient of q. */
   dq: Tensor;
+  /** Gradient of k. */
   dk: Tensor;
+  /** Gradient of v. */
   dv: Tensor;
   /** Present when additional keys were given. */
   dAdditionalKeys?: Tensor;
+  /** Present when additional keys were given. */
   dAdditionalValues?: Tensor;
 }
 
+/** What na1d, na2d and na3d return. */
 export interface NeighborhoodResult {
   /** [B, ...spatial, H, Dv] */
   out: Tensor;
   /** [B, ...spatial, H] float32 natural-log LSE over the neighborhood (and additional keys). */
   lse: Tensor;
+  /** Gradients given dOut and, optionally, the gradient of lse. */
   backward(dOut: Tensor, dLse?: Tensor): NeighborhoodGrads;
 }
 
-/** Parameters of the native policy: per-axis arrays of length rank. */
-export interface NaParams {
-  rank: number;
-  size: number[];
-  kernel: number[];
-  stride: number[];
-  dilation: number[];
-  causal: boolean[];
-  tile: number[];
-}
-
-/** Tile-level statistics of a problem (per batch and head). */
-export interface NeighborhoodPlan {
-  /** Tile pairs a dense kernel visits over the same tokens. */
-  densePairs: number;
-  /** Visited tile pairs that need no element masking. */
-  fullPairs: number;
-  /** Visited tile pairs with element masking. */
-  partialPairs: number;
-  /** Visible (query, key) pairs. */
-  visible: number;
-}
-
-interface NeighborhoodBinding {
-  naForward(s: NativeStream, q: NativeStorage, k: NativeStorage, v: NativeStorage, out: NativeStorage, lse: NativeStorage, p: object): void;
-  naBackward(
-    s: NativeStream,
-    q: NativeStorage,
-    k: NativeStorage,
-    v: NativeStorage,
-    out: NativeStorage,
-    lse: NativeStorage,
-    dout: NativeStorage,
-    dlse: NativeStorage | null,
-    dq: NativeStorage,
-    dk: NativeStorage,
-    dv: NativeStorage,
-    p: object,
-  ): void;
-  naPlan(p: NaParams): NeighborhoodPlan;
-}
-const binding = native as NativeBinding & NeighborhoodBinding;
 
 const KNOWN = ['kernelSize', 'stride', 'dilation', 'causal', 'scale', 'additionalKeys', 'additionalValues', 'tileShape', 'stream'] as const;
 
@@ -146,12 +115,30 @@ function tileCandidates(size: readonly number[]): number[][] {
 
 const planCache = new Map<string, number[]>();
 
-/** Tile-level statistics of a neighborhood problem for a given tile shape (what `attnkit sim` prints). */
+/**
+ * Tile-level statistics of a neighborhood problem for a given tile shape (what `attnkit sim`
+ * prints): the tile pairs a dense kernel visits, the Full and Partial pairs the neighborhood kernel
+ * visits, and the visible (query, key) pairs.
+ *
+ * @example
+ * ```ts
+ * const plan = neighborhoodPlan({ rank: 2, size: [56, 56], kernel: [7, 7], stride: [1, 1], dilation: [1, 1], causal: [false, false], tile: [8, 8] });
+ * plan.densePairs / (plan.fullPairs + plan.partialPairs); // the tile-level speedup bound
+ * ```
+ */
 export function neighborhoodPlan(p: NaParams): NeighborhoodPlan {
-  return callNative('neighborhoodPlan', () => binding.naPlan(p));
+  return callNative('neighborhoodPlan', () => native.naPlan(p));
 }
 
-/** The tile shape that visits the fewest tiles (partial tiles cost a little more: masking). */
+/**
+ * The tile shape (tokens per axis, product 64) that visits the fewest tiles, Partial tiles
+ * counting a little more (masking): what na2d/na3d use without `tileShape`.
+ *
+ * @example
+ * ```ts
+ * chooseTileShape({ rank: 2, size: [56, 56], kernel: [7, 7], stride: [1, 1], dilation: [1, 1], causal: [false, false] }); // [8, 8]
+ * ```
+ */
 export function chooseTileShape(p: Omit<NaParams, 'tile'>): number[] {
   const key = JSON.stringify(p);
   const cached = planCache.get(key);
@@ -284,7 +271,7 @@ function naForward(op: string, p: Problem, q: Tensor, k: Tensor, v: Tensor): { o
   const out = empty([p.B, ...p.spatial, p.H, p.Dv], { dtype: p.dtype, device: q.device });
   const lse = empty([p.B, ...p.spatial, p.H], { dtype: 'float32', device: q.device });
   callNative(op, () =>
-    binding.naForward(p.stream.native, q._native(op, 'q'), k._native(op, 'k'), v._native(op, 'v'), out._native(op, 'out'), lse._native(op, 'lse'), nativeParams(p)),
+    native.naForward(p.stream.native, q._native(op, 'q'), k._native(op, 'k'), v._native(op, 'v'), out._native(op, 'out'), lse._native(op, 'lse'), nativeParams(p)),
   );
   out._setStream(p.stream);
   lse._setStream(p.stream);
@@ -296,7 +283,7 @@ function naBackward(op: string, p: Problem, q: Tensor, k: Tensor, v: Tensor, out
   const dk = empty(k.shape, { dtype: p.dtype, device: q.device });
   const dv = empty(v.shape, { dtype: p.dtype, device: q.device });
   callNative(op, () =>
-    binding.naBackward(
+    native.naBackward(
       p.stream.native,
       q._native(op, 'q'),
       k._native(op, 'k'),
@@ -383,20 +370,48 @@ function recomputePartials(op: string, p: Problem, q: Tensor, k: Tensor, v: Tens
   return { partials: { na, x }, merged };
 }
 
-/** 1-D neighborhood attention: q [B, X, H, D], k [B, X, Hkv, D], v [B, X, Hkv, Dv]. */
+/**
+ * 1-D neighborhood attention: q [B, X, H, D], k [B, X, Hkv, D], v [B, X, Hkv, Dv]; each query
+ * sees `kernelSize` keys around it (docs/neighborhood.md).
+ *
+ * @example
+ * ```ts
+ * const q = randn([1, 4096, 4, 64], { seed: 1 });
+ * const { out } = na1d(q, q, q, { kernelSize: 255, dilation: 2 });
+ * ```
+ */
 export function na1d(q: Tensor, k: Tensor, v: Tensor, options: NeighborhoodOptions): NeighborhoodResult {
   return neighborhood(1, q, k, v, options);
 }
-/** 2-D neighborhood attention: q [B, X, Y, H, D], k [B, X, Y, Hkv, D], v [B, X, Y, Hkv, Dv]. */
+/**
+ * 2-D neighborhood attention: q [B, X, Y, H, D], k [B, X, Y, Hkv, D], v [B, X, Y, Hkv, Dv].
+ *
+ * @example
+ * ```ts
+ * const x = randn([1, 56, 56, 4, 64], { seed: 1, dtype: 'bfloat16' });
+ * const { out, backward } = na2d(x, x, x, { kernelSize: 7 });
+ * const { dq, dk, dv } = backward(randn(out.shape, { seed: 2, dtype: 'bfloat16' }));
+ * ```
+ */
 export function na2d(q: Tensor, k: Tensor, v: Tensor, options: NeighborhoodOptions): NeighborhoodResult {
   return neighborhood(2, q, k, v, options);
 }
-/** 3-D neighborhood attention: q [B, X, Y, Z, H, D], k/v likewise with Hkv heads. */
+/**
+ * 3-D neighborhood attention: q [B, X, Y, Z, H, D], k/v likewise with Hkv heads.
+ *
+ * @example
+ * ```ts
+ * const x = randn([1, 16, 32, 32, 4, 64], { seed: 1 });
+ * const { out } = na3d(x, x, x, { kernelSize: [3, 7, 7], causal: [true, false, false] }); // causal in time
+ * ```
+ */
 export function na3d(q: Tensor, k: Tensor, v: Tensor, options: NeighborhoodOptions): NeighborhoodResult {
   return neighborhood(3, q, k, v, options);
 }
 
+/** Options of the functional backwards: the forward's options, and the gradient of its LSE. */
 export interface NeighborhoodBackwardOptions extends NeighborhoodOptions {
+  /** Gradient of the LSE output [B, ...spatial, H] float32. */
   dLse?: Tensor;
 }
 
@@ -407,15 +422,40 @@ function functionalBackward(rank: 1 | 2 | 3, q: Tensor, k: Tensor, v: Tensor, ou
   return neighborhoodBackwardImpl(op, p, q, k, v, out, lse, dOut, dLse, null);
 }
 
-/** Functional backward of na1d (with additional keys it recomputes the two partial forwards). */
+/**
+ * Functional backward of na1d (with additional keys it recomputes the two partial forwards); pass
+ * the forward's options.
+ *
+ * @example
+ * ```ts
+ * const { out, lse } = na1d(q, k, v, { kernelSize: 9 });
+ * const { dq, dk, dv } = na1dBackward(q, k, v, out, lse, dOut, { kernelSize: 9 });
+ * ```
+ */
 export function na1dBackward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, dOut: Tensor, options: NeighborhoodBackwardOptions): NeighborhoodGrads {
   return functionalBackward(1, q, k, v, out, lse, dOut, options);
 }
-/** Functional backward of na2d. */
+/**
+ * Functional backward of na2d; pass the forward's options.
+ *
+ * @example
+ * ```ts
+ * const { out, lse } = na2d(q, k, v, { kernelSize: 7 });
+ * const grads = na2dBackward(q, k, v, out, lse, dOut, { kernelSize: 7 });
+ * ```
+ */
 export function na2dBackward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, dOut: Tensor, options: NeighborhoodBackwardOptions): NeighborhoodGrads {
   return functionalBackward(2, q, k, v, out, lse, dOut, options);
 }
-/** Functional backward of na3d. */
+/**
+ * Functional backward of na3d; pass the forward's options.
+ *
+ * @example
+ * ```ts
+ * const { out, lse } = na3d(q, k, v, { kernelSize: 3 });
+ * const grads = na3dBackward(q, k, v, out, lse, dOut, { kernelSize: 3 });
+ * ```
+ */
 export function na3dBackward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, dOut: Tensor, options: NeighborhoodBackwardOptions): NeighborhoodGrads {
   return functionalBackward(3, q, k, v, out, lse, dOut, options);
 }

@@ -5,7 +5,7 @@
  * for inspection. Semantics: docs/block-sparse.md.
  */
 import { argError, callNative } from '../errors.js';
-import { native, type NativeBinding, type NativeStorage, type NativeStream } from '../native.js';
+import { native } from '../native.js';
 import { empty, type Tensor } from '../tensor.js';
 import type { Stream } from '../stream.js';
 import { BlockMask } from '../masks/block-mask.js';
@@ -22,12 +22,8 @@ import {
   checkTensor,
 } from './validate.js';
 
-interface SelectionBinding {
-  mobaSelect(s: NativeStream, q: NativeStorage, k: NativeStorage, scores: NativeStorage, selected: NativeStorage, mask: NativeStorage[], p: object): void;
-  xattnSelect(s: NativeStream, q: NativeStorage, k: NativeStorage, scores: NativeStorage, selected: NativeStorage, mask: NativeStorage[], p: object): void;
-}
-const binding = native as NativeBinding & SelectionBinding;
 
+/** Options of `mobaMask`. */
 export interface MobaOptions {
   /** MoBA key block (chunk) size C: a power of two >= 16. */
   blockSize: number;
@@ -37,9 +33,11 @@ export interface MobaOptions {
   causal?: boolean;
   /** Query block size of the produced BlockMask (power of two, 16..128). Default 64. */
   blockQ?: number;
+  /** Stream to run on; default: the device's default stream. */
   stream?: Stream;
 }
 
+/** What `mobaMask` returns: the mask and what the selection saw. */
 export interface MobaResult {
   /** B x H mask: blockQ x min(blockSize, 128) blocks. */
   mask: BlockMask;
@@ -49,6 +47,7 @@ export interface MobaResult {
   selected: Tensor;
 }
 
+/** Options of `xattentionMask`. */
 export interface XattentionOptions {
   /** Antidiagonal stride S: a power of two dividing blockSize. */
   stride: number;
@@ -58,10 +57,13 @@ export interface XattentionOptions {
   blockSize?: number;
   /** Default true: sink block and diagonal forced, blocks past the diagonal dropped, token-causal inside. */
   causal?: boolean;
+  /** Stream to run on; default: the device's default stream. */
   stream?: Stream;
 }
 
+/** What `xattentionMask` returns: the mask and what the selection saw. */
 export interface XattentionResult {
+  /** B x H mask of blockSize x blockSize blocks. */
   mask: BlockMask;
   /** [B, H, Qb, Kb] float32 block scores (each query block's row sums to its reshaped row count). */
   scores: Tensor;
@@ -96,7 +98,15 @@ function maskBuffers(device: Tensor['device'], rows: number, cap: number, blockQ
   return [rows + 1, cap, rows + 1, cap, cap * blockQ * words].map((n) => empty([n], { dtype: 'int32', device }));
 }
 
-/** MoBA gating: each query token's top-K key blocks by <q, mean(K_block)>, as a BlockMask. */
+/**
+ * MoBA gating: each query token's top-K key blocks by <q, mean(K_block)>, as a BlockMask.
+ *
+ * @example
+ * ```ts
+ * const { mask } = mobaMask(q, k, { blockSize: 512, topK: 3 });
+ * const { out } = blockSparseAttention(q, k, v, mask);
+ * ```
+ */
 export function mobaMask(q: Tensor, k: Tensor, options: MobaOptions): MobaResult {
   const op = 'mobaMask';
   const { Q, K, B, Nq, Nk, H, Hkv, D } = parseQK(op, q, k);
@@ -124,7 +134,7 @@ export function mobaMask(q: Tensor, k: Tensor, options: MobaOptions): MobaResult
   const selected = empty([B, Nq, H, topK], { dtype: 'int32', device: Q.device });
   const bufs = maskBuffers(Q.device, B * H * Qb, capacity, blockQ, blockK);
   callNative(op, () =>
-    binding.mobaSelect(
+    native.mobaSelect(
       stream.native,
       Q._native(op, 'q'),
       K._native(op, 'k'),
@@ -138,7 +148,15 @@ export function mobaMask(q: Tensor, k: Tensor, options: MobaOptions): MobaResult
   return { mask: new BlockMask({ B, H, Nq, Nk, blockQ, blockK }, null, bufs, Q.device), scores, selected };
 }
 
-/** XAttention: antidiagonal block scoring and cumulative-mass threshold selection, as a BlockMask. */
+/**
+ * XAttention: antidiagonal block scoring and cumulative-mass threshold selection, as a BlockMask.
+ *
+ * @example
+ * ```ts
+ * const { mask } = xattentionMask(q, k, { stride: 8, threshold: 0.9 });
+ * const { out } = blockSparseAttention(q, k, v, mask);
+ * ```
+ */
 export function xattentionMask(q: Tensor, k: Tensor, options: XattentionOptions): XattentionResult {
   const op = 'xattentionMask';
   const { Q, K, B, Nq, Nk, H, Hkv, D } = parseQK(op, q, k);
@@ -160,7 +178,7 @@ export function xattentionMask(q: Tensor, k: Tensor, options: XattentionOptions)
   const selected = empty([B, H, Qb, Kb], { dtype: 'uint8', device: Q.device });
   const bufs = maskBuffers(Q.device, B * H * Qb, capacity, block, block);
   callNative(op, () =>
-    binding.xattnSelect(
+    native.xattnSelect(
       stream.native,
       Q._native(op, 'q'),
       K._native(op, 'k'),

@@ -4,6 +4,7 @@
  * differences (test/reference.test.ts). Arrays are flat, row-major, in the op's layout.
  */
 
+/** A dense attention problem: sizes and flat row-major q, k, v. */
 export interface RefProblem {
   B: number;
   Nq: number;
@@ -20,6 +21,7 @@ export interface RefProblem {
   v: ArrayLike<number>;
 }
 
+/** The mask and scale of a reference attention (causal, window, or any visibility rule). */
 export interface RefMaskOptions {
   causal?: boolean;
   window?: readonly [number, number];
@@ -48,6 +50,7 @@ export function attentionAllows(i: number, j: number, Nq: number, Nk: number, op
   return true;
 }
 
+/** A reference forward: out and the natural-log LSE. */
 export interface RefForward {
   /** [B, Nq, H, Dv] */
   out: Float64Array;
@@ -100,6 +103,7 @@ export function referenceAttention(p: RefProblem, opts: RefMaskOptions = {}): Re
   return { out, lse };
 }
 
+/** Reference gradients for q, k, v (their shapes). */
 export interface RefGrads {
   dq: Float64Array;
   dk: Float64Array;
@@ -166,6 +170,7 @@ export function referenceAttentionBackward(
   return { dq, dk, dv };
 }
 
+/** One partial attention for referenceMerge: out [rows, dv] and lse [rows]. */
 export interface RefPart {
   out: ArrayLike<number>;
   lse: ArrayLike<number>;

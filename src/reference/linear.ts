@@ -18,6 +18,7 @@
 
 export type LinearFeatureMap = 'identity' | 'elu1' | 'relu';
 
+/** A linear-attention problem: sizes and flat row-major q, k, v. */
 export interface LinearRefProblem {
   B: number;
   N: number;
@@ -33,6 +34,7 @@ export interface LinearRefProblem {
   v: ArrayLike<number>;
 }
 
+/** Options of the linear-attention reference (those of linearAttention). */
 export interface LinearRefOptions {
   /** default true */
   causal?: boolean;
@@ -50,6 +52,7 @@ export interface LinearRefOptions {
   initialState?: ArrayLike<number>;
 }
 
+/** A reference linear-attention forward: out and the state after the last token. */
 export interface LinearRefForward {
   /** [B, N, H, Dv] */
   out: Float64Array;
@@ -57,11 +60,12 @@ export interface LinearRefForward {
   finalState: Float64Array;
 }
 
+/** Reference linear-attention gradients. */
 export interface LinearRefGrads {
   dq: Float64Array;
   dk: Float64Array;
   dv: Float64Array;
-  /** [B, H, D, Dv (+1)]: gradient of the initial state (zero state when none was given) */
+  /** `[B, H, D, Dv (+1)]`: gradient of the initial state (zero state when none was given) */
   dInitialState: Float64Array;
 }
 

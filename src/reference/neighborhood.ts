@@ -5,6 +5,7 @@
  */
 import { referenceAttention, referenceAttentionBackward, type RefForward, type RefGrads } from './attention.js';
 
+/** Neighborhood parameters per axis (NATTEN semantics, docs/neighborhood.md). */
 export interface RefNaParams {
   /** Input extent per axis (rank = its length). */
   size: readonly number[];
@@ -74,6 +75,7 @@ export function neighborhoodMatrix(p: RefNaParams): Uint8Array {
   return m;
 }
 
+/** A neighborhood-attention problem over a grid flattened to tokens, with optional additional keys. */
 export interface RefNaProblem {
   B: number;
   H: number;
@@ -129,6 +131,7 @@ export function referenceNeighborhood(prob: RefNaProblem, p: RefNaParams, scale?
   return referenceAttention(m.dense, { scale, allows: m.allows });
 }
 
+/** Reference neighborhood gradients, with those of the additional keys when given. */
 export interface RefNaGrads extends RefGrads {
   dAddK?: Float64Array;
   dAddV?: Float64Array;

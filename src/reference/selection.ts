@@ -23,6 +23,7 @@ export interface RefSelectDims {
 
 // ------------------------------------------------------------------ MoBA
 
+/** Options of the MoBA selection reference (those of mobaMask). */
 export interface RefMobaOptions {
   /** Key block (chunk) size C. */
   blockSize: number;
@@ -34,20 +35,21 @@ export interface RefMobaOptions {
   scores?: ArrayLike<number>;
 }
 
+/** What the MoBA reference selects, with the margin that tells how close the choice was. */
 export interface RefMobaSelection {
   /** ceil(Nk / blockSize) */
   nBlocks: number;
-  /** [B, Nq, H, nBlocks]: <q_t, mean(K_block)>, no scaling, no masking. */
+  /** `[B, Nq, H, nBlocks]`: <q_t, mean(K_block)>, no scaling, no masking. */
   scores: Float64Array;
-  /** [B, Nq, H, topK]: own block first (causal), then by decreasing score, ties to the lower index; -1 = unused. */
+  /** `[B, Nq, H, topK]`: own block first (causal), then by decreasing score, ties to the lower index; -1 = unused. */
   selected: Int32Array;
   /**
-   * [B, Nq, H]: smallest score gap between neighbours in the competing order up to the first
+   * `[B, Nq, H]`: smallest score gap between neighbours in the competing order up to the first
    * unselected block, relative to max(1, max |score|) of the token (0 = an exact tie decided by
    * the tie rule; Infinity = no choice was made).
    */
   margin: Float64Array;
-  /** [B, H, Nq, Nk]: 1 = visible. */
+  /** `[B, H, Nq, Nk]`: 1 = visible. */
   visible: Uint8Array;
 }
 
@@ -164,6 +166,7 @@ export function mobaVisibility(
 
 // ------------------------------------------------------------------ XAttention
 
+/** Options of the XAttention selection reference (those of xattentionMask). */
 export interface RefXattnOptions {
   /** Antidiagonal stride S (a power of two dividing blockSize). */
   stride: number;
@@ -177,6 +180,7 @@ export interface RefXattnOptions {
   scores?: ArrayLike<number>;
 }
 
+/** What the XAttention reference selects, with the margin that tells how close the choice was. */
 export interface RefXattnSelection {
   /** ceil(Nq / blockSize), ceil(Nk / blockSize) */
   Qb: number;
@@ -186,7 +190,7 @@ export interface RefXattnSelection {
   /** [B, H, Qb, Kb] 1 = selected. */
   selected: Uint8Array;
   /**
-   * [B, H, Qb]: distance from changing the selected set, relative to the row's total score: the
+   * `[B, H, Qb]`: distance from changing the selected set, relative to the row's total score: the
    * cumulative sums at the cut against the requirement, and the score gap at the cut (0 = exact
    * tie at the cut, decided by the tie rule; Infinity = no choice).
    */

@@ -18,8 +18,8 @@
  * that alone exceeds the budget counts as that run; the report says how many. Dense timings are shared between configurations of the same tokens. FLOP by the
  * DESIGN §10 convention: forward 4 * visible pairs * D per (batch, head), backward 2.5 x forward.
  */
-import * as ak from '../src/index.js';
-import type { FloatDType, NaParams, NeighborhoodOptions, Tensor } from '../src/index.js';
+import * as ak from '../index.js';
+import type { FloatDType, NaParams, NeighborhoodOptions, Tensor } from '../index.js';
 import { absMaxError, median, msSince, relativeMaxError } from './common.js';
 import { TOLERANCES, type Pass } from './attention.js';
 

@@ -19,11 +19,10 @@
  * the largest measured N (at fixed B * N the dense causal work grows exactly linearly in N) and
  * flagged `denseEstimated`.
  *
- * Run after `npx tsc`: `node dist/bench/linear.js [--quick] [--backward] [--json]`.
+ * Run as `attnkit bench --op linear [--quick] [--backward] [--json]` (src/cli/bench.ts).
  */
-import { pathToFileURL } from 'node:url';
-import * as ak from '../src/index.js';
-import type { FloatDType } from '../src/index.js';
+import * as ak from '../index.js';
+import type { FloatDType } from '../index.js';
 import { fmt, formatTable, median, msSince, relativeMaxError } from './common.js';
 
 export const LINEAR_CHUNK = 64;
@@ -326,16 +325,4 @@ export function formatLinearReport(rep: LinearBenchReport): string {
       `float32 causal forward at N = 16384: ${fmt(g.gflops)} GFLOP/s median, ${fmt(g.flop / (g.minMs * 1e6))} best (goal >= 100)`,
     );
   return lines.join('\n');
-}
-
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const quick = process.argv.includes('--quick');
-  const json = process.argv.includes('--json');
-  const backward = process.argv.includes('--backward');
-  const rep = await benchLinear(
-    quick
-      ? { Ns: [1024, 16384, 65536], crossoverNs: [128, 256, 512], repeats: 2, denseMaxN: 2048, backward }
-      : { backward },
-  );
-  process.stdout.write(json ? JSON.stringify(rep, null, 2) + '\n' : formatLinearReport(rep) + '\n');
 }

@@ -19,8 +19,8 @@
  * density sweep runs in rounds (dense and every density once per round), so that load changes on a
  * shared machine affect them alike.
  */
-import * as ak from '../src/index.js';
-import type { BlockMask, FloatDType, Tensor } from '../src/index.js';
+import * as ak from '../index.js';
+import type { BlockMask, FloatDType, Tensor } from '../index.js';
 import { absMaxError, fmt, formatTable, median, msSince, relativeMaxError } from './common.js';
 import { TOLERANCES } from './attention.js';
 

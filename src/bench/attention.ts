@@ -9,8 +9,8 @@
  * median is reported, with GFLOP/s by the DESIGN §10 convention (forward = 4 * visible
  * query-key pairs * D, backward = 2.5 x forward) and the fraction of the estimated peak.
  */
-import * as ak from '../src/index.js';
-import type { FloatDType } from '../src/index.js';
+import * as ak from '../index.js';
+import type { FloatDType } from '../index.js';
 import {
   absMaxError,
   median,
@@ -89,10 +89,11 @@ export interface AttentionBenchReport {
 /** Thrown when a validation fails: the report carries the failed comparisons and no timings. */
 export class ValidationFailure extends Error {
   readonly validation: ValidationResult[];
-  constructor(validation: ValidationResult[]) {
+  /** `what` opens the message: what was validated. */
+  constructor(validation: ValidationResult[], what = 'validation') {
     const bad = validation.filter((v) => !v.ok);
     super(
-      'validation against the float64 reference failed, refusing to report timings: ' +
+      `${what} against the float64 reference failed, refusing to report timings: ` +
         bad
           .map((v) => {
             const what = Object.keys(v.errors)
@@ -103,7 +104,7 @@ export class ValidationFailure extends Error {
           })
           .join('; '),
     );
-    this.name = 'ValidationFailure';
+    this.name = new.target.name;
     this.validation = validation;
   }
 }
@@ -168,34 +169,39 @@ export const TOLERANCES: Readonly<Record<FloatDType, { out: number; lse: number;
 export const VALIDATION_N = 150;
 const VALIDATION_H = 2;
 
-/** Compares one small problem (and its backward when asked) with the float64 reference. */
+/**
+ * Compares one small problem (and its backward when asked) on `device` with the float64 reference,
+ * against `tol` (default: the CPU's tolerances for `dtype`).
+ */
 export async function validateAttention(
   dtype: FloatDType,
   mask: MaskName,
   D: number,
   backward: boolean,
+  device: ak.Device = 'cpu',
+  tol: { out: number; lse: number; grad: number } = TOLERANCES[dtype],
 ): Promise<ValidationResult> {
   const B = 1;
   const N = VALIDATION_N;
   const H = VALIDATION_H;
   const shape = [B, N, H, D];
   const causal = mask === 'causal';
-  const q = ak.randn(shape, { dtype, seed: 11 });
-  const k = ak.randn(shape, { dtype, seed: 12 });
-  const v = ak.randn(shape, { dtype, seed: 13 });
-  const dOut = backward ? ak.randn(shape, { dtype, seed: 14 }) : null;
-  const owned: ak.Tensor[] = [q, k, v];
-  if (dOut) owned.push(dOut);
+  const owned: ak.Tensor[] = [];
+  const keep = <T extends ak.Tensor>(t: T): T => (owned.push(t), t);
   try {
+    // on a CUDA device, the CPU's numbers copied (randn), on that device's default stream
+    const rand = (seed: number) => keep(ak.randn(shape, { dtype, seed, device }));
+    const [q, k, v] = [rand(11), rand(12), rand(13)];
+    const dOut = backward ? rand(14) : null;
     const r = ak.attention(q, k, v, { causal });
-    owned.push(r.out, r.lse);
+    keep(r.out);
+    keep(r.lse);
     const g = dOut ? r.backward(dOut) : null;
-    if (g) owned.push(g.dq, g.dk, g.dv);
+    if (g) [g.dq, g.dk, g.dv].forEach(keep);
     // The reference takes the inputs as stored (already rounded to dtype).
     const [qa, ka, va, out, lse] = await Promise.all([q, k, v, r.out, r.lse].map((t) => t.toArray()));
     const p = { B, Nq: N, Nk: N, H, Hkv: H, D, Dv: D, q: qa!, k: ka!, v: va! };
     const ref = ak.reference.referenceAttention(p, { causal });
-    const tol = TOLERANCES[dtype];
     const errors: Record<string, number> = {
       out: relativeMaxError(out!, ref.out),
       lse: absMaxError(lse!, ref.lse),

@@ -13,11 +13,20 @@
  * DESIGN §10 convention (forward = 4 * visible query-key pairs * D, backward = 2.5 x forward), and
  * causal rows get their speedup over dense (no mask) attention on the same shape and dtype.
  */
-import * as ak from '../src/index.js';
-import type { FloatDType } from '../src/index.js';
-import { native } from '../src/native.js';
-import { absMaxError, median, relativeMaxError } from './common.js';
-import { attentionFlop, VALIDATION_N, type BenchShape, type MaskName, type Pass } from './attention.js';
+import * as ak from '../index.js';
+import type { FloatDType } from '../index.js';
+import { native } from '../native.js';
+import { median } from './common.js';
+import {
+  attentionFlop,
+  countSteps,
+  validateAttention,
+  ValidationFailure,
+  type BenchShape,
+  type MaskName,
+  type Pass,
+  type ValidationResult,
+} from './attention.js';
 
 /** Dtypes the CUDA kernels take. */
 export const CUDA_DTYPES = ['bfloat16', 'float16'] as const;
@@ -55,15 +64,8 @@ export interface CudaBenchOptions {
   onStep?: (label: string) => void;
 }
 
-export interface CudaValidation {
-  dtype: CudaDType;
-  mask: MaskName;
-  headDim: number;
-  backward: boolean;
-  ok: boolean;
-  errors: Record<string, number>;
-  tolerances: Record<string, number>;
-}
+/** One validation of the CUDA kernels (the CPU benchmark's record). */
+export type CudaValidation = ValidationResult;
 
 export interface CudaTiming {
   op: 'attention';
@@ -89,25 +91,9 @@ export interface CudaBenchReport {
 }
 
 /** Thrown when a validation fails: no timings are reported. */
-export class CudaValidationFailure extends Error {
-  readonly validation: CudaValidation[];
+export class CudaValidationFailure extends ValidationFailure {
   constructor(validation: CudaValidation[]) {
-    const bad = validation.filter((v) => !v.ok);
-    super(
-      'validation of the CUDA kernels against the float64 reference failed, refusing to report timings: ' +
-        bad
-          .map(
-            (v) =>
-              `${v.dtype} ${v.mask} D=${v.headDim}${v.backward ? ' (+backward)' : ''}: ` +
-              Object.keys(v.errors)
-                .filter((k) => !(v.errors[k]! <= v.tolerances[k]!))
-                .map((k) => `${k} error ${v.errors[k]!.toExponential(2)} > ${v.tolerances[k]!.toExponential(0)}`)
-                .join(', '),
-          )
-          .join('; '),
-    );
-    this.name = 'CudaValidationFailure';
-    this.validation = validation;
+    super(validation, 'validation of the CUDA kernels');
   }
 }
 
@@ -127,52 +113,8 @@ function randnOn(shape: number[], dtype: FloatDType, seed: number, device: ak.De
   return ak.randn(shape, { dtype, seed, device, stream });
 }
 
-async function validate(device: ak.Device, dtype: CudaDType, mask: MaskName, D: number, backward: boolean): Promise<CudaValidation> {
-  const stream = ak.defaultStream(device);
-  const B = 1;
-  const N = VALIDATION_N;
-  const H = 2;
-  const shape = [B, N, H, D];
-  const causal = mask === 'causal';
-  const owned: ak.Tensor[] = [];
-  const keep = <T extends ak.Tensor>(t: T): T => (owned.push(t), t);
-  try {
-    const q = keep(randnOn(shape, dtype, 11, device, stream));
-    const k = keep(randnOn(shape, dtype, 12, device, stream));
-    const v = keep(randnOn(shape, dtype, 13, device, stream));
-    const r = ak.attention(q, k, v, { causal });
-    keep(r.out);
-    keep(r.lse);
-    const dOut = backward ? keep(randnOn(shape, dtype, 14, device, stream)) : null;
-    const g = dOut ? r.backward(dOut) : null;
-    if (g) [g.dq, g.dk, g.dv].forEach(keep);
-    const [qa, ka, va, out, lse] = await Promise.all([q, k, v, r.out, r.lse].map((t) => t.toArray()));
-    const p = { B, Nq: N, Nk: N, H, Hkv: H, D, Dv: D, q: qa!, k: ka!, v: va! };
-    const ref = ak.reference.referenceAttention(p, { causal });
-    const tol = CUDA_TOLERANCES[dtype];
-    const errors: Record<string, number> = { out: relativeMaxError(out!, ref.out), lse: absMaxError(lse!, ref.lse) };
-    const tolerances: Record<string, number> = { out: tol.out, lse: tol.lse };
-    if (g && dOut) {
-      const [dq, dk, dv, dOa] = await Promise.all([g.dq, g.dk, g.dv, dOut].map((t) => t.toArray()));
-      const rg = ak.reference.referenceAttentionBackward(p, dOa!, undefined, { causal });
-      errors.dq = relativeMaxError(dq!, rg.dq);
-      errors.dk = relativeMaxError(dk!, rg.dk);
-      errors.dv = relativeMaxError(dv!, rg.dv);
-      tolerances.dq = tolerances.dk = tolerances.dv = tol.grad;
-    }
-    const ok = Object.keys(errors).every((key) => errors[key]! <= tolerances[key]!);
-    return { dtype, mask, headDim: D, backward, ok, errors, tolerances };
-  } finally {
-    for (const t of owned) t.dispose();
-  }
-}
-
-/** Number of onStep calls a run makes (for a progress bar). */
-export function countCudaSteps(o: CudaBenchOptions): number {
-  const validations = new Set(o.shapes.map((s) => s.D)).size * o.dtypes.length * o.masks.length;
-  const configs = o.shapes.length * o.dtypes.length * o.masks.length;
-  return validations + configs * (o.warmup + o.repeats) * (o.backward ? 2 : 1);
-}
+/** Number of onStep calls a run makes (for a progress bar): the CPU benchmark's count. */
+export const countCudaSteps: (o: CudaBenchOptions) => number = countSteps;
 
 /** Device milliseconds of `run`, bracketed by CUDA events on `stream` (see the header comment). */
 async function timeOnDevice(stream: ak.Stream, run: () => ak.Tensor[]): Promise<number> {
@@ -196,7 +138,7 @@ export async function benchCudaAttention(o: CudaBenchOptions): Promise<CudaBench
   for (const D of new Set(o.shapes.map((s) => s.D)))
     for (const dtype of o.dtypes)
       for (const mask of o.masks) {
-        validation.push(await validate(device, dtype, mask, D, o.backward));
+        validation.push(await validateAttention(dtype, mask, D, o.backward, device, CUDA_TOLERANCES[dtype]));
         step(`validate ${dtype} ${mask} D=${D}`);
       }
   if (validation.some((v) => !v.ok)) throw new CudaValidationFailure(validation);
