@@ -12,13 +12,16 @@ export interface CudaKernel {
   family: string;
   /** The op of the backend table it runs (`attention`, `attentionBackward`, …). */
   op: string;
+  /** The element type of its inputs. */
   dtype: DType;
+  /** The query/key head dim it is compiled for; 0 when the kernel takes any (merge). */
   headDim: number;
+  /** The value head dim; 0 when the kernel takes any. */
   valueHeadDim: number;
   /** The mask policy it is compiled for (`dense`: full, causal, sliding window). */
   policy: string;
-  /** Query tile rows, key tile columns, warps per CTA. */
-  tile: { bm: number; bn: number; warps: number };
+  /** Query tile rows, key tile columns, warps per CTA (absent for a family without tiles: merge). */
+  tile?: { bm: number; bn: number; warps: number };
   /** Its name in the family's dispatch table, e.g. `fmha fwd dense f16 d64`. */
   kernel: string;
   /** Its translation units and the dynamic shared memory (bytes) each kernel launches with. */
@@ -49,14 +52,23 @@ export function cudaKernels(): CudaKernel[] {
   );
 }
 
+/** What {@link info} reports: the package version, the CPU backend and the CUDA backend. */
 export interface Info {
+  /** The package version (package.json). */
   version: string;
+  /** The CPU kernel level in use, the level the CPU supports, and the compute threads. */
   cpu: { isa: string; detectedIsa: string; threads: number };
+  /** The CUDA backend of this build and machine. */
   cuda: {
+    /** The CUDA runtime module is compiled into this build. */
     compiled: boolean;
+    /** A driver and at least one device are present. */
     available: boolean;
+    /** Number of CUDA devices (0 when unavailable). */
     deviceCount: number;
+    /** Why CUDA is unavailable ("" when it is available). */
     reason: string;
+    /** The architectures the kernels are compiled for (e.g. `sm_80`). */
     archs: string[];
     /** The dense attention CUDA kernels are part of this build. */
     attentionKernels: boolean;
@@ -67,7 +79,17 @@ export interface Info {
   };
 }
 
-/** Version, CPU kernel level in use, threads, and CUDA status. */
+/**
+ * Version, CPU kernel level in use, threads, and CUDA status.
+ *
+ * @example
+ * ```ts
+ * import { info } from 'attnkit';
+ * const i = info();
+ * console.log(i.cpu.isa, i.cpu.threads, i.cuda.available ? i.cuda.devices[0]?.name : i.cuda.reason);
+ * console.log(i.cuda.kernels.map((k) => k.kernel)); // the CUDA kernels this build runs
+ * ```
+ */
 export function info(): Info {
   const n = native.info();
   const pkg = JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string };

@@ -106,6 +106,20 @@ function kernelLines(gate: { dir: string; reports: GateReport[] }): string[] {
   return lines;
 }
 
+/** One line per op with CUDA kernels in this build: its dtypes and head dims (from info().cuda.kernels). */
+function cudaOpLines(i: import('../info.js').Info): string[] {
+  if (!i.cuda.compiled) return ['  kernels          -'];
+  if (i.cuda.kernels.length === 0) return ['  kernels          none in this build'];
+  const ops = [...new Set(i.cuda.kernels.map((k) => k.op))];
+  return ops.map((op, n) => {
+    const ks = i.cuda.kernels.filter((k) => k.op === op);
+    const dtypes = [...new Set(ks.map((k) => k.dtype))].join(', ');
+    const dims = [...new Set(ks.map((k) => k.headDim))];
+    const d = dims.includes(0) ? 'any head dim' : `head dims ${dims.join(', ')}`;
+    return `  ${n === 0 ? 'kernels ' : '        '}         ${op}: ${dtypes}; ${d}`;
+  });
+}
+
 export async function infoCommand(opts: { json?: boolean; kernels?: boolean }): Promise<void> {
   const ak = await import('../index.js');
   const i = ak.info();
@@ -149,7 +163,7 @@ export async function infoCommand(opts: { json?: boolean; kernels?: boolean }): 
         `    cuda:${n}         ${d.name} (compute capability ${d.computeCapability}, ` +
         `${(d.memory / 2 ** 30).toFixed(1)} GiB, ${d.multiprocessors} SMs)`,
     ),
-    `  attention        ${i.cuda.attentionKernels ? 'fused kernels compiled (float16, bfloat16)' : i.cuda.compiled ? 'no CUDA attention kernels in this build' : '-'}`,
+    ...cudaOpLines(i),
   ];
   if (Object.keys(env).length)
     lines.push(

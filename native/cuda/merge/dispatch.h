@@ -27,16 +27,18 @@ struct Table;  // defined by generated/dispatch.h
 
 namespace attnkit::cuda::merge {
 
-// The entry for `dtype` and `parts` parts, or Error UNSUPPORTED naming what is compiled.
-inline const Entry& select(DType dtype, int parts, const char* op) {
+// The entry for `dtype`, `parts` parts and the direction, or Error UNSUPPORTED naming what is compiled.
+inline const Entry& select(DType dtype, int parts, bool backward, const char* op) {
   if (parts < 1 || parts > kMaxParts)
     throw Error("UNSUPPORTED", op, std::string(op) + " on CUDA: " + std::to_string(parts) +
                                        " parts; one launch merges 1 to " + std::to_string(kMaxParts) +
                                        " (merge larger sets in groups: merging is associative)");
   std::string compiled;
   for (int i = 0; i < Table::count; ++i) {
-    if (Table::entries[i].dtype == dtype) return Table::entries[i];
-    compiled += (compiled.empty() ? "" : ", ") + std::string(dtype_name(Table::entries[i].dtype));
+    const Entry& e = Table::entries[i];
+    if (backward ? e.bwd == nullptr : e.fwd == nullptr) continue;  // a dtype listed for the other direction only
+    if (e.dtype == dtype) return e;
+    compiled += (compiled.empty() ? "" : ", ") + std::string(dtype_name(e.dtype));
   }
   throw Error("UNSUPPORTED", op, std::string(op) + " on CUDA: dtype " + dtype_name(dtype) +
                                      " is not compiled into this build (compiled: " + compiled + ")");

@@ -10,14 +10,14 @@
 namespace attnkit::cuda {
 
 void run_merge_forward(const MergeParams& p, void* stream) {
-  const auto& e = merge::select(p.dtype, p.parts, "mergeAttention");
+  const auto& e = merge::select(p.dtype, p.parts, false, "mergeAttention");
   if (p.rows == 0) return;
   e.fwd(merge::fwd_args(p), static_cast<cudaStream_t>(stream));
   check(cudaGetLastError(), "mergeAttention", "the merge kernel launch");
 }
 
 void run_merge_backward(const MergeBwdParams& p, void* stream) {
-  const auto& e = merge::select(p.dtype, p.parts, "mergeAttentionBackward");
+  const auto& e = merge::select(p.dtype, p.parts, true, "mergeAttentionBackward");
   if (p.rows == 0) return;
   e.bwd(merge::bwd_args(p), static_cast<cudaStream_t>(stream));
   check(cudaGetLastError(), "mergeAttentionBackward", "the merge backward kernel launch");

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <deque>
 #include <map>
 #include <random>
 #include <string>
@@ -130,7 +131,7 @@ void flush_notes() {
 
 template <typename E>
 void run_case(const Shape& s, uint32_t seed, bool backward) {
-  const Entry& entry = select(E::kDType, s.parts, "mergeAttention");
+  const Entry& entry = select(E::kDType, s.parts, backward, "mergeAttention");
   using H = Host<E>;
   using S = typename H::S;
   std::mt19937 gen(seed);
@@ -170,7 +171,8 @@ void run_case(const Shape& s, uint32_t seed, bool backward) {
   f.dv = s.dv;
   f.out = out.data();
   f.lse = lse.data();
-  entry.fwd(f, nullptr);
+  // the backward's case runs the forward it differentiates with the dtype's forward entry
+  (backward ? select(E::kDType, s.parts, false, "mergeAttention") : entry).fwd(f, nullptr);
 
   std::vector<std::vector<S>> douts(s.parts, std::vector<S>(n, nan));
   std::vector<std::vector<float>> dlses(s.parts, std::vector<float>(s.rows, NAN));
@@ -265,17 +267,37 @@ void run_all(bool backward) {
 
 }  // namespace
 
-SIMT_TEST(merge_fwd_f32) { run_all<F32>(false); }
-SIMT_TEST(merge_fwd_f16) { run_all<F16>(false); }
-SIMT_TEST(merge_fwd_bf16) { run_all<BF16>(false); }
-SIMT_TEST(merge_bwd_f32) { run_all<F32>(true); }
-SIMT_TEST(merge_bwd_f16) { run_all<F16>(true); }
-SIMT_TEST(merge_bwd_bf16) { run_all<BF16>(true); }
+// One case per table entry and direction this build compiled: merge_<fwd|bwd>_<dtype>.
+template <typename E, bool Backward>
+void entry_case() {
+  run_all<E>(Backward);
+}
+template <typename E>
+void register_dtype(std::deque<std::string>& names) {
+  for (const Entry* e = Table::entries; e != Table::entries + Table::count; ++e) {
+    if (e->dtype != E::kDType) continue;
+    if (e->fwd) {
+      names.push_back(std::string("merge_fwd_") + Host<E>::name());
+      simt_test::cases().push_back({names.back().c_str(), &entry_case<E, false>});
+    }
+    if (e->bwd) {
+      names.push_back(std::string("merge_bwd_") + Host<E>::name());
+      simt_test::cases().push_back({names.back().c_str(), &entry_case<E, true>});
+    }
+  }
+}
+const bool registered = [] {
+  static std::deque<std::string> names;
+  register_dtype<F32>(names);
+  register_dtype<F16>(names);
+  register_dtype<BF16>(names);
+  return true;
+}();
 
 SIMT_TEST(merge_dispatch_errors) {
   auto refused = [](DType t, int parts, const char* part) {
     try {
-      select(t, parts, "mergeAttention");
+      select(t, parts, false, "mergeAttention");
     } catch (const Error& e) {
       CHECK_MSG(e.code() == "UNSUPPORTED" && std::string(e.what()).find(part) != std::string::npos, e.what());
       return;
@@ -285,7 +307,7 @@ SIMT_TEST(merge_dispatch_errors) {
   refused(DType::Float32, 0, "1 to 16");
   refused(DType::Float32, kMaxParts + 1, "1 to 16");
   refused(DType::Int32, 2, "dtype int32 is not compiled into this build (compiled: float32, float16, bfloat16)");
-  CHECK(select(DType::BFloat16, kMaxParts, "mergeAttention").dtype == DType::BFloat16);
+  CHECK(select(DType::BFloat16, kMaxParts, true, "mergeAttention").dtype == DType::BFloat16);
 }
 
 SIMT_TEST_MAIN
