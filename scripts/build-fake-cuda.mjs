@@ -101,7 +101,7 @@ function units() {
     // the attention kernels on the emulator, behind the real launchers
     ...['runtime.cc', 'fiber.cc', 'switch_x86_64.S'].map((f) => ({ src: join(root, 'native', 'simt', f), args: base })),
     ...files(join(fmha, 'generated'), /\.cu$/).map((src) => ({ src, args: [...base, '-x', 'c++'] })),
-    { src: join(fmha, 'launch.cu'), args: [...base, ...rename, '-include', join(FAKE, 'check_shim.h'), '-x', 'c++'] },
+    { src: join(fmha, 'launch.cu'), args: [...base, ...rename, '-x', 'c++'] },
     { src: join(FAKE, 'attention.cc'), args: [...base, ...rename, `-I${CUDA}`] },
     // every other kernel family of native/cuda/instantiations.json: its launchers as shipped, its
     // generated units with ATTNKIT_LAUNCH enqueued in stream order on the fake device (launch_shim.h)
