@@ -184,7 +184,7 @@ describe.skipIf(!linuxX64)('npm package (linux-x64)', () => {
         (p) =>
           /^(test|src|bench|build|build-prebuild|node_modules|\.ci|\.github)\//.test(p) ||
           p.startsWith('native/simt/') ||
-          p.startsWith('native/cuda/fmha/tests/') ||
+          /^native\/cuda\/[^/]+\/tests\//.test(p) ||
           /\.(js\.map|tgz)$/.test(p) ||
           (p.endsWith('.ts') && !p.endsWith('.d.ts')) ||
           p === 'test-results.json' ||
