@@ -27,6 +27,8 @@
 # Budgets (seconds; GPU_CHECK_BUDGET_<STEP>=N overrides one): from the times measured on the CPU
 # machine and scaled to the GPU machine's 16 cores (the docs section lists them); their sum stays
 # within 8 minutes. The exit status is 0 when every step that ran passed.
+# For tests: GPU_CHECK_NODE, GPU_CHECK_PKG, GPU_CHECK_STAGE, GPU_CHECK_KERNELS (the step b program),
+# GPU_CHECK_UNPACK=python (unpack the staged node with Python even where xz exists).
 set -u -o pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -112,7 +114,7 @@ elif [ "$REHEARSE" = 0 ] && [ -f "$STAGE/node/node.xz" ]; then
   # The staged node is xz-compressed (scripts/gpu-check-stage.mjs): xz where it exists, else
   # Python's lzma module (the GPU machine has python3).
   mkdir -p "$WORK/node/bin"
-  if command -v xz >/dev/null 2>&1; then
+  if [ "${GPU_CHECK_UNPACK:-}" != python ] && command -v xz >/dev/null 2>&1; then
     timeout "$B_SETUP" xz -dc "$STAGE/node/node.xz" >"$WORK/node/bin/node"
   else
     timeout "$B_SETUP" python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"), 1 << 20)' \
@@ -196,16 +198,17 @@ fi
 # ------------------------------------------------------------------ b: kernel test programs
 # (the interface: scripts/gpu-check-kernels.sh [--rehearse] OUTDIR builds into OUTDIR/kernels/,
 # writes OUTDIR/kernels/results.json and exits 0 when every program passed)
+KERNELS=${GPU_CHECK_KERNELS:-scripts/gpu-check-kernels.sh}
 t0=$(now)
 if skipped b; then
   record b "kernel test programs" skipped 0 "$B_B" "--skip b"
-elif [ ! -f scripts/gpu-check-kernels.sh ]; then
-  record b "kernel test programs" "not available" 0 "$B_B" "scripts/gpu-check-kernels.sh is not in this tree"
+elif [ ! -f "$KERNELS" ]; then
+  record b "kernel test programs" "not available" 0 "$B_B" "$KERNELS is not in this tree"
 else
   kargs=()
   [ "$REHEARSE" = 1 ] && kargs+=(--rehearse)
   rc=0
-  boxed "$B_B" "$WORK/logs/b-kernels.log" "$WORK/logs/b-kernels.log" bash scripts/gpu-check-kernels.sh "${kargs[@]}" "$WORK" || rc=$?
+  boxed "$B_B" "$WORK/logs/b-kernels.log" "$WORK/logs/b-kernels.log" bash "$KERNELS" "${kargs[@]}" "$WORK" || rc=$?
   if [ -f "$WORK/kernels/results.json" ]; then cp "$WORK/kernels/results.json" "$OUT/b-kernels.json"; elif [ $rc = 0 ]; then rc=1; fi
   finish b "kernel test programs" "$B_B" "$t0" $rc "$([ "$REHEARSE" = 1 ] && echo 'on the SIMT emulator (rehearsal)')" \
     "$([ -f "$OUT/b-kernels.json" ] || echo 'no kernels/results.json written')"
