@@ -233,6 +233,11 @@ if gate d "attnkit bench --device cuda:0" "$B_D"; then
   [ "$REHEARSE" = 1 ] && dargs+=(--op attention --shape 1,64,1,64 --dtype float16 --repeats 1)
   rc=0
   boxed "$B_D" "$OUT/d-bench.json" "$WORK/logs/d-bench.log" "$NODE" "$CLI" "${dargs[@]}" || rc=$?
+  # the bench succeeds with {"skipped": true} where CUDA is missing: here that is a failure
+  if [ $rc = 0 ] && ! "$NODE" -e '
+      const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+      if (r.skipped || !r.ok || !(r.results?.length > 0)) { console.error(`attnkit bench: ${r.reason ?? r.error ?? "no results"}`); process.exit(1); }
+    ' "$OUT/d-bench.json" 2>>"$WORK/logs/d-bench.log"; then rc=1; fi
   finish d "attnkit bench --device cuda:0" "$B_D" "$t0" $rc "$([ "$REHEARSE" = 1 ] && echo 'on the fake device: timings not meaningful')" \
     "$(tail -3 "$WORK/logs/d-bench.log" | tr '\n' ' ')"
 fi

@@ -278,6 +278,7 @@ function finish(code) {
   for (const c of result.cases.filter((c) => !c.ok))
     console.error(`e2e: FAIL ${c.op} ${c.dtype ?? ''} ${c.D ? `D=${c.D}` : ''}: ${c.error ?? c.checks.filter((x) => !x.ok).map((x) => x.name).join(', ')}`);
   for (const c of result.checks.filter((c) => !c.ok)) console.error(`e2e: FAIL ${c.check}: ${c.error ?? c.items.filter((x) => !x.ok).map((x) => x.name).join(', ')}`);
+  if (result.error) console.error(`e2e: FAIL ${result.error}`);
   console.error(`e2e: ${result.ok ? 'passed' : 'FAILED'}: ${result.cases.length} cases, ${result.checks.length} checks, ${result.seconds.toFixed(1)} s`);
   process.exit(code);
 }
