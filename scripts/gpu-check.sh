@@ -64,13 +64,13 @@ budget() { # budget STEP DEFAULT
   local v="GPU_CHECK_BUDGET_$1"
   echo "${!v:-$2}"
 }
-B_SETUP=$(budget SETUP 30)
-B_A=$(budget A 30)
-B_B=$(budget B 240)
-B_C=$(budget C 60)
+B_SETUP=$(budget SETUP 20)
+B_A=$(budget A 20)
+B_B=$(budget B 200)
+B_C=$(budget C 45)
 B_D=$(budget D 90)
-B_E=$(budget E 0)
-B_F=$(budget F 10)
+B_E=$(budget E 90)
+B_F=$(budget F 5)
 
 log() { echo "gpu-check: $*" >&2; }
 now() { date +%s.%N; }
@@ -251,7 +251,7 @@ elif [ ! -f "$PEERS" ]; then
   record e "peers (PyTorch)" skipped 0 "$B_E" "$PEERS is not in this tree"
 elif ! timeout 60 python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' >/dev/null 2>&1; then
   record e "peers (PyTorch)" skipped 0 "$B_E" "no CUDA PyTorch here"
-elif [ "$B_E" -le 0 ]; then
+elif awk -v b="$B_E" 'BEGIN { exit !(b <= 0) }'; then
   record e "peers (PyTorch)" skipped 0 "$B_E" "no time budgeted (GPU_CHECK_BUDGET_E)"
 else
   rc=0
@@ -271,7 +271,7 @@ done >"$OUT/logs.txt"
 t0=$(now)
 summary_ok=0
 if [ -n "$NODE" ]; then
-  boxed "$B_F" "$WORK/logs/f-summary.log" "$WORK/logs/f-summary.log" "$NODE" scripts/gpu-check/summary.mjs --mode "$MODE" --steps "$STEPS" --out "$OUT" \
+  boxed "$B_F" "$WORK/logs/f-summary.log" "$WORK/logs/f-summary.log" "$NODE" scripts/gpu-check/summary.mjs --mode "$MODE" --steps "$STEPS" --out "$OUT" --budget "$B_F" \
     && summary_ok=1
   cat "$WORK/logs/f-summary.log" >&2
 fi

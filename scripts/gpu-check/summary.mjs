@@ -2,7 +2,7 @@
 /**
  * Step f of scripts/gpu-check.sh: summary.json and summary.md from the steps' records.
  *
- *   node scripts/gpu-check/summary.mjs --mode gpu|rehearse --steps STEPS.tsv --out OUTDIR
+ *   node scripts/gpu-check/summary.mjs --mode gpu|rehearse --steps STEPS.tsv --out OUTDIR [--budget SECONDS]
  *
  * STEPS.tsv has one line per step (step, name, status, seconds, budget, note) as gpu-check.sh
  * recorded them; OUTDIR holds what the steps wrote: a-info.json, b-kernels.json (the kernel
@@ -17,6 +17,7 @@ const opt = (name) => {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] : undefined;
 };
+const started = performance.now();
 const mode = opt('--mode') ?? 'gpu';
 const stepsFile = opt('--steps');
 const out = opt('--out');
@@ -86,7 +87,7 @@ const kernels = (info?.cuda?.kernels ?? []).map((k) => ({
 }));
 
 const failed = steps.filter((s) => s.status === 'fail');
-const summaryStep = { step: 'f', name: 'summary', status: 'pass', seconds: 0, budget: 0, note: '' };
+const summaryStep = { step: 'f', name: 'summary', status: 'pass', seconds: 0, budget: Number(opt('--budget') ?? 0), note: '' };
 const all = [...steps, summaryStep];
 const summary = {
   ok: failed.length === 0 && steps.length > 0,
@@ -116,6 +117,7 @@ const summary = {
     : bench,
   peers,
 };
+summaryStep.seconds = Math.round((performance.now() - started) / 100) / 10;
 writeFileSync(join(out, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
 
 // ------------------------------------------------------------------ summary.md
@@ -135,7 +137,8 @@ md.push(
   '',
 );
 if (mode === 'rehearse') md.push('A rehearsal: the fake-CUDA device and the SIMT emulator. Its timings mean nothing.', '');
-md.push('## Steps', '');
+const sum = (k) => all.reduce((n, s) => n + (Number.isFinite(s[k]) ? s[k] : 0), 0);
+md.push('## Steps', '', `${sum('seconds').toFixed(1)} s in all, of a budget of ${sum('budget')} s.`, '');
 table(
   ['step', 'what', 'status', 'seconds', 'budget s', 'note'],
   all.map((s) => [s.step, s.name, s.status, Number.isFinite(s.seconds) ? s.seconds : '', s.budget || '', s.note]),
