@@ -27,8 +27,12 @@
 # --cache DIR       keep objects in DIR, named by a digest of the sources, compiler and flags, and reuse
 #                   them (the CI rehearsal does; default: OUTDIR/kernels/obj, rebuilt every run)
 # --build-only      build, do not run (results list no cases)
-# --case-timeout S  time box of one case (default 120 on the GPU, 600 in the rehearsal); the
-#                   sanitizer's runs get 4x
+# --case-timeout S  time box of one case (default 60 on the GPU, 600 in the rehearsal)
+# --sanitizer-timeout S
+#                   time box of one compute-sanitizer run (default 90)
+# --budget S        the whole run's time box: once it is spent, the cases left are recorded as not run
+#                   (failed), and every run's box is cut to what is left; give it a little less than the
+#                   caller's `timeout` (a TERM still writes results.json, with what ran, and exits 124)
 # The driver shapes of a family (SIMT_SHAPES under the emulator, from test/simt-families.ts) are read
 # from native/cuda/<family>/tests/driver-shapes.txt when it exists (test/gpu-check-kernels.test.ts
 # keeps it equal to what simt-families.ts generates). Needs bash, python3 (reads the list, writes the
@@ -50,6 +54,8 @@ JOBS=$(nproc 2>/dev/null || echo 2)
 CACHE=""
 BUILD_ONLY=0
 CASE_TIMEOUT=""
+SAN_TIMEOUT=90
+BUDGET=0
 OUTDIR=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -60,6 +66,8 @@ while [ $# -gt 0 ]; do
     --cache) [ $# -ge 2 ] || usage; CACHE="$2"; shift ;;
     --build-only) BUILD_ONLY=1 ;;
     --case-timeout) [ $# -ge 2 ] || usage; CASE_TIMEOUT="$2"; shift ;;
+    --sanitizer-timeout) [ $# -ge 2 ] || usage; SAN_TIMEOUT="$2"; shift ;;
+    --budget) [ $# -ge 2 ] || usage; BUDGET="$2"; shift ;;
     -h | --help) sed -n '2,38p' "$0"; exit 0 ;;
     -*) usage ;;
     *) [ -z "$OUTDIR" ] || usage; OUTDIR="$1" ;;
@@ -67,8 +75,11 @@ while [ $# -gt 0 ]; do
   shift
 done
 [ -n "$OUTDIR" ] || usage
-case "$JOBS" in '' | *[!0-9]* | 0) usage ;; esac
-[ -n "$CASE_TIMEOUT" ] || CASE_TIMEOUT=$([ "$REHEARSE" = 1 ] && echo 600 || echo 120)
+[ -n "$CASE_TIMEOUT" ] || CASE_TIMEOUT=$([ "$REHEARSE" = 1 ] && echo 600 || echo 60)
+for n in "$JOBS" "$CASE_TIMEOUT" "$SAN_TIMEOUT" "$BUDGET"; do
+  case "$n" in '' | *[!0-9]*) usage ;; esac
+done
+[ "$JOBS" -gt 0 ] && [ "$CASE_TIMEOUT" -gt 0 ] && [ "$SAN_TIMEOUT" -gt 0 ] || usage
 command -v python3 >/dev/null || { echo "gpu-check-kernels: python3 is needed (reads the list, writes results.json)" >&2; exit 2; }
 
 mkdir -p "$OUTDIR" || exit 2
@@ -199,11 +210,23 @@ else
   SAN_WHY="compute-sanitizer not found"
 fi
 
+# Seconds left of --budget (a large number without one).
+left() {
+  if [ "$BUDGET" = 0 ]; then echo 1000000; return; fi
+  awk -v a="$T_START" -v b="$(now)" -v n="$BUDGET" 'BEGIN { l = int(n - (b - a)); print (l > 0 ? l : 0) }'
+}
+
 # Runs one case with its time box; records ok when the program exits 0 and printed "ok <case>".
 run_case() {  # kind family bin case log timeout prefix...
   local kind=$1 family=$2 bin=$3 name=$4 log=$5 box=$6
   shift 6
-  local t0 rc ok detail
+  local t0 rc ok detail rest
+  rest=$(left)
+  if [ "$rest" -lt 2 ]; then
+    record "$kind" "$family" "$name" false 0 "not run: the budget of $BUDGET s was spent"
+    return 1
+  fi
+  [ "$rest" -lt "$box" ] && box=$rest
   t0=$(now)
   timeout -k 10 "$box" "$@" "$bin" "$name" >"$log" 2>&1
   rc=$?
@@ -221,100 +244,10 @@ run_case() {  # kind family bin case log timeout prefix...
   [ "$ok" = true ]
 }
 
-STATUS=0
-while read -r family dir count; do
-  [ -n "$family" ] || continue
-  program="$dir/tests/${family}_test.cc"
-  logs="$KOUT/logs/$family"
-  mkdir -p "$logs"
-  echo "== $family: $count instantiation(s), $program ($MODE)"
-  if [ ! -f "$program" ]; then
-    record build "$family" "$program" false 0 "no test program $program"
-    STATUS=1
-    continue
-  fi
-  # build: the emulator runtime (rehearsal), every generated unit, the program; then the link
-  t0=$(now)
-  steps="$KOUT/logs/$family/steps.sh"
-  : >"$steps"
-  objects=()
-  nunits=0
-  for src in "${RUNTIME[@]}"; do
-    o="$OBJ/$(basename "${src%.*}")-$KEY.o"
-    compile_line "$o" "$logs/build.log" "${FLAGS[@]}" -c "$src" >>"$steps"
-    objects+=("$o")
-  done
-  for src in "$dir"/generated/*.cu; do
-    [ -f "$src" ] || continue
-    o="$OBJ/$(basename "${src%.*}")-$KEY.o"
-    compile_line "$o" "$logs/build.log" "${FLAGS[@]}" "${UNIT_PRE[@]}" -c "$src" "${UNIT_POST[@]}" >>"$steps"
-    objects+=("$o")
-    nunits=$((nunits + 1))
-  done
-  main="$OBJ/${family}_test-$KEY.o"
-  compile_line "$main" "$logs/build.log" "${FLAGS[@]}" "${MAIN_PRE[@]}" -c "$program" >>"$steps"
-  bin="$KOUT/bin/${family}_test"
-  built=true
-  if run_parallel "$steps"; then
-    "$CXX" "${FLAGS[@]}" "$main" "${objects[@]}" "${LINK_EXTRA[@]}" -o "$bin" >>"$logs/build.log" 2>&1 || built=false
-  else
-    built=false
-  fi
-  record build "$family" "$program" "$built" "$(since "$t0")" "$nunits"
-  echo "   build: $built ($(since "$t0") s, $nunits units)"
-  if [ "$built" != true ]; then
-    STATUS=1
-    tail -20 "$logs/build.log"
-    continue
-  fi
-  [ "$BUILD_ONLY" = 1 ] && continue
-
-  shapes="$dir/tests/driver-shapes.txt"
-  env_shapes=()
-  [ -f "$shapes" ] && env_shapes=(env "SIMT_SHAPES=$ROOT/$shapes")
-  list=$("$bin" --list 2>"$logs/list.log") || { record build "$family" "$program" false 0 "$bin --list failed"; STATUS=1; continue; }
-  [ -n "$list" ] || { record build "$family" "$program" false 0 "$bin --list printed no case"; STATUS=1; continue; }
-  for name in $list; do
-    selected "$name" || continue
-    if run_case case "$family" "$bin" "$name" "$logs/$name.log" "$CASE_TIMEOUT" "${env_shapes[@]}"; then
-      echo "   ok   $name"
-    else
-      echo "   FAIL $name (log: kernels/logs/$family/$name.log)"
-      STATUS=1
-    fi
-  done
-  # compute-sanitizer on a subset: the first forward and the last backward case of the family
-  if [ -n "$SANITIZER" ]; then
-    subset="$(printf '%s\n' $list | grep -m1 '_fwd_') $(printf '%s\n' $list | grep '_bwd_' | tail -1)"
-    for name in $subset; do
-      selected "$name" || continue
-      for tool in memcheck racecheck; do
-        if run_case "$tool" "$family" "$bin" "$name" "$logs/$name.$tool.log" $((CASE_TIMEOUT * 4)) "${env_shapes[@]}" \
-          "$SANITIZER" --tool "$tool" --error-exitcode 3; then
-          echo "   ok   $name under $tool"
-        else
-          echo "   FAIL $name under $tool (log: kernels/logs/$family/$name.$tool.log)"
-          STATUS=1
-        fi
-      done
-    done
-  fi
-done <<<"$FAMILIES"
-# a case --cases names that no program has is a failure (a typo must not pass as "nothing failed")
-UNMATCHED=""
-if [ -n "$CASES" ] && [ "$BUILD_ONLY" = 0 ]; then
-  IFS=',' read -r -a wanted <<<"$CASES"
-  for name in "${wanted[@]}"; do
-    [ -n "$name" ] || continue
-    awk -F'\t' -v n="$name" '$1 == "case" && $3 == n { found = 1 } END { exit !found }' "$RESULTS" && continue
-    echo "   FAIL $name: no program has this case"
-    UNMATCHED="$UNMATCHED${UNMATCHED:+,}$name"
-    STATUS=1
-  done
-fi
-
 # ------------------------------------------------------------------ results.json
-python3 - "$RESULTS" "$KOUT" "$MODE" "$ARCHS" "$(since "$T_START")" "$SAN_WHY" "$STATUS" "$UNMATCHED" <<'EOF' || STATUS=1
+# Folds the records into results.json; exit status 0 when everything passed.
+write_results() {  # status unmatched-cases
+  python3 - "$RESULTS" "$KOUT" "$MODE" "$ARCHS" "$(since "$T_START")" "$SAN_WHY" "$1" "$2" <<'EOF'
 import json, os, re, sys
 tsv, kout, mode, archs, seconds, san_why, status, unmatched = sys.argv[1:9]
 programs, order = {}, []
@@ -361,6 +294,9 @@ for p in programs.values():
         ok_all = False
 out = {'mode': mode, 'arch': [] if mode == 'rehearse' else ['sm_' + a for a in archs.split(',')],
        'ok': ok_all, 'seconds': float(seconds), 'programs': [programs[f] for f in order]}
+if status == '124':
+    out['interrupted'] = True
+    out['ok'] = ok_all = False
 if unmatched:
     out['unmatchedCases'] = unmatched.split(',')
     out['ok'] = ok_all = False
@@ -369,6 +305,117 @@ with open(os.path.join(kout, 'results.json'), 'w') as f:
     f.write('\n')
 sys.exit(0 if ok_all else 1)
 EOF
+}
+# Stopped by the caller's time box: what ran still goes into results.json.
+on_term() {
+  trap '' TERM INT
+  local j
+  for j in $(jobs -p); do kill "$j" 2>/dev/null; done
+  [ -n "$BUILDING" ] && record build "$BUILDING" "$BUILDING_PROGRAM" false 0 "stopped by a signal while building"
+  echo "gpu-check-kernels: stopped by a signal after $(since "$T_START") s ($BASHPID); $KOUT/results.json has what ran" >&2
+  write_results 124 "" >/dev/null 2>&1
+  exit 124
+}
+trap on_term TERM INT
+
+STATUS=0
+BUILDING=""
+BUILDING_PROGRAM=""
+while read -r family dir count; do
+  [ -n "$family" ] || continue
+  program="$dir/tests/${family}_test.cc"
+  logs="$KOUT/logs/$family"
+  mkdir -p "$logs"
+  echo "== $family: $count instantiation(s), $program ($MODE)"
+  if [ ! -f "$program" ]; then
+    record build "$family" "$program" false 0 "no test program $program"
+    STATUS=1
+    continue
+  fi
+  # build: the emulator runtime (rehearsal), every generated unit, the program; then the link
+  t0=$(now)
+  steps="$KOUT/logs/$family/steps.sh"
+  : >"$steps"
+  objects=()
+  nunits=0
+  for src in "${RUNTIME[@]}"; do
+    o="$OBJ/$(basename "${src%.*}")-$KEY.o"
+    compile_line "$o" "$logs/build.log" "${FLAGS[@]}" -c "$src" >>"$steps"
+    objects+=("$o")
+  done
+  for src in "$dir"/generated/*.cu; do
+    [ -f "$src" ] || continue
+    o="$OBJ/$(basename "${src%.*}")-$KEY.o"
+    compile_line "$o" "$logs/build.log" "${FLAGS[@]}" "${UNIT_PRE[@]}" -c "$src" "${UNIT_POST[@]}" >>"$steps"
+    objects+=("$o")
+    nunits=$((nunits + 1))
+  done
+  main="$OBJ/${family}_test-$KEY.o"
+  compile_line "$main" "$logs/build.log" "${FLAGS[@]}" "${MAIN_PRE[@]}" -c "$program" >>"$steps"
+  bin="$KOUT/bin/${family}_test"
+  built=true
+  BUILDING=$family
+  BUILDING_PROGRAM=$program
+  if run_parallel "$steps"; then
+    "$CXX" "${FLAGS[@]}" "$main" "${objects[@]}" "${LINK_EXTRA[@]}" -o "$bin" >>"$logs/build.log" 2>&1 || built=false
+  else
+    built=false
+  fi
+  BUILDING=""
+  record build "$family" "$program" "$built" "$(since "$t0")" "$nunits"
+  echo "   build: $built ($(since "$t0") s, $nunits units)"
+  if [ "$built" != true ]; then
+    STATUS=1
+    tail -20 "$logs/build.log"
+    continue
+  fi
+  [ "$BUILD_ONLY" = 1 ] && continue
+
+  shapes="$dir/tests/driver-shapes.txt"
+  env_shapes=()
+  [ -f "$shapes" ] && env_shapes=(env "SIMT_SHAPES=$ROOT/$shapes")
+  list=$("$bin" --list 2>"$logs/list.log") || { record build "$family" "$program" false 0 "$bin --list failed"; STATUS=1; continue; }
+  [ -n "$list" ] || { record build "$family" "$program" false 0 "$bin --list printed no case"; STATUS=1; continue; }
+  for name in $list; do
+    selected "$name" || continue
+    if run_case case "$family" "$bin" "$name" "$logs/$name.log" "$CASE_TIMEOUT" "${env_shapes[@]}"; then
+      echo "   ok   $name"
+    else
+      echo "   FAIL $name (log: kernels/logs/$family/$name.log)"
+      STATUS=1
+    fi
+  done
+  # compute-sanitizer on a subset: the first forward and the last backward case of the family
+  if [ -n "$SANITIZER" ]; then
+    subset="$(printf '%s\n' $list | grep -m1 '_fwd_') $(printf '%s\n' $list | grep '_bwd_' | tail -1)"
+    for name in $subset; do
+      selected "$name" || continue
+      for tool in memcheck racecheck; do
+        if run_case "$tool" "$family" "$bin" "$name" "$logs/$name.$tool.log" "$SAN_TIMEOUT" "${env_shapes[@]}" \
+          "$SANITIZER" --tool "$tool" --error-exitcode 3; then
+          echo "   ok   $name under $tool"
+        else
+          echo "   FAIL $name under $tool (log: kernels/logs/$family/$name.$tool.log)"
+          STATUS=1
+        fi
+      done
+    done
+  fi
+done <<<"$FAMILIES"
+# a case --cases names that no program has is a failure (a typo must not pass as "nothing failed")
+UNMATCHED=""
+if [ -n "$CASES" ] && [ "$BUILD_ONLY" = 0 ]; then
+  IFS=',' read -r -a wanted <<<"$CASES"
+  for name in "${wanted[@]}"; do
+    [ -n "$name" ] || continue
+    awk -F'\t' -v n="$name" '$1 == "case" && $3 == n { found = 1 } END { exit !found }' "$RESULTS" && continue
+    echo "   FAIL $name: no program has this case"
+    UNMATCHED="$UNMATCHED${UNMATCHED:+,}$name"
+    STATUS=1
+  done
+fi
+
+write_results "$STATUS" "$UNMATCHED" || STATUS=1
 rm -f "$RESULTS"
 echo "gpu-check-kernels: $([ "$STATUS" = 0 ] && echo passed || echo FAILED) in $(since "$T_START") s; $KOUT/results.json"
 exit "$STATUS"
