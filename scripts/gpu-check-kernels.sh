@@ -33,10 +33,12 @@
 # --budget S        the whole run's time box: once it is spent, the cases left are recorded as not run
 #                   (failed), and every run's box is cut to what is left; give it a little less than the
 #                   caller's `timeout` (a TERM still writes results.json, with what ran, and exits 124)
-# The driver shapes of a family (SIMT_SHAPES under the emulator, from test/simt-families.ts) are read
-# from native/cuda/<family>/tests/driver-shapes.txt when it exists (test/gpu-check-kernels.test.ts
-# keeps it equal to what simt-families.ts generates). Needs bash, python3 (reads the list, writes the
-# JSON) and coreutils' timeout; nothing from a registry.
+# $COMPUTE_SANITIZER: the compute-sanitizer to use (in the rehearsal too); default: the one on PATH or
+# in $CUDA_PATH/bin. The subset: the first forward and the last backward case of each family, after
+# every family's cases. The driver shapes of a family (SIMT_SHAPES under the emulator, from
+# test/simt-families.ts) are read from native/cuda/<family>/tests/driver-shapes.txt when it exists
+# (test/gpu-check-kernels.test.ts keeps it equal to what simt-families.ts generates).
+# Needs bash, python3 (reads the list, writes the JSON) and coreutils' timeout; nothing from a registry.
 set -u -o pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -68,7 +70,7 @@ while [ $# -gt 0 ]; do
     --case-timeout) [ $# -ge 2 ] || usage; CASE_TIMEOUT="$2"; shift ;;
     --sanitizer-timeout) [ $# -ge 2 ] || usage; SAN_TIMEOUT="$2"; shift ;;
     --budget) [ $# -ge 2 ] || usage; BUDGET="$2"; shift ;;
-    -h | --help) sed -n '2,38p' "$0"; exit 0 ;;
+    -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print } /^set -u/ { exit }' "$0"; exit 0 ;;
     -*) usage ;;
     *) [ -z "$OUTDIR" ] || usage; OUTDIR="$1" ;;
   esac
@@ -198,10 +200,12 @@ selected() {  # case: 0 when --cases names it (or no --cases)
 
 SANITIZER=""
 SAN_WHY=""
-if [ "$REHEARSE" = 1 ]; then
-  SAN_WHY="rehearsal: compute-sanitizer checks GPU runs (under the emulator: its hazard check and ASan, test/cuda-kernels.test.ts)"
-elif [ "$BUILD_ONLY" = 1 ]; then
+if [ "$BUILD_ONLY" = 1 ]; then
   SAN_WHY="--build-only"
+elif [ -n "${COMPUTE_SANITIZER:-}" ]; then
+  SANITIZER=$COMPUTE_SANITIZER  # given: used in every mode (test/gpu-check-kernels.test.ts passes a stand-in)
+elif [ "$REHEARSE" = 1 ]; then
+  SAN_WHY="rehearsal: compute-sanitizer checks GPU runs (under the emulator: its hazard check and ASan, test/cuda-kernels.test.ts)"
 elif command -v compute-sanitizer >/dev/null 2>&1; then
   SANITIZER=$(command -v compute-sanitizer)
 elif [ -x "${CUDA_PATH:-/usr/local/cuda}/bin/compute-sanitizer" ]; then
@@ -319,6 +323,7 @@ on_term() {
 trap on_term TERM INT
 
 STATUS=0
+SANITIZE=()  # "family bin case" to run under compute-sanitizer
 BUILDING=""
 BUILDING_PROGRAM=""
 while read -r family dir count; do
@@ -385,23 +390,30 @@ while read -r family dir count; do
       STATUS=1
     fi
   done
-  # compute-sanitizer on a subset: the first forward and the last backward case of the family
-  if [ -n "$SANITIZER" ]; then
-    subset="$(printf '%s\n' $list | grep -m1 '_fwd_') $(printf '%s\n' $list | grep '_bwd_' | tail -1)"
-    for name in $subset; do
-      selected "$name" || continue
-      for tool in memcheck racecheck; do
-        if run_case "$tool" "$family" "$bin" "$name" "$logs/$name.$tool.log" "$SAN_TIMEOUT" "${env_shapes[@]}" \
-          "$SANITIZER" --tool "$tool" --error-exitcode 3; then
-          echo "   ok   $name under $tool"
-        else
-          echo "   FAIL $name under $tool (log: kernels/logs/$family/$name.$tool.log)"
-          STATUS=1
-        fi
-      done
-    done
-  fi
+  # compute-sanitizer later, on a subset: the first forward and the last backward case of the family
+  for name in $(printf '%s\n' $list | grep -m1 '_fwd_') $(printf '%s\n' $list | grep '_bwd_' | tail -1); do
+    selected "$name" && SANITIZE+=("$family $bin $name")
+  done
 done <<<"$FAMILIES"
+
+# compute-sanitizer runs after every family's cases (they are the first to give way to --budget)
+if [ -n "$SANITIZER" ]; then
+  for entry in "${SANITIZE[@]}"; do
+    read -r family bin name <<<"$entry"
+    shapes="$(awk -v f="$family" '$1 == f { print $2 }' <<<"$FAMILIES")/tests/driver-shapes.txt"
+    env_shapes=()
+    [ -f "$shapes" ] && env_shapes=(env "SIMT_SHAPES=$ROOT/$shapes")
+    for tool in memcheck racecheck; do
+      if run_case "$tool" "$family" "$bin" "$name" "$KOUT/logs/$family/$name.$tool.log" "$SAN_TIMEOUT" "${env_shapes[@]}" \
+        "$SANITIZER" --tool "$tool" --error-exitcode 3; then
+        echo "   ok   $name under $tool"
+      else
+        echo "   FAIL $name under $tool (log: kernels/logs/$family/$name.$tool.log)"
+        STATUS=1
+      fi
+    done
+  done
+fi
 # a case --cases names that no program has is a failure (a typo must not pass as "nothing failed")
 UNMATCHED=""
 if [ -n "$CASES" ] && [ "$BUILD_ONLY" = 0 ]; then

@@ -48,10 +48,10 @@ const withKernels = listed.families.filter((f) => f.instantiations.length > 0);
 const tmp: string[] = [];
 afterAll(() => tmp.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
-function runScript(args: string[], timeout: number): { status: number | null; output: string; results: Results | null; kernels: string } {
+function runScript(args: string[], timeout: number, env: Record<string, string> = {}): { status: number | null; output: string; results: Results | null; kernels: string } {
   const out = mkdtempSync(join(tmpdir(), 'attnkit-gpu-kernels-'));
   tmp.push(out);
-  const r = spawnSync('bash', [SCRIPT, ...args, out], { cwd: root, encoding: 'utf8', timeout });
+  const r = spawnSync('bash', [SCRIPT, ...args, out], { cwd: root, encoding: 'utf8', timeout, env: { ...process.env, ...env } });
   const path = join(out, 'kernels', 'results.json');
   const results = existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as Results) : null;
   return { status: r.status, output: `${r.stdout}${r.stderr}`, results, kernels: join(out, 'kernels') };
@@ -70,7 +70,8 @@ function expectedCases(family: string): { instantiation: Map<string, string>; al
 describe('the driver shapes the GPU run reads', () => {
   for (const f of withKernels) {
     const family = FAMILIES.find((x) => x.family === f.family);
-    it(`${f.family}: ${family ? family.program.replace(/[^/]+$/, 'driver-shapes.txt') : '(no emulator driver entry)'} is current`, () => {
+    const file = family ? family.program.replace(/[^/]+$/, 'driver-shapes.txt') : '(no emulator driver entry)';
+    it(`${f.family}: ${family && family.shapes(f).length === 0 ? `no driver shapes, no ${file}` : `${file} is current`}`, () => {
       expect(family, `no entry for ${f.family} in test/simt-families.ts`).toBeDefined();
       const path = join(root, family!.program.replace(/[^/]+$/, 'driver-shapes.txt'));
       const rows = family!.shapes(f);
@@ -125,6 +126,32 @@ describe.skipIf(skipReason !== null)(`scripts/gpu-check-kernels.sh --rehearse${s
     expect(r.results).toMatchObject({ ok: false, unmatchedCases: ['no_such_case'] });
     const cases = r.results!.programs.flatMap((p) => p.cases);
     expect(cases).toEqual([expect.objectContaining({ name, ok: true })]);
+  }, 600_000);
+
+  it('the compute-sanitizer subset: the first forward and last backward case of each family, each tool; a finding fails the run', () => {
+    // a stand-in for compute-sanitizer: logs its arguments, finds a "race" in every racecheck run, and
+    // runs the program for memcheck
+    const dir = mkdtempSync(join(tmpdir(), 'attnkit-fake-sanitizer-'));
+    tmp.push(dir);
+    const fake = join(dir, 'compute-sanitizer');
+    const log = join(dir, 'calls.txt');
+    writeFileSync(fake, `#!/bin/sh\necho "$*" >> '${log}'\n` +
+      `[ "$1 $2 $3 $4" = "--tool racecheck --error-exitcode 3" ] && { echo "========= ERROR SUMMARY: 1 error"; exit 3; }\n` +
+      'shift 4\nexec "$@"\n', { mode: 0o755 });
+    const r = runScript(['--rehearse', ...cache], 600_000, { COMPUTE_SANITIZER: fake });
+    expect(r.status, r.output).toBe(1);
+    expect(r.results).toMatchObject({ ok: false });
+    const calls = readFileSync(log, 'utf8').trim().split('\n');
+    for (const p of r.results!.programs) {
+      const names = [...expectedCases(p.family).instantiation.keys()];
+      const subset = [names.find((n) => n.includes('_fwd_'))!, names.filter((n) => n.includes('_bwd_')).pop()!];
+      expect(p.cases.every((c) => c.ok), p.family).toBe(true);
+      expect(p.sanitizer.memcheck, p.family).toEqual(subset.map((name) => expect.objectContaining({ name, ok: true })));
+      expect(p.sanitizer.racecheck, p.family).toEqual(subset.map((name) => expect.objectContaining({ name, ok: false })));
+      for (const name of subset)
+        for (const tool of ['memcheck', 'racecheck'])
+          expect(calls).toContainEqual(expect.stringMatching(new RegExp(`^--tool ${tool} --error-exitcode 3 \\S+/${p.family}_test ${name}$`)));
+    }
   }, 600_000);
 });
 
