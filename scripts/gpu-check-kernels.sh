@@ -191,7 +191,10 @@ compile_line() {  # target log args...
     "$target" "$q" "$target" "$log" "$target" "$target" "$(basename "$target")" "$log"
 }
 
-record() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RESULTS"; }
+record() {  # kind family name ok seconds extra (the extra field kept to one line without tabs)
+  local extra=${6//$'\t'/ }
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "${extra//$'\n'/ }" >>"$RESULTS"
+}
 
 selected() {  # case: 0 when --cases names it (or no --cases)
   [ -z "$CASES" ] && return 0
