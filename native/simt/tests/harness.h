@@ -3,18 +3,31 @@
 // `prog --list` prints the names. A case passes when it returns; CHECK throws on failure. Output, one
 // line per case: "ok <name>" or "FAIL <name>: <why>"; "note <key>=<value>" lines carry observations the
 // driver aggregates across runs (e.g. which thread order exposed a race). Exit code 1 if any failed.
+//
+// The kernel families' test programs (native/cuda/<family>/tests/) also compile with nvcc as real GPU
+// programs from the same source (scripts/gpu-check-kernels.sh): everything a kernel reads or writes
+// lives in a simt_test::Buffer (managed memory under nvcc, host memory under g++, where the emulator
+// runs kernels on the host), and simt_test::sync() follows the launches before the host reads results
+// (cudaDeviceSynchronize plus the error check under nvcc; nothing under g++, where launches are
+// synchronous). What only the emulator can check (EXPECT_ERROR of its violations) is absent under nvcc.
 #pragma once
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
+#if defined(__CUDACC__)
+#include <cuda_runtime.h>
+#else
 #include "../simt.h"
+#endif
 
 namespace simt_test {
 
@@ -45,6 +58,7 @@ inline void note(const std::string& key, const std::string& value) {
   std::fflush(stdout);
 }
 
+#if !defined(__CUDACC__)
 // Runs f, which must throw simt::Error with every string needles() returns in its message. needles
 // is called after f, so it may use what f's kernels recorded (e.g. the line of a call).
 template <typename F, typename N>
@@ -60,6 +74,110 @@ std::string expect_error(F&& f, N&& needles, const char* file, int line) {
   }
   fail(file, line, "expected the launch to fail with a simt::Error");
 }
+#endif
+
+// Waits for the launches so far and turns a CUDA error into a failure of the running case (nvcc);
+// nothing under the emulator, whose launches are synchronous and throw themselves.
+inline void sync() {
+#if defined(__CUDACC__)
+  const cudaError_t e = cudaDeviceSynchronize();
+  const cudaError_t last = cudaGetLastError();
+  const cudaError_t err = e != cudaSuccess ? e : last;
+  if (err != cudaSuccess)
+    throw Failure(std::string("CUDA error after the launches: ") + cudaGetErrorName(err) + " (" +
+                  cudaGetErrorString(err) + ")");
+#endif
+}
+
+// A buffer a kernel reads or writes, with the part of std::vector's interface the tests use. Under
+// nvcc it is managed memory (cudaMallocManaged: the host fills and reads it, the GPU reads and writes
+// it; call sync() between a launch and the host reading its results); under g++ it is host memory, as
+// the emulator wants (AddressSanitizer sees its bounds). T must be trivially copyable.
+template <typename T>
+class Buffer {
+ public:
+  Buffer() = default;
+  explicit Buffer(size_t n) { resize(n); }
+  Buffer(size_t n, const T& value) { assign(n, value); }
+  Buffer(const Buffer& o) { copy_from(o.data(), o.size()); }
+  Buffer(Buffer&& o) noexcept { swap(o); }
+  Buffer& operator=(const Buffer& o) {
+    if (this != &o) copy_from(o.data(), o.size());
+    return *this;
+  }
+  Buffer& operator=(Buffer&& o) noexcept {
+    swap(o);
+    return *this;
+  }
+  ~Buffer() { release(); }
+
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  T* data() { return ptr_; }
+  const T* data() const { return ptr_; }
+  T& operator[](size_t i) { return ptr_[i]; }
+  const T& operator[](size_t i) const { return ptr_[i]; }
+  T* begin() { return ptr_; }
+  T* end() { return ptr_ + size_; }
+  const T* begin() const { return ptr_; }
+  const T* end() const { return ptr_ + size_; }
+
+  // n elements, value-initialized (the old contents are dropped).
+  void resize(size_t n) { assign(n, T{}); }
+  void assign(size_t n, const T& value) {
+    allocate(n);
+    for (size_t i = 0; i < n; ++i) ptr_[i] = value;
+  }
+  template <typename It, typename = std::enable_if_t<!std::is_integral<It>::value>>
+  void assign(It first, It last) {
+    allocate(static_cast<size_t>(std::distance(first, last)));
+    for (size_t i = 0; first != last; ++first, ++i) ptr_[i] = static_cast<T>(*first);
+  }
+  void swap(Buffer& o) noexcept {
+    std::swap(ptr_, o.ptr_);
+    std::swap(size_, o.size_);
+#if !defined(__CUDACC__)
+    host_.swap(o.host_);
+#endif
+  }
+
+ private:
+  void copy_from(const T* src, size_t n) {
+    allocate(n);
+    if (n > 0) std::memcpy(static_cast<void*>(ptr_), src, n * sizeof(T));
+  }
+  void allocate(size_t n) {
+    release();
+#if defined(__CUDACC__)
+    if (n > 0) {
+      void* p = nullptr;
+      const cudaError_t e = cudaMallocManaged(&p, n * sizeof(T));
+      if (e != cudaSuccess)
+        throw Failure("cudaMallocManaged(" + std::to_string(n * sizeof(T)) + " bytes): " + cudaGetErrorName(e));
+      ptr_ = static_cast<T*>(p);
+    }
+#else
+    host_.resize(n);
+    ptr_ = host_.data();
+#endif
+    size_ = n;
+  }
+  void release() {
+#if defined(__CUDACC__)
+    if (ptr_ != nullptr) cudaFree(ptr_);
+#else
+    std::vector<T>().swap(host_);
+#endif
+    ptr_ = nullptr;
+    size_ = 0;
+  }
+
+  T* ptr_ = nullptr;
+  size_t size_ = 0;
+#if !defined(__CUDACC__)
+  std::vector<T> host_;
+#endif
+};
 
 // "file.cc:123": what the emulator prints for a call site in this file.
 inline std::string at(const char* file, int line) { return std::string(file) + ":" + std::to_string(line); }
@@ -170,9 +288,11 @@ inline int main(int argc, char** argv) {
     if (!(cond)) ::simt_test::fail(__FILE__, __LINE__, (msg)); \
   } while (0)
 
+#if !defined(__CUDACC__)
 #define EXPECT_ERROR(stmt, ...)                                                                   \
   ::simt_test::expect_error([&] { stmt; }, [&] { return std::vector<std::string>{__VA_ARGS__}; }, \
                             __FILE__, __LINE__)
+#endif
 
 #define SIMT_TEST_MAIN \
   int main(int argc, char** argv) { return ::simt_test::main(argc, argv); }

@@ -5,7 +5,9 @@
 // plus the dispatch errors and bitwise determinism of the backward. Outputs start as NaN, so anything
 // a kernel fails to write is an error. Driven by test/cuda-kernels.test.ts, which builds this program
 // and the generated translation units with g++ and runs it in every thread order and under ASan,
-// adding the shapes of test/simt-families.ts (SIMT_SHAPES).
+// adding the shapes of test/simt-families.ts (SIMT_SHAPES). The same source compiles with nvcc as a
+// real GPU program (scripts/gpu-check-kernels.sh): what the kernels touch is a simt_test::Buffer, and
+// simt_test::sync() follows the launches.
 //
 // Accuracy criterion (FlashAttention 2's, per tensor): the kernel's max error against float64 is at
 // most 2x (3x for gradients) that of a naive low-precision implementation (inputs and the rounded
@@ -123,7 +125,7 @@ DenseMaskOptions options(const Shape& s) {
 
 // Random values already representable in T, as T and as double.
 template <typename T>
-void fill(std::vector<T>& t, std::vector<double>& d, size_t n, double amp, std::mt19937& rng) {
+void fill(simt_test::Buffer<T>& t, std::vector<double>& d, size_t n, double amp, std::mt19937& rng) {
   std::uniform_real_distribution<double> u(-amp, amp);
   t.resize(n);
   d.resize(n);
@@ -184,13 +186,13 @@ void fwd_shape(const FwdEntry<DenseMask>& e, const Shape& s, unsigned seed) {
   const int D = e.head_dim;
   const Problem p = problem(s, D);
   std::mt19937 rng(seed);
-  std::vector<T> q, k, v;
+  simt_test::Buffer<T> q, k, v;
   std::vector<double> qd, kd, vd;
   fill(q, qd, static_cast<size_t>(p.B * p.Nq * p.H * D), 2.0, rng);
   fill(k, kd, static_cast<size_t>(p.B * p.Nk * p.Hkv * D), 2.0, rng);
   fill(v, vd, static_cast<size_t>(p.B * p.Nk * p.Hkv * D), 1.0, rng);
-  std::vector<T> out(static_cast<size_t>(p.B * p.Nq * p.H * D), from_f<T>(NAN));
-  std::vector<float> lse(static_cast<size_t>(p.B * p.Nq * p.H), NAN);
+  simt_test::Buffer<T> out(static_cast<size_t>(p.B * p.Nq * p.H * D), from_f<T>(NAN));
+  simt_test::Buffer<float> lse(static_cast<size_t>(p.B * p.Nq * p.H), NAN);
 
   AttentionFwdParams fp;
   fp.shape = {p.B, p.Nq, p.Nk, p.H, p.Hkv, D, D};
@@ -204,6 +206,7 @@ void fwd_shape(const FwdEntry<DenseMask>& e, const Shape& s, unsigned seed) {
   const FwdEntry<DenseMask>& sel = select_fwd(fp);
   CHECK(&sel == &e);
   e.run(fwd_args(fp), dense_mask(fp.shape, options(s)), nullptr);
+  simt_test::sync();
 
   const fmha_ref::Forward ref = fmha_ref::forward(p, qd, kd, vd);
   // Naive low-precision: a plain implementation in T rounds the probabilities before P.V and the
@@ -267,7 +270,7 @@ void fwd_entry(const FwdEntry<DenseMask>& e) {
 
 template <typename T>
 struct BwdRun {
-  std::vector<T> dq, dk, dv;
+  simt_test::Buffer<T> dq, dk, dv;
 };
 
 template <typename T>
@@ -275,23 +278,25 @@ void bwd_shape(const BwdEntry<DenseMask>& e, const Shape& s, unsigned seed, bool
   const int D = e.head_dim;
   const Problem p = problem(s, D);
   std::mt19937 rng(seed);
-  std::vector<T> q, k, v, dout;
+  simt_test::Buffer<T> q, k, v, dout;
   std::vector<double> qd, kd, vd, dod, dlsed;
   fill(q, qd, static_cast<size_t>(p.B * p.Nq * p.H * D), 2.0, rng);
   fill(k, kd, static_cast<size_t>(p.B * p.Nk * p.Hkv * D), 2.0, rng);
   fill(v, vd, static_cast<size_t>(p.B * p.Nk * p.Hkv * D), 1.0, rng);
   fill(dout, dod, static_cast<size_t>(p.B * p.Nq * p.H * D), 1.0, rng);
-  std::vector<float> dlse;
+  simt_test::Buffer<float> dlse;
   if (s.dlse) {
     std::uniform_real_distribution<double> u(-0.5, 0.5);
-    for (int64_t i = 0; i < p.B * p.Nq * p.H; ++i) dlse.push_back(static_cast<float>(u(rng)));
+    dlse.resize(static_cast<size_t>(p.B * p.Nq * p.H));
+    for (float& x : dlse) x = static_cast<float>(u(rng));
     dlsed.assign(dlse.begin(), dlse.end());
   }
   // The forward's outputs as a caller would hold them: out rounded to T, LSE in float32.
   const fmha_ref::Forward ref = fmha_ref::forward(p, qd, kd, vd);
-  std::vector<T> out(ref.out.size());
+  simt_test::Buffer<T> out(ref.out.size());
   for (size_t i = 0; i < out.size(); ++i) out[i] = from_f<T>(static_cast<float>(ref.out[i]));
-  std::vector<float> lse(ref.lse.begin(), ref.lse.end());
+  simt_test::Buffer<float> lse;
+  lse.assign(ref.lse.begin(), ref.lse.end());
 
   AttentionBwdParams bp;
   bp.shape = {p.B, p.Nq, p.Nk, p.H, p.Hkv, D, D};
@@ -314,8 +319,9 @@ void bwd_shape(const BwdEntry<DenseMask>& e, const Shape& s, unsigned seed, bool
     bp.scale = static_cast<float>(p.scale);
     const BwdEntry<DenseMask>& sel = select_bwd(bp);
     CHECK(&sel == &e);
-    std::vector<float> ws(static_cast<size_t>(bwd_workspace_floats(p.B, p.H, p.Nq)), NAN);
+    simt_test::Buffer<float> ws(static_cast<size_t>(bwd_workspace_floats(p.B, p.H, p.Nq)), NAN);
     run_bwd(e, bwd_args(bp, ws.data()), dense_mask(bp.shape, options(s)), nullptr);
+    simt_test::sync();
   }
   if (twice) {
     CHECK_MSG(std::memcmp(run[0].dq.data(), run[1].dq.data(), run[0].dq.size() * sizeof(T)) == 0 &&
@@ -358,7 +364,7 @@ void bwd_shape(const BwdEntry<DenseMask>& e, const Shape& s, unsigned seed, bool
         }
       }
   const std::string where = std::string(e.name) + ", " + s.what;
-  const auto compare = [&](const char* name, const std::vector<T>& got, const std::vector<double>& want,
+  const auto compare = [&](const char* name, const simt_test::Buffer<T>& got, const std::vector<double>& want,
                            const std::vector<double>& naive) {
     Err ek, en;
     for (size_t i = 0; i < got.size(); ++i) {

@@ -5,6 +5,8 @@
 // rows, rows where every part is -inf, with and without dLse; float32, float16, bfloat16. Outputs
 // start as NaN, so an element a kernel fails to write is an error. One case per table entry and
 // direction (`merge_<dir>_<dtype>`, as test/simt-families.ts names them), plus the dispatch errors.
+// The same source compiles with nvcc as a real GPU program (scripts/gpu-check-kernels.sh): what the
+// kernels touch is a simt_test::Buffer, and simt_test::sync() follows the launches.
 //
 // Accuracy rule (as for every kernel here): the error against float64 is at most 2x that of a naive
 // implementation in the same dtype (the formula in float32, rounded to the dtype at the end), plus a
@@ -138,8 +140,8 @@ void run_case(const Shape& s, uint32_t seed, bool backward) {
   std::normal_distribution<double> normal(0.0, 1.0);
   const int64_t n = s.rows * s.dv;
   // Inputs rounded to the dtype first: the reference sees exactly what the kernel sees.
-  std::vector<std::vector<S>> outs(s.parts, std::vector<S>(n));
-  std::vector<std::vector<float>> lses(s.parts, std::vector<float>(s.rows));
+  std::vector<simt_test::Buffer<S>> outs(s.parts, simt_test::Buffer<S>(n));
+  std::vector<simt_test::Buffer<float>> lses(s.parts, simt_test::Buffer<float>(s.rows));
   std::vector<std::vector<double>> outs64(s.parts, std::vector<double>(n)), lses64(s.parts, std::vector<double>(s.rows));
   for (int p = 0; p < s.parts; ++p) {
     for (int64_t i = 0; i < n; ++i) outs64[p][i] = H::to(outs[p][i] = H::from(normal(gen)));
@@ -151,16 +153,16 @@ void run_case(const Shape& s, uint32_t seed, bool backward) {
       lses64[p][i] = lses[p][i] = l;
     }
   }
-  std::vector<S> dout(n);
+  simt_test::Buffer<S> dout(n);
   std::vector<double> dout64(n);
   for (int64_t i = 0; i < n; ++i) dout64[i] = H::to(dout[i] = H::from(normal(gen)));
-  std::vector<float> dl(s.rows);
+  simt_test::Buffer<float> dl(s.rows);
   std::vector<double> dl64(s.rows);
   for (int64_t i = 0; i < s.rows; ++i) dl64[i] = dl[i] = float(normal(gen));
 
   const S nan = H::from(std::nan(""));
-  std::vector<S> out(n, nan);
-  std::vector<float> lse(s.rows, NAN);
+  simt_test::Buffer<S> out(n, nan);
+  simt_test::Buffer<float> lse(s.rows, NAN);
   FwdArgs f{};
   for (int p = 0; p < s.parts; ++p) {
     f.outs[p] = outs[p].data();
@@ -173,9 +175,10 @@ void run_case(const Shape& s, uint32_t seed, bool backward) {
   f.lse = lse.data();
   // the backward's case runs the forward it differentiates with the dtype's forward entry
   (backward ? select(E::kDType, s.parts, false, "mergeAttention") : entry).fwd(f, nullptr);
+  simt_test::sync();
 
-  std::vector<std::vector<S>> douts(s.parts, std::vector<S>(n, nan));
-  std::vector<std::vector<float>> dlses(s.parts, std::vector<float>(s.rows, NAN));
+  std::vector<simt_test::Buffer<S>> douts(s.parts, simt_test::Buffer<S>(n, nan));
+  std::vector<simt_test::Buffer<float>> dlses(s.parts, simt_test::Buffer<float>(s.rows, NAN));
   BwdArgs b{};
   for (int p = 0; p < s.parts; ++p) {
     b.outs[p] = outs[p].data();
@@ -190,7 +193,10 @@ void run_case(const Shape& s, uint32_t seed, bool backward) {
   b.lse = lse.data();
   b.dout = dout.data();
   b.dlse = s.dlse ? dl.data() : nullptr;
-  if (backward) entry.bwd(b, nullptr);
+  if (backward) {
+    entry.bwd(b, nullptr);
+    simt_test::sync();
+  }
 
   // The backward's reference takes the kernel's own merged output (its input), rounded as stored.
   std::vector<double> out64(n), lse64(s.rows);
