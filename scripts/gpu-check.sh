@@ -205,7 +205,7 @@ if skipped b; then
 elif [ ! -f "$KERNELS" ]; then
   record b "kernel test programs" "not available" 0 "$B_B" "$KERNELS is not in this tree"
 else
-  kargs=()
+  kargs=(--budget $((B_B - 10)))  # its own budget first, so that results.json is written before the box closes
   [ "$REHEARSE" = 1 ] && kargs+=(--rehearse)
   rc=0
   boxed "$B_B" "$WORK/logs/b-kernels.log" "$WORK/logs/b-kernels.log" bash "$KERNELS" "${kargs[@]}" "$WORK" || rc=$?
