@@ -10,7 +10,7 @@
 #   b  the kernel test programs on the GPU (scripts/gpu-check-kernels.sh, when the tree has it)
 #   c  the package end to end on cuda:0 against the CPU backend (scripts/gpu-check/e2e.mjs)
 #   d  `attnkit bench --device cuda:0 --json`
-#   e  peers on the same GPU (bench/peers/torch_attention.py, when the tree has it)
+#   e  peers on the same GPU (scripts/gpu-check/peers/torch_attention.py)
 #   f  summary.md + summary.json
 # Everything lands in $OUT (default ./gpu-check-out): at most 8 files (the device tool brings back
 # no more): summary.md, summary.json, a-info.json, b-kernels.json, c-e2e.json, d-bench.json,
@@ -196,7 +196,7 @@ else
 fi
 
 # ------------------------------------------------------------------ b: kernel test programs
-# (the interface: scripts/gpu-check-kernels.sh [--rehearse] OUTDIR builds into OUTDIR/kernels/,
+# (the interface: scripts/gpu-check-kernels.sh [--budget S] [--rehearse] OUTDIR builds into OUTDIR/kernels/,
 # writes OUTDIR/kernels/results.json and exits 0 when every program passed)
 KERNELS=${GPU_CHECK_KERNELS:-scripts/gpu-check-kernels.sh}
 t0=$(now)
@@ -244,7 +244,7 @@ fi
 
 # ------------------------------------------------------------------ e: peers (PyTorch)
 t0=$(now)
-PEERS=bench/peers/torch_attention.py
+PEERS=scripts/gpu-check/peers/torch_attention.py
 if skipped e; then
   record e "peers (PyTorch)" skipped 0 "$B_E" "--skip e"
 elif [ ! -f "$PEERS" ]; then
@@ -255,7 +255,7 @@ elif awk -v b="$B_E" 'BEGIN { exit !(b <= 0) }'; then
   record e "peers (PyTorch)" skipped 0 "$B_E" "no time budgeted (GPU_CHECK_BUDGET_E)"
 else
   rc=0
-  boxed "$B_E" "$WORK/logs/e-peers.log" "$WORK/logs/e-peers.log" python3 "$PEERS" --json "$OUT/e-peers.json" || rc=$?
+  boxed "$B_E" "$WORK/logs/e-peers.log" "$WORK/logs/e-peers.log" python3 "$PEERS" --budget $((B_E - 15)) --json "$OUT/e-peers.json" || rc=$?
   finish e "peers (PyTorch)" "$B_E" "$t0" $rc ""
 fi
 

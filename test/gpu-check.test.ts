@@ -124,7 +124,9 @@ describe.skipIf(why !== '')(`scripts/gpu-check.sh --rehearse${why ? ` (skipped: 
         { family: 'fmha', cases: [{ name: 'fmha_fwd_dense_f16_d64', ok: true, seconds: 1 }, { name: 'fmha_bwd_dense_bf16_d128', ok: false, seconds: 1 }] },
       ],
     };
-    writeFileSync(stub, `#!/usr/bin/env bash\n[ "$1" = --rehearse ] || exit 3\nmkdir -p "$2/kernels"\ncat > "$2/kernels/results.json" <<'EOF'\n${JSON.stringify(results)}\nEOF\nexit 1\n`);
+    // the interface: gpu-check-kernels.sh [--budget S] [--rehearse] OUTDIR
+    writeFileSync(stub, `#!/usr/bin/env bash\ncase " $* " in *" --rehearse "*) ;; *) exit 3;; esac\ncase " $* " in *" --budget "*) ;; *) exit 4;; esac\n` +
+      `out="\${@: -1}"\nmkdir -p "$out/kernels"\ncat > "$out/kernels/results.json" <<'EOF'\n${JSON.stringify(results)}\nEOF\nexit 1\n`);
     const r = check('kernels', ['--rehearse', '--skip', 'c,d'], { GPU_CHECK_KERNELS: stub });
     expect(r.status, r.log).toBe(1);
     expect(r.step('b')!.status).toBe('fail');
@@ -160,5 +162,17 @@ describe.skipIf(why !== '')(`scripts/gpu-check.sh --rehearse${why ? ` (skipped: 
         expect(r.step('a')!.note).toMatch(/nvidia-smi found no GPU/);
       }
     }
+  });
+  // Step e's script, where PyTorch with CUDA is absent (as here and in CI): it still writes its JSON,
+  // saying why nothing was timed (a GPU session runs the real thing).
+  const torchHere = spawnSync('python3', ['-c', 'import torch'], { encoding: 'utf8' }).status === 0;
+  it.skipIf(torchHere || spawnSync('python3', ['--version']).status !== 0)('the peers script writes its JSON and why it timed nothing, without PyTorch', () => {
+    const json = join(tmp, 'peers.json');
+    const r = spawnSync('python3', [join(root, 'scripts', 'gpu-check', 'peers', 'torch_attention.py'), '--json', json, '--budget', '5'],
+      { encoding: 'utf8', env: { ...process.env, PYTHONDONTWRITEBYTECODE: '1' } });
+    expect(r.status, `${r.stdout}${r.stderr}`).toBe(0);
+    const out = JSON.parse(readFileSync(json, 'utf8')) as { rows: unknown[]; skipped: { what: string; why: string }[] };
+    expect(out.rows).toEqual([]);
+    expect(out.skipped).toEqual([{ what: 'everything', why: expect.stringContaining('torch not importable') }]);
   });
 });
