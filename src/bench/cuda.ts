@@ -33,13 +33,13 @@ export const CUDA_DTYPES = ['bfloat16', 'float16'] as const;
 export type CudaDType = (typeof CUDA_DTYPES)[number];
 
 /**
- * Default shapes: 16k tokens per batch (B = 16384 / N) and a model width of 2048 (H = 2048 / D), the
- * FlashAttention-2 benchmark's convention, for N = 1024 ... 8192 and D = 64, 128.
+ * Default shapes: 16k tokens per batch (B = 16384 / N, at least 1) and a model width of 2048
+ * (H = 2048 / D), the FlashAttention-2 benchmark's convention, for N = 1024 ... 32768 and D = 64, 128.
  */
 export function defaultCudaShapes(quick: boolean): BenchShape[] {
-  const ns = quick ? [1024] : [1024, 2048, 4096, 8192];
+  const ns = quick ? [1024] : [1024, 2048, 4096, 8192, 16384, 32768];
   const ds = quick ? [64] : [64, 128];
-  return ds.flatMap((D) => ns.map((N) => ({ B: 16384 / N, N, H: 2048 / D, D })));
+  return ds.flatMap((D) => ns.map((N) => ({ B: Math.max(1, 16384 / N), N, H: 2048 / D, D })));
 }
 
 /**
