@@ -47,24 +47,25 @@ struct BwdArgs {
   const float* dlse;  // optional
 };
 
-// Element access per dtype: float32, or 16-bit storage converted exactly as on the CPU.
+// Element access per dtype: float32, or 16-bit storage converted exactly as on the CPU (host and
+// device: the tests round their inputs with the same functions).
 struct F32 {
   static constexpr DType kDType = DType::Float32;
   using Storage = float;
-  ATTNKIT_DEVICE static float load(const void* p, int64_t i) { return static_cast<const float*>(p)[i]; }
-  ATTNKIT_DEVICE static void store(void* p, int64_t i, float v) { static_cast<float*>(p)[i] = v; }
+  ATTNKIT_HD static float load(const void* p, int64_t i) { return static_cast<const float*>(p)[i]; }
+  ATTNKIT_HD static void store(void* p, int64_t i, float v) { static_cast<float*>(p)[i] = v; }
 };
 struct F16 {
   static constexpr DType kDType = DType::Float16;
   using Storage = uint16_t;
-  ATTNKIT_DEVICE static float load(const void* p, int64_t i) { return f16_to_f32(static_cast<const uint16_t*>(p)[i]); }
-  ATTNKIT_DEVICE static void store(void* p, int64_t i, float v) { static_cast<uint16_t*>(p)[i] = f32_to_f16(v); }
+  ATTNKIT_HD static float load(const void* p, int64_t i) { return f16_to_f32(static_cast<const uint16_t*>(p)[i]); }
+  ATTNKIT_HD static void store(void* p, int64_t i, float v) { static_cast<uint16_t*>(p)[i] = f32_to_f16(v); }
 };
 struct BF16 {
   static constexpr DType kDType = DType::BFloat16;
   using Storage = uint16_t;
-  ATTNKIT_DEVICE static float load(const void* p, int64_t i) { return bf16_to_f32(static_cast<const uint16_t*>(p)[i]); }
-  ATTNKIT_DEVICE static void store(void* p, int64_t i, float v) { static_cast<uint16_t*>(p)[i] = f32_to_bf16(v); }
+  ATTNKIT_HD static float load(const void* p, int64_t i) { return bf16_to_f32(static_cast<const uint16_t*>(p)[i]); }
+  ATTNKIT_HD static void store(void* p, int64_t i, float v) { static_cast<uint16_t*>(p)[i] = f32_to_bf16(v); }
 };
 
 ATTNKIT_DEVICE float warp_sum(float x) {

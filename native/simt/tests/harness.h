@@ -18,6 +18,7 @@
 #include <cstring>
 #include <iterator>
 #include <stdexcept>
+#include <map>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -56,6 +57,33 @@ struct Failure : std::runtime_error {
 inline void note(const std::string& key, const std::string& value) {
   std::printf("note %s=%s\n", key.c_str(), value.c_str());
   std::fflush(stdout);
+}
+
+// The kernel programs' report to their driver: per tensor of the running case, the worst error
+// against the reference and the worst ratio to the naive low-precision error. record_error keeps
+// them; flush_error_notes prints them as "note max_err_<tensor>" / "note naive_ratio_<tensor>" lines
+// (what test/cuda-kernels.test.ts aggregates) and starts the next case afresh.
+struct ErrorSummary {
+  double err = 0, ratio = 0;
+};
+inline std::map<std::string, ErrorSummary>& error_summary() {
+  static std::map<std::string, ErrorSummary> m;
+  return m;
+}
+inline void record_error(const std::string& tensor, double err, double naive) {
+  ErrorSummary& s = error_summary()[tensor];
+  s.err = std::max(s.err, err);
+  if (naive > 0) s.ratio = std::max(s.ratio, err / naive);
+}
+inline void flush_error_notes() {
+  for (const auto& [key, s] : error_summary()) {
+    char v[64];
+    std::snprintf(v, sizeof v, "%.3g", s.err);
+    note("max_err_" + key, v);
+    std::snprintf(v, sizeof v, "%.3g", s.ratio);
+    note("naive_ratio_" + key, v);
+  }
+  error_summary().clear();
 }
 
 #if !defined(__CUDACC__)

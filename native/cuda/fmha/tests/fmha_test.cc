@@ -145,38 +145,15 @@ struct Err {
   }
 };
 
-// Per (tensor, dtype): the worst kernel error and the worst ratio to the naive baseline (notes).
-struct Summary {
-  double err = 0, ratio = 0;
-};
-std::map<std::string, Summary>& summary() {  // of the running case
-  static std::map<std::string, Summary> m;
-  return m;
-}
-
 void judge(const std::string& tensor, const std::string& where, const Err& kernel, const Err& naive, double factor) {
   // The floor covers exact cases (a one-token row reproduces v; a gradient that vanishes in exact
   // arithmetic), where the naive error is 0 and float32 sums still leave ~1e-7.
   const double bound = factor * naive.err + 1e-5 * std::max(kernel.mag, 1.0);
-  Summary& s = summary()[tensor];
-  s.err = std::max(s.err, kernel.err);
-  s.ratio = std::max(s.ratio, naive.err > 0 ? kernel.err / naive.err : 0.0);
+  simt_test::record_error(tensor, kernel.err, naive.err);
   char msg[512];
   std::snprintf(msg, sizeof msg, "%s: %s error %.3g exceeds %.3g (naive low-precision error %.3g, max |ref| %.3g)",
                 where.c_str(), tensor.c_str(), kernel.err, bound, naive.err, kernel.mag);
   CHECK_MSG(kernel.err <= bound, msg);
-}
-
-// Notes for the driver: per tensor of this case, the worst error and the worst ratio to the naive one.
-void flush_notes() {
-  for (const auto& [key, s] : summary()) {
-    char v[64];
-    std::snprintf(v, sizeof v, "%.3g", s.err);
-    simt_test::note("max_err_" + key, v);
-    std::snprintf(v, sizeof v, "%.3g", s.ratio);
-    simt_test::note("naive_ratio_" + key, v);
-  }
-  summary().clear();
 }
 
 // ---- forward
@@ -263,7 +240,7 @@ void fwd_entry(const FwdEntry<DenseMask>& e) {
   const std::vector<Shape> extra = driver_shapes("fwd");
   for (const Shape& s : extra) fwd_shape<T>(e, s, seed++);
   simt_test::note("driver_shapes", std::to_string(extra.size()));
-  flush_notes();
+  simt_test::flush_error_notes();
 }
 
 // ---- backward
@@ -385,7 +362,7 @@ void bwd_entry(const BwdEntry<DenseMask>& e) {
   const std::vector<Shape> extra = driver_shapes("bwd");
   for (const Shape& s : extra) bwd_shape<T>(e, s, seed++);
   simt_test::note("driver_shapes", std::to_string(extra.size()));
-  flush_notes();
+  simt_test::flush_error_notes();
 }
 
 // ---- one registered case per table entry

@@ -30,28 +30,17 @@ using namespace attnkit::cuda::merge;
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
+// Storage and exact rounding of one element type on the host: the kernels' own conversions.
 template <typename E>
-struct Host;  // storage and exact rounding of one element type on the host
-template <>
-struct Host<F32> {
-  using S = float;
-  static S from(double x) { return float(x); }
-  static double to(S s) { return s; }
-  static const char* name() { return "f32"; }
-};
-template <>
-struct Host<F16> {
-  using S = uint16_t;
-  static S from(double x) { return f32_to_f16(float(x)); }
-  static double to(S s) { return f16_to_f32(s); }
-  static const char* name() { return "f16"; }
-};
-template <>
-struct Host<BF16> {
-  using S = uint16_t;
-  static S from(double x) { return f32_to_bf16(float(x)); }
-  static double to(S s) { return bf16_to_f32(s); }
-  static const char* name() { return "bf16"; }
+struct Host {
+  using S = typename E::Storage;
+  static S from(double x) {
+    S s;
+    E::store(&s, 0, float(x));
+    return s;
+  }
+  static double to(S s) { return E::load(&s, 0); }
+  static const char* name() { return E::kDType == DType::Float32 ? "f32" : E::kDType == DType::Float16 ? "f16" : "bf16"; }
 };
 
 struct Shape {
@@ -111,24 +100,10 @@ double max_err(const std::vector<double>& got, const std::vector<double>& want) 
   return m;
 }
 
-// Per tensor of a case: the worst error and the worst ratio to the naive one (notes for the driver).
-struct Worst {
-  double err = 0, ratio = 0;
-};
-std::map<std::string, Worst>& worst() {
-  static std::map<std::string, Worst> w;
-  return w;
-}
+// Notes for the driver: no added shapes, and per tensor the worst error and ratio (harness.h).
 void flush_notes() {
   simt_test::note("driver_shapes", "0");  // the driver adds no shapes for this family
-  for (const auto& [key, w] : worst()) {
-    char v[64];
-    std::snprintf(v, sizeof v, "%.3g", w.err);
-    simt_test::note("max_err_" + key, v);
-    std::snprintf(v, sizeof v, "%.3g", w.ratio);
-    simt_test::note("naive_ratio_" + key, v);
-  }
-  worst().clear();
+  simt_test::flush_error_notes();
 }
 
 template <typename E>
@@ -221,9 +196,7 @@ void run_case(const Shape& s, uint32_t seed, bool backward) {
       if (std::isfinite(x)) scale = std::max(scale, std::fabs(x));
     const double err = max_err(got, want), naive = naive_err(want, to_dtype);
     const double bound = 2 * naive + 4e-6 * scale;
-    Worst& w = worst()[what];
-    w.err = std::max(w.err, err);
-    if (naive > 0) w.ratio = std::max(w.ratio, err / naive);
+    simt_test::record_error(what, err, naive);
     char msg[256];
     std::snprintf(msg, sizeof msg, "%s %s rows=%lld dv=%lld parts=%d: error %.3g > bound %.3g (naive %.3g)", H::name(),
                   what, (long long)s.rows, (long long)s.dv, s.parts, err, bound, naive);
