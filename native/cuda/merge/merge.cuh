@@ -86,15 +86,23 @@ __global__ void __launch_bounds__(32 * kWarps) merge_fwd_kernel(const FwdArgs a)
     if (lane == 0) a.lse[r] = kNegInf;
     return;
   }
+  // The weights once per row, in registers: the loops over parts are unrolled to kMaxParts, so every
+  // index is a constant (no local memory; the gate checks it).
+  float w[kMaxParts];
   float total = 0.f;
-  for (int i = 0; i < a.parts; ++i) total += expf(a.lses[i][r] - mx);
+#pragma unroll
+  for (int i = 0; i < kMaxParts; ++i) {
+    w[i] = i < a.parts ? expf(a.lses[i][r] - mx) : 0.f;
+    total += w[i];
+  }
   const float inv = 1.f / total;
+#pragma unroll
+  for (int i = 0; i < kMaxParts; ++i) w[i] *= inv;
   for (int64_t e = lane; e < a.dv; e += 32) {
     float acc = 0.f;
-    for (int i = 0; i < a.parts; ++i) {
-      const float w = expf(a.lses[i][r] - mx) * inv;
-      if (w != 0.f) acc += w * E::load(a.outs[i], base + e);
-    }
+#pragma unroll
+    for (int i = 0; i < kMaxParts; ++i)
+      if (w[i] != 0.f) acc += w[i] * E::load(a.outs[i], base + e);
     E::store(a.out, base + e, acc);
   }
   if (lane == 0) a.lse[r] = mx + logf(total);
