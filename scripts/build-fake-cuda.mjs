@@ -37,6 +37,13 @@ function files(dir, ext) {
   return existsSync(dir) ? readdirSync(dir).filter((f) => ext.test(f)).sort().map((f) => join(dir, f)) : [];
 }
 
+/** Files under dir and its subfolders whose name matches ext, in a stable order. */
+function tree(dir, ext) {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1)).flatMap((e) =>
+    e.isDirectory() ? tree(join(dir, e.name), ext) : ext.test(e.name) ? [join(dir, e.name)] : []);
+}
+
 function cudaInclude() {
   return [process.env.CUDA_PATH, process.env.CUDA_HOME, '/usr/local/cuda']
     .filter(Boolean)
@@ -127,10 +134,7 @@ function digestOf(list) {
   for (const u of list) h.update(u.src).update(u.args.join(' '));
   const inputs = [
     ...files(FAKE, /\.(cc|h)$/),
-    ...files(CUDA, /\.(cu|cuh|h)$/),
-    ...files(join(CUDA, 'fmha'), /\.(cu|cuh|h)$/),
-    ...files(join(CUDA, 'fmha', 'generated'), /\.(cu|h)$/),
-    ...otherFamilies().flatMap((f) => [...files(join(root, f.dir), /\.(cu|cuh|h)$/), ...files(join(root, f.dir, 'generated'), /\.(cu|h)$/)]),
+    ...tree(CUDA, /\.(cu|cuh|h)$/),  // with fmha/, its generated units and any later family
     ...files(join(root, 'native', 'simt'), /\.(cc|h|S)$/),
     ...files(join(root, 'native', 'include', 'attnkit'), /\.h$/),
     ...files(join(root, 'native', 'runtime'), /\.h$/),
