@@ -171,6 +171,7 @@ export interface NativeBinding {
     out: NativeStorage,
     finalState: NativeStorage | null,
     p: LinearParams,
+    gate?: NativeStorage | null,
   ): void;
   linearBackward(
     stream: NativeStream,
@@ -185,6 +186,8 @@ export interface NativeBinding {
     dv: NativeStorage,
     dInitialState: NativeStorage | null,
     p: LinearParams,
+    gate?: NativeStorage | null,
+    dGate?: NativeStorage | null,
   ): void;
   /** One decode step (p.N = 1); `state` may be null (zero), `newState` must be a fresh tensor. */
   linearStep(
@@ -196,6 +199,7 @@ export interface NativeBinding {
     out: NativeStorage,
     newState: NativeStorage,
     p: LinearParams,
+    gate?: NativeStorage | null,
   ): void;
   /** Neighborhood attention (src/ops/neighborhood.ts); `p`: sizes, per-axis options, tile. */
   naForward(s: NativeStream, q: NativeStorage, k: NativeStorage, v: NativeStorage, out: NativeStorage, lse: NativeStorage, p: object): void;

@@ -20,8 +20,10 @@ import { gaussian, maxAbs, maxAbsErr, sliceSeq, worst, type SeqShape } from './h
 
 interface RefCase extends SeqShape {
   name: string;
-  opts: Omit<LinearRefOptions, 'initialState'>;
+  opts: Omit<LinearRefOptions, 'initialState' | 'gate'>;
   init: boolean;
+  /** a random per-token gate [B, N, H] in [-(1 + spread), -0.01] x scale, or none */
+  gate?: { scale: number };
 }
 
 const CASES: RefCase[] = [
@@ -33,7 +35,18 @@ const CASES: RefCase[] = [
   { name: 'non-causal', B: 2, N: 5, H: 2, Hkv: 2, D: 3, Dv: 2, opts: { causal: false }, init: true },
   { name: 'non-causal, normalize, elu1, MQA', B: 1, N: 6, H: 3, Hkv: 1, D: 2, Dv: 3, opts: { causal: false, normalize: true, featureMap: 'elu1' }, init: true },
   { name: 'N = 1', B: 1, N: 1, H: 1, Hkv: 1, D: 2, Dv: 2, opts: { decay: 0.7 }, init: true },
+  { name: 'gate', B: 1, N: 7, H: 2, Hkv: 2, D: 3, Dv: 2, opts: {}, init: true, gate: { scale: 0.5 } },
+  { name: 'gate and per-head decay, GQA, normalize, elu1', B: 2, N: 6, H: 2, Hkv: 1, D: 2, Dv: 3, opts: { decay: [0.9, 1], normalize: true, featureMap: 'elu1' }, init: true, gate: { scale: 0.3 } },
+  { name: 'gate near 0, no initial state', B: 1, N: 8, H: 1, Hkv: 1, D: 3, Dv: 3, opts: {}, init: false, gate: { scale: 1e-3 } },
+  { name: 'very negative gate (about -30)', B: 1, N: 6, H: 2, Hkv: 1, D: 2, Dv: 2, opts: { decay: 0.8 }, init: true, gate: { scale: 30 } },
 ];
+
+/** The case's gate [B, N, H]: every value in [-(1 + |z|), -0.01] x scale, so g <= 0 with room for a finite difference. */
+function gateOf(c: RefCase, seed: number): Float64Array | undefined {
+  if (!c.gate) return undefined;
+  const scale = c.gate.scale;
+  return gaussian(c.B * c.N * c.H, seed).map((z) => -scale * Math.min(1 + Math.abs(z), Math.max(0.01, Math.abs(z))));
+}
 
 function problem(c: RefCase, seed: number): LinearRefProblem {
   return {
@@ -77,7 +90,7 @@ describe('closed form vs recurrent form', () => {
   for (const [ci, c] of CASES.entries())
     it(c.name, () => {
       const p = problem(c, 100 * ci + 1);
-      const opts: LinearRefOptions = { ...c.opts, initialState: initialState(c, 100 * ci + 7) };
+      const opts: LinearRefOptions = { ...c.opts, initialState: initialState(c, 100 * ci + 7), gate: gateOf(c, 100 * ci + 6) };
       const a = referenceLinearAttention(p, opts);
       const b = referenceLinearAttentionRecurrent(p, opts);
       closeTo(a.out, b.out, 1e-12, 'out');
@@ -90,6 +103,7 @@ describe('closed form vs recurrent form', () => {
       closeTo(ga.dk, gb.dk, 1e-12, 'dk');
       closeTo(ga.dv, gb.dv, 1e-12, 'dv');
       closeTo(ga.dInitialState, gb.dInitialState, 1e-12, 'dInitialState');
+      closeTo(ga.dGate, gb.dGate, 1e-12, 'dGate');
     });
 });
 
@@ -98,23 +112,31 @@ describe('closed-form gradients vs central finite differences', () => {
     it(c.name, () => {
       const p = problem(c, 100 * ci + 1);
       const s0 = initialState(c, 100 * ci + 7) ?? new Float64Array(c.B * c.H * c.D * stateCols(c));
-      const opts: LinearRefOptions = { ...c.opts, initialState: s0 };
+      // without a gate, dGate is the gradient at g = 0: check it through an explicit zero gate
+      // (causal only: non-causal attention has no gate)
+      const causal = c.opts.causal ?? true;
+      const gate = gateOf(c, 100 * ci + 6) ?? new Float64Array(c.B * c.N * c.H);
+      const opts: LinearRefOptions = { ...c.opts, initialState: s0, gate: causal ? gate : undefined };
       const dOut = gaussian(c.B * c.N * c.H * c.Dv, 100 * ci + 8);
       const dST = gaussian(c.B * c.H * c.D * stateCols(c), 100 * ci + 9);
       const g = referenceLinearAttentionBackward(p, dOut, dST, opts);
       const h = 1e-6;
       const check = (name: string, arr: Float64Array, grad: Float64Array, rebuild: (a: Float64Array) => [LinearRefProblem, LinearRefOptions]) => {
+        expect(grad.length).toBe(arr.length);
         for (let i = 0; i < arr.length; i++) {
           // relu has a kink at 0: a difference across it is not a derivative
           if (c.opts.featureMap === 'relu' && (name === 'q' || name === 'k') && Math.abs(arr[i]!) < 1e-3) continue;
           const x = arr[i]!;
-          arr[i] = x + h;
+          // a gate of 0 is the end of its domain (g <= 0): a one-sided difference there
+          const oneSided = name === 'gate' && x + h > 0;
+          arr[i] = oneSided ? x : x + h;
           const lp = loss(...rebuild(arr), dOut, dST);
           arr[i] = x - h;
           const lm = loss(...rebuild(arr), dOut, dST);
           arr[i] = x;
-          const fd = (lp - lm) / (2 * h);
-          expect(Math.abs(fd - grad[i]!), `d${name}[${i}]: fd ${fd} vs analytic ${grad[i]}`).toBeLessThanOrEqual(1e-6 * Math.max(1, Math.abs(fd)));
+          const fd = (lp - lm) / (oneSided ? h : 2 * h);
+          const tol = (oneSided ? 1e-4 : 1e-6) * Math.max(1, Math.abs(fd));
+          expect(Math.abs(fd - grad[i]!), `d${name}[${i}]: fd ${fd} vs analytic ${grad[i]}`).toBeLessThanOrEqual(tol);
         }
       };
       const q = Float64Array.from(p.q);
@@ -124,6 +146,8 @@ describe('closed-form gradients vs central finite differences', () => {
       check('k', k, g.dk, (a) => [{ ...p, k: a }, opts]);
       check('v', v, g.dv, (a) => [{ ...p, v: a }, opts]);
       check('initialState', s0, g.dInitialState, (a) => [p, { ...opts, initialState: a }]);
+      if (causal) check('gate', gate, g.dGate, (a) => [p, { ...opts, gate: a }]);
+      else expect(g.dGate.every((x) => x === 0)).toBe(true);
     });
 });
 

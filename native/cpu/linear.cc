@@ -13,6 +13,7 @@ void forward_impl(const LinearFwdParams& p) {
   ThreadPool& pool = ThreadPool::instance();
   const LinearShape& s = p.shape;
   const int64_t B = s.B, N = s.N, H = s.H, Hkv = s.Hkv, D = s.D, Dv = s.Dv, Ds = s.state_cols();
+  check_gate(p.opt.gate, B, N, H, false, kFwdOp);
   const bool norm = s.normalize, causal = p.opt.causal;
   const int64_t group = H / Hkv, nch = ceil_div(N, C);
   const FeatureMap fm = p.opt.feature_map;
@@ -45,16 +46,17 @@ void forward_impl(const LinearFwdParams& p) {
     float* M = cv.take(C * C);    // [C x C] decay matrix
     float* Hs = cv.take(D * Wp);  // [D x Wp] running state
     float* orow = cv.take(Wp);
-    const Powers pw(causal ? p.opt.decay[h] : 1.0);
-    if (causal) decay_matrix(pw, false, M);
+    // non-causal: no decay and no gate (both refused above the kernel)
+    ChunkDecay dec(causal ? p.opt.decay[h] : 1.0, causal ? gate_of(p.opt.gate, b, h, N, H) : nullptr,
+                   H, false, M);
     load_state(p.state_in, bh, D, Dv, Ds, tile, Hs, Wp);
 
     auto load_keys = [&](int64_t n0, int64_t n) {
       load_features(p.k, p.dtype, b, n0, n, hk, N, Hkv, D, fm, 1.f, nullptr, Kr, D, D);
       transpose(Kr, D, n, D, KT, C);
-      if (!pw.one)
+      if (!dec.one())
         for (int64_t d = 0; d < D; ++d)
-          for (int64_t j = 0; j < n; ++j) KTd[d * C + j] = KT[d * C + j] * pw.pw[n - 1 - j];
+          for (int64_t j = 0; j < n; ++j) KTd[d * C + j] = KT[d * C + j] * dec.k[j];
       load_values(p.v, p.dtype, b, n0, n, hk, N, Hkv, Dv, tile, Vt, Wp);
     };
     // O rows -> out (normalize: divide by the key-sum column plus eps)
@@ -86,20 +88,21 @@ void forward_impl(const LinearFwdParams& p) {
     if (causal) {
       for (int64_t c = 0; c < nch; ++c) {
         const int64_t n0 = c * C, n = std::min(C, N - n0);
+        dec.chunk(kern, n0, n, A);
         load_features(p.q, p.dtype, b, n0, n, h, N, H, D, fm, p.opt.scale, nullptr, Qt, D, D);
         load_keys(n0, n);
         prefetch(c + 1, true, true);
         // O = Lq (Q~ H)
         pf.advance(C / 2);
         kern.gemm_f32(n, Wp, D, Qt, D, Hs, Wp, O, Wp, false);
-        if (!pw.one) scale_rows(O, Wp, n, Wp, pw.pw + 1);
+        if (!dec.one()) scale_rows(O, Wp, n, Wp, dec.q);
         // O += ((Q~ K~^T) . M) V' (8 GEMMs: C / 4 rows prefetched before each)
         masked_product(kern, false, n, D, Qt, D, KT, M, A, Vt, Wp, Wp, O, Wp, &pf, C / 4);
         store_out(n0, n);
         // H = lambda^n H + (Lk K~)^T V'
-        if (!pw.one) scale_all(Hs, D * Wp, pw.pw[n]);
+        if (!dec.one()) scale_all(Hs, D * Wp, dec.last);
         pf.advance(C / 2);
-        kern.gemm_f32(D, Wp, n, pw.one ? KT : KTd, C, Vt, Wp, Hs, Wp, true);
+        kern.gemm_f32(D, Wp, n, dec.one() ? KT : KTd, C, Vt, Wp, Hs, Wp, true);
       }
     } else {
       // S = S0 + K~^T V', then O = Q~ S.
@@ -127,10 +130,12 @@ void forward_impl(const LinearFwdParams& p) {
 
 void linear_forward(const LinearFwdParams& p) { forward_impl(p); }
 
-// One token: S' = lambda S + phi(k) [v, 1]^T, out = scale phi(q)^T S' (/ (den + eps)).
+// One token: S' = a S + phi(k) [v, 1]^T with a = lambda exp(g) (the gate g: [B, H]),
+// out = scale phi(q)^T S' (/ (den + eps)).
 void linear_step(const LinearStepParams& p) {
   const LinearShape& s = p.shape;
   const int64_t B = s.B, H = s.H, Hkv = s.Hkv, D = s.D, Dv = s.Dv, Ds = s.state_cols();
+  check_gate(p.opt.gate, B, 1, H, true, "linearAttentionStep");
   const int64_t group = H / Hkv;
   const bool norm = s.normalize;
   ThreadPool::instance().parallel_for(B * H, [&](int64_t bh, int) {
@@ -143,7 +148,9 @@ void linear_step(const LinearStepParams& p) {
     if (norm) v[size_t(Dv)] = 1.f;
     feature(p.opt.feature_map, q.data(), D);
     feature(p.opt.feature_map, k.data(), D);
-    const float lambda = float(p.opt.decay[h]);
+    // the chunked path's factor for one token (its q[0]), flushed below 1e-30 the same way
+    const double a = p.opt.decay[h] * (p.opt.gate ? std::exp(double(p.opt.gate[bh])) : 1.0);
+    const float lambda = a < 1e-30 ? 0.f : float(a);
     for (int64_t d = 0; d < D; ++d) {
       const float* in = p.state_in ? p.state_in + (bh * D + d) * Ds : nullptr;
       float* out = p.state_out + (bh * D + d) * Ds;

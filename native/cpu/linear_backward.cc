@@ -1,5 +1,15 @@
 // CPU linear attention, backward: a forward scan for dq and a reverse state-gradient scan for dk,
 // dv and dS0 (the math: docs/linear.md; the shared pieces and the notation: linear_chunk.h).
+// With a gate, the scans also leave the gradient of the cumulative log decay L_t per token,
+//   dL_t = q~_t . dQ~_t - k~_t . dK~_t (+ <dS_T, S_T> at the last token),
+// and the gate's gradient is its sum from the end, dg_r = sum_{t >= r} dL_t (docs/linear.md).
+// Every pair (query t, key s) adds its term at t and subtracts it at s, so the pairs with weight 1
+// (t = s, and the last token with dS_T) cancel exactly; they are left out rather than cancelled in
+// float32, where the rounding of a term of size 1 would swamp a gradient of size exp(-30) (the
+// test with gates of -30). So the dq scan adds q~_t . (the inter-chunk part of dQ~_t), the row
+// sums minus the column sums of P = (Q~ K~^T) . dA below the diagonal (dA = (dO' V'^T) . M), and
+// <dS_T, a_{N-1} S_{N-2}> at the last token; the dk scan subtracts k~_t . (the inter-chunk part
+// of dK~_t), except at the last token.
 #include "linear_chunk.h"
 
 namespace attnkit::cpu {
@@ -51,6 +61,8 @@ void backward_impl(const LinearBwdParams& p) {
   const bool norm = s.normalize, causal = p.opt.causal;
   const int64_t group = H / Hkv, nch = ceil_div(N, C);
   const int64_t D16 = round_up(D, 16), Dp = round_up(Ds, 16);
+  check_gate(p.opt.gate, B, N, H, false, kBwdOp);
+  const bool gated = p.opt.gate != nullptr && causal;
   const FeatureMap fm = p.opt.feature_map;
   const float scale = p.opt.scale, eps = p.opt.eps;
   const Tile full{0, Dv, norm};
@@ -63,6 +75,9 @@ void backward_impl(const LinearBwdParams& p) {
   // GQA: dk/dv per query head in float32, summed over each group at the end
   Scratch<float> dKh(group > 1 ? size_t(B * N * H * D) : 0, kBwdOp);
   Scratch<float> dVh(group > 1 ? size_t(B * N * H * Dv) : 0, kBwdOp);
+  // gate: per (b, h, token) the dq scan's and the dk scan's parts of dL (above), [B, H, N]
+  Scratch<float> gq(gated ? size_t(B * H * N) : 0, kBwdOp);
+  Scratch<float> gk(gated ? size_t(B * H * N) : 0, kBwdOp);
 
   auto load_dout = [&](const BwdBuffers& w, int64_t b, int64_t h, int64_t n0, int64_t n) {
     load_rows(p.dout, p.dtype, b, n0, n, h, N, H, Dv, 0, Dv, w.dO, Dp, Dp);
@@ -138,45 +153,76 @@ void backward_impl(const LinearBwdParams& p) {
     if (dout) pf.add(p.dout, p.dtype, b, n0, n, h, N, H, Dv, 0, Dv);
   };
 
+  // The intra-chunk pairs of the gate gradient: g[i] += sum_{j<i} P_ij - sum_{t>i} P_ti with
+  // P = (Q~ K~^T) . dA, dA = (dO' V'^T) . M as masked_product left it in w.dA (its causal strips).
+  // The scores go to w.A, free at this point; the diagonal is left out (it cancels).
+  auto gate_pairs = [&](const BwdBuffers& w, int64_t n, float* g) {
+    double rs[C] = {}, cs[C] = {};
+    for (int64_t r0 = 0; r0 < n; r0 += S) {
+      const int64_t rows = std::min(S, n - r0), c1 = std::min(n, r0 + S);
+      kern.gemm_f32(rows, round_up(c1, 16), D, w.Qt + r0 * D16, D16, w.KT, C, w.A + r0 * C, C, false);
+      for (int64_t i = r0; i < r0 + rows; ++i)
+        for (int64_t j = 0; j < i; ++j) {
+          const double x = double(w.A[i * C + j]) * double(w.dA[i * C + j]);
+          rs[i] += x;
+          cs[j] += x;
+        }
+    }
+    for (int64_t i = 0; i < n; ++i) g[i] += float(rs[i] - cs[i]);
+  };
+
   // Causal pass 1 (forward scan over chunks with the running state H): dq, and u, g for normalize.
   //   dQ~ = Lq (dO' H^T) + ((dO' V'^T) . M) K~
   auto causal_dq = [&](int64_t bh, const BwdBuffers& w) {
     const int64_t b = bh / H, h = bh % H;
-    const Powers pw(p.opt.decay[h]);
-    decay_matrix(pw, false, w.M);
+    ChunkDecay dec(p.opt.decay[h], gate_of(p.opt.gate, b, h, N, H), H, false, w.M);
     load_state(p.state_in, bh, D, Dv, Ds, full, w.Hs, Dp);
     RowPrefetcher pf;
     for (int64_t c = 0; c < nch; ++c) {
       const int64_t n0 = c * C, n = std::min(C, N - n0);
+      dec.chunk(kern, n0, n, w.dA);
       load_chunk(w, b, h, n0, n);
       load_dout(w, b, h, n0, n);
       prefetch_chunk(pf, b, h, c + 1, true, true, true);
       transpose(w.Kr, D16, n, D, w.KT, C);
       const float* KTd = w.KT;
-      if (!pw.one) {
+      if (!dec.one()) {
         for (int64_t d = 0; d < D; ++d)
-          for (int64_t j = 0; j < n; ++j) w.KTd[d * C + j] = w.KT[d * C + j] * pw.pw[n - 1 - j];
+          for (int64_t j = 0; j < n; ++j) w.KTd[d * C + j] = w.KT[d * C + j] * dec.k[j];
         KTd = w.KTd;
       }
       transpose(w.Vt, Dp, n, Ds, w.VT, C);
       if (norm) {  // recompute O' = Lq (Q~ H) + ((Q~ K~^T) . M) V'
         kern.gemm_f32(n, Dp, D, w.Qt, D16, w.Hs, Dp, w.O, Dp, false);
-        if (!pw.one) scale_rows(w.O, Dp, n, Dp, pw.pw + 1);
+        if (!dec.one()) scale_rows(w.O, Dp, n, Dp, dec.q);
         masked_product(kern, false, n, D, w.Qt, D16, w.KT, w.M, w.A, w.Vt, Dp, Dp, w.O, Dp);
         normalize_from_output(w, bh, n0, n);
       }
       transpose(w.Hs, Dp, D, Ds, w.HT, D16);
       pf.advance(C);
       kern.gemm_f32(n, D16, Ds, w.dO, Dp, w.HT, D16, w.dQ, D16, false);
-      if (!pw.one) scale_rows(w.dQ, D16, n, D16, pw.pw + 1);
+      if (!dec.one()) scale_rows(w.dQ, D16, n, D16, dec.q);
+      float* g = gated ? gq.get() + bh * N + n0 : nullptr;
+      if (g)  // q~ . (inter-chunk part of dQ~)
+        for (int64_t i = 0; i < n; ++i) g[i] = dot_f32(w.Qt + i * D16, w.dQ + i * D16, D);
       masked_product(kern, false, n, Ds, w.dO, Dp, w.VT, w.M, w.dA, w.Kr, D16, D16, w.dQ, D16, &pf,
                      C / 4);
+      if (g) gate_pairs(w, n, g);
       store_dq(w, b, h, n0, n);
-      if (c + 1 < nch) {
-        if (!pw.one) scale_all(w.Hs, D * Dp, pw.pw[n]);
+      const bool last = c + 1 == nch;
+      if (!last || (gated && p.dstate_out)) {
+        // after the last chunk: a_{N-1} S_{N-2} (the last token's k v^T left out, see above)
+        const int64_t rows = last ? n - 1 : n;
+        if (!dec.one()) scale_all(w.Hs, D * Dp, dec.last);
         pf.advance(C);
-        kern.gemm_f32(D, Dp, n, KTd, C, w.Vt, Dp, w.Hs, Dp, true);
+        if (rows > 0) kern.gemm_f32(D, Dp, rows, KTd, C, w.Vt, Dp, w.Hs, Dp, true);
       }
+    }
+    if (gated && p.dstate_out && N > 0) {
+      float fin = 0.f;
+      for (int64_t d = 0; d < D; ++d)
+        fin += dot_f32(w.Hs + d * Dp, p.dstate_out + (bh * D + d) * Ds, Ds);
+      gq[size_t(bh * N + N - 1)] += fin;
     }
   };
 
@@ -185,20 +231,20 @@ void backward_impl(const LinearBwdParams& p) {
   //   dH  = lambda^n dH + (Lq Q~)^T dO'
   auto causal_dkv = [&](int64_t bh, const BwdBuffers& w) {
     const int64_t b = bh / H, h = bh % H;
-    const Powers pw(p.opt.decay[h]);
-    decay_matrix(pw, true, w.MT);
+    ChunkDecay dec(p.opt.decay[h], gate_of(p.opt.gate, b, h, N, H), H, true, w.MT);
     float* dH = w.Hs;
     load_state(p.dstate_out, bh, D, Dv, Ds, full, dH, Dp);
     RowPrefetcher pf;
     for (int64_t c = nch - 1; c >= 0; --c) {
       const int64_t n0 = c * C, n = std::min(C, N - n0);
+      dec.chunk(kern, n0, n, w.dA);
       load_chunk(w, b, h, n0, n);
       prefetch_chunk(pf, b, h, c - 1, true, true, true);
       transpose(w.Qt, D16, n, D, w.QT, C);
       const float* QTd = w.QT;
-      if (!pw.one) {
+      if (!dec.one()) {
         for (int64_t d = 0; d < D; ++d)
-          for (int64_t i = 0; i < n; ++i) w.QTd[d * C + i] = w.QT[d * C + i] * pw.pw[i + 1];
+          for (int64_t i = 0; i < n; ++i) w.QTd[d * C + i] = w.QT[d * C + i] * dec.q[i];
         QTd = w.QTd;
       }
       load_dout(w, b, h, n0, n);
@@ -208,16 +254,21 @@ void backward_impl(const LinearBwdParams& p) {
       transpose(dH, Dp, D, Ds, w.HT, D16);
       pf.advance(C / 2);
       kern.gemm_f32(n, D16, Ds, w.Vt, Dp, w.HT, D16, w.dK, D16, false);
-      if (!pw.one) scale_rows_lk(w.dK, D16, n, D16, pw.pw);
+      if (!dec.one()) scale_rows(w.dK, D16, n, D16, dec.k);
+      if (gated) {  // k~ . (inter-chunk part of dK~); the last token's pair with dS_T is left out
+        float* g = gk.get() + bh * N + n0;
+        for (int64_t j = 0; j < n; ++j) g[j] = dot_f32(w.Kr + j * D16, w.dK + j * D16, D);
+        if (c + 1 == nch) g[n - 1] = 0.f;
+      }
       masked_product(kern, true, n, Ds, w.Vt, Dp, w.dOT, w.MT, w.dA, w.Qt, D16, D16, w.dK, D16, &pf,
                      C / 8);
       // dV' = Lk (K~ dH) + A^T dO' with A^T = (K~ Q~^T) . M^T
       pf.advance(C / 2);
       kern.gemm_f32(n, Dp, D, w.Kr, D16, dH, Dp, w.dV, Dp, false);
-      if (!pw.one) scale_rows_lk(w.dV, Dp, n, Dp, pw.pw);
+      if (!dec.one()) scale_rows(w.dV, Dp, n, Dp, dec.k);
       masked_product(kern, true, n, D, w.Kr, D16, w.QT, w.MT, w.A, w.dO, Dp, Dp, w.dV, Dp, &pf,
                      C / 8);
-      if (!pw.one) scale_all(dH, D * Dp, pw.pw[n]);
+      if (!dec.one()) scale_all(dH, D * Dp, dec.last);
       pf.advance(C);
       kern.gemm_f32(D, Dp, n, QTd, C, w.dO, Dp, dH, Dp, true);
       store_dkv(w, b, h, n0, n);
@@ -287,6 +338,18 @@ void backward_impl(const LinearBwdParams& p) {
     pool.parallel_for(2 * BH, [&](int64_t t, int worker) {
       if (t < BH) causal_dkv(t, buffers(worker));
       else causal_dq(t - BH, buffers(worker));
+    });
+  }
+
+  if (gated) {
+    // dg_r = sum_{t >= r} (q~_t . dQ~_t - k~_t . dK~_t), in double
+    pool.parallel_for(BH, [&](int64_t bh, int) {
+      const int64_t b = bh / H, h = bh % H;
+      double acc = 0.0;
+      for (int64_t t = N - 1; t >= 0; --t) {
+        acc += double(gq[size_t(bh * N + t)]) - double(gk[size_t(bh * N + t)]);
+        p.dgate[(b * N + t) * H + h] = float(acc);
+      }
     });
   }
 

@@ -1,6 +1,6 @@
 // Pieces of the CPU linear attention shared by its forward (linear.cc) and its backward
-// (linear_backward.cc): layout helpers, feature maps, the decay power table and masks, the chunk
-// tiles and their loads and stores. Internal to native/cpu/.
+// (linear_backward.cc): layout helpers, feature maps, the per-chunk decays (constant or gated) and
+// their masks, the chunk tiles and their loads and stores. Internal to native/cpu/.
 // CPU linear attention: the chunked causal forward, the non-causal forward (two GEMMs), the
 // backward (forward scan for dq, reverse state-gradient scan for dk, dv, dS0) and the decode step.
 // The math, with the chunked identities, is in docs/linear.md; the float64 references in
@@ -16,6 +16,9 @@
 // formed as lambda^i * lambda^-j (which overflows; docs/anchors §2.4). Powers below 1e-30 are
 // flushed to 0: they only scale contributions that are negligible in float32 anyway, and it keeps
 // subnormals out of the GEMMs.
+// With a gate (per-token log decay g <= 0), lambda^m generalizes to exp of a difference of the
+// in-chunk cumulative log decay G (ChunkDecay below): M_ij = exp(G_i - G_j), Lq = diag(exp(G_i)),
+// Lk = diag(exp(G_{n-1} - G_j)), lambda^n = exp(G_{n-1}); every exponent is <= 0.
 //
 // All matrix products go through the active SIMD table's gemm_f32 (N a multiple of 16; padding
 // columns are kept at zero). bfloat16 and float16 inputs are widened to float32 when loaded; the
@@ -23,8 +26,11 @@
 #pragma once
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <string>
 #include <vector>
 
+#include "attnkit/error.h"
 #include "buffer.h"
 #include "convert.h"
 #include "kernels.h"
@@ -92,6 +98,108 @@ inline void decay_matrix(const Powers& p, bool transposed, float* M) {
     }
 }
 
+// Refuses gate values that are not finite log decays <= 0 (NaN, > 0, -inf) before anything is
+// written: a positive log decay would grow the state without bound, and -inf - -inf is NaN in the
+// cumulative sums. The gate is [B, N, H] ([B, H] for the step, N = 1).
+inline void check_gate(const float* gate, int64_t B, int64_t N, int64_t H, bool step, const char* op) {
+  if (!gate) return;
+  for (int64_t i = 0, n = B * N * H; i < n; ++i) {
+    const float g = gate[i];
+    if (g <= 0.f && g > -__builtin_inff()) continue;
+    const int64_t b = i / (N * H), t = i / H % N, h = i % H;
+    char at[96];
+    if (step) std::snprintf(at, sizeof at, "[%lld, %lld]", (long long)b, (long long)h);
+    else std::snprintf(at, sizeof at, "[%lld, %lld, %lld]", (long long)b, (long long)t, (long long)h);
+    char got[32];
+    std::snprintf(got, sizeof got, "%g", double(g));
+    throw Error("ARGUMENT", op,
+                std::string(op) + ": expected 'gate' to hold finite log decays <= 0, received " +
+                    got + " at " + at);
+  }
+}
+
+// The decays of one (batch, head), chunk by chunk. For a chunk of n rows with local indices i, j
+// and the in-chunk cumulative log decay G_i = sum_{r <= i} log a_r (a_r = lambda exp(g_r)):
+//   M_ij = exp(G_i - G_j) for i >= j, else 0     (M^T when `transposed`)
+//   q[i] = exp(G_i),  k[j] = exp(G_{n-1} - G_j),  last = exp(G_{n-1})
+// Every exponent is <= 0, so nothing overflows however negative the gates are (M_ij is never
+// formed as exp(G_i) exp(-G_j)); factors below 1e-30 are flushed to 0, as in Powers. Without a
+// gate these are powers of lambda from the Powers table and M is built once. With a gate, G is
+// summed in double per chunk (so G_i - G_j keeps its precision when G is large) and M is rebuilt
+// per chunk, only its causal triangle's 16-row strips, with the SIMD table's exp2 (bwd_probs).
+class ChunkDecay {
+ public:
+  // gate: this (batch, head)'s gate at token 0, `stride` floats between tokens; or null.
+  // M: the caller's C x C buffer for the decay matrix.
+  ChunkDecay(double lambda, const float* gate, int64_t stride, bool transposed, float* M)
+      : pw_(lambda), gate_(gate), stride_(stride), transposed_(transposed), M_(M),
+        log_lambda_(std::log(lambda)), one_(pw_.one && !gate) {
+    if (!gate_) decay_matrix(pw_, transposed_, M_);
+  }
+  // true: lambda = 1 and no gate, every decay scaling can be skipped.
+  bool one() const { return one_; }
+  // Sets q, k, last (and M, when gated) for the chunk of rows [n0, n0 + n). `scratch`: C x C
+  // floats the caller does not need during the call.
+  void chunk(const CpuKernels& kern, int64_t n0, int64_t n, float* scratch) {
+    if (!gate_) {
+      for (int64_t i = 0; i < n; ++i) q[i] = pw_.pw[i + 1], k[i] = pw_.pw[n - 1 - i];
+      last = pw_.pw[n];
+      return;
+    }
+    constexpr double kLog2e = 1.4426950408889634, kFlush = -69.07755278982137;  // ln(1e-30)
+    double G[C];
+    double acc = 0.0;
+    for (int64_t i = 0; i < n; ++i) G[i] = acc += double(gate_[(n0 + i) * stride_]) + log_lambda_;
+    auto ex = [&](double x) { return x < kFlush ? 0.f : float(std::exp(x)); };
+    for (int64_t i = 0; i < n; ++i) q[i] = ex(G[i]), k[i] = ex(G[n - 1] - G[i]);
+    last = ex(G[n - 1]);
+    // X = log2 of the factors (-inf where masked or flushed), then M = exp2(X) strip by strip.
+    static const float zeros[S] = {};
+    const float neg_inf = -__builtin_inff();
+    const int64_t np = round_up(n, S);
+    for (int64_t r0 = 0; r0 < n; r0 += S) {
+      const int64_t rows = std::min(S, n - r0);
+      // rows r: the later index i (M) or the earlier index j (M^T); columns c0 .. c1 (padded)
+      const int64_t c0 = transposed_ ? r0 : 0, c1 = transposed_ ? np : r0 + S;
+      for (int64_t r = r0; r < r0 + rows; ++r) {
+        float* x = scratch + r * C;
+        for (int64_t c = c0; c < c1; ++c) {
+          const int64_t i = transposed_ ? c : r, j = transposed_ ? r : c;
+          float e = neg_inf;
+          if (i >= j && i < n) {
+            const double d = G[i] - G[j];
+            if (d >= kFlush) e = float(d * kLog2e);
+          }
+          x[c] = e;
+        }
+      }
+      kern.bwd_probs(rows, c1 - c0, scratch + r0 * C + c0, C, 1.f, zeros, M_ + r0 * C + c0, C);
+    }
+  }
+  float q[C], k[C], last = 1.f;
+
+ private:
+  Powers pw_;
+  const float* gate_;
+  int64_t stride_;
+  bool transposed_;
+  float* M_;
+  double log_lambda_;
+  bool one_;
+};
+
+// The gate of (b, h) at token 0 in a [B, N, H] gate, or null.
+inline const float* gate_of(const float* gate, int64_t b, int64_t h, int64_t N, int64_t H) {
+  return gate ? gate + b * N * H + h : nullptr;
+}
+
+// sum_i x[i] y[i]
+inline float dot_f32(const float* x, const float* y, int64_t n) {
+  float acc = 0.f;
+  for (int64_t i = 0; i < n; ++i) acc += x[i] * y[i];
+  return acc;
+}
+
 // X[r][0..cols) *= M[r][0..cols) for r < rows (both with stride C)
 inline void apply_mask(float* X, const float* M, int64_t rows, int64_t cols) {
   for (int64_t r = 0; r < rows; ++r) {
@@ -107,15 +215,6 @@ inline void scale_rows(float* X, int64_t ld, int64_t rows, int64_t cols, const f
     const float s = f[r];
     float* x = X + r * ld;
     for (int64_t j = 0; j < cols; ++j) x[j] *= s;
-  }
-}
-
-// Row j of X (ld, cols) *= pw[n - 1 - j] for j < n: the key-side decay Lk.
-inline void scale_rows_lk(float* X, int64_t ld, int64_t n, int64_t cols, const float* pw) {
-  for (int64_t j = 0; j < n; ++j) {
-    const float s = pw[n - 1 - j];
-    float* x = X + j * ld;
-    for (int64_t e = 0; e < cols; ++e) x[e] *= s;
   }
 }
 

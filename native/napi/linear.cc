@@ -1,7 +1,8 @@
 // Binding of the linear-attention family: linearForward, linearBackward and linearStep, module
 // functions whose first argument is the native stream. TypeScript (src/ops/linear.ts) validates;
 // this file re-checks what memory safety needs (element counts and dtypes against the shape, the
-// decay array's length) and enqueues the work.
+// decay array's length, the gate's element count) and enqueues the work. The gate's values (finite,
+// <= 0) are checked by the kernel when it runs (the data may still be being written).
 #include <memory>
 #include <vector>
 
@@ -69,6 +70,17 @@ void check_qkv(const Problem& p, const StoragePtr& q, const StoragePtr& k, const
 
 int64_t state_numel(const LinearShape& s) { return s.B * s.H * s.D * s.state_cols(); }
 
+// The optional gate (float32, [B, N, H]; the step: [B, H]) at info[i]: causal only.
+StoragePtr read_gate(const Napi::CallbackInfo& info, size_t i, const Problem& pr, const char* op,
+                     int dev) {
+  StoragePtr g = info.Length() > i ? unwrap_opt(info[i], op, "gate", dev) : nullptr;
+  if (!g) return g;
+  const LinearShape& s = pr.shape;
+  expect_numel(g, s.B * s.N * s.H, DType::Float32, op, "gate");
+  if (!pr.opt.causal) fail("UNSUPPORTED", op, "'gate' needs causal attention");
+  return g;
+}
+
 const float* f32(const StoragePtr& s) { return s ? static_cast<const float*>(s->data) : nullptr; }
 float* f32m(const StoragePtr& s) { return s ? static_cast<float*>(s->data) : nullptr; }
 
@@ -89,6 +101,12 @@ void fill_inputs(ops::LinearArgs<Params>& a, const Problem& pr, const StoragePtr
   p.state_in = f32(s0);
 }
 
+void add_gate(runtime::Task& task, LinearOptions& opt, const StoragePtr& g) {
+  if (!g) return;
+  task.inputs.push_back(g);
+  opt.gate = f32(g);
+}
+
 ops::Request request_of(const Problem& pr, const StoragePtr& q) {
   ops::Request r;
   r.dtype = q->dtype;
@@ -102,7 +120,7 @@ ops::Request request_of(const Problem& pr, const StoragePtr& q) {
   return r;
 }
 
-// linearForward(stream, q, k, v, stateIn|null, out, stateOut|null, problem)
+// linearForward(stream, q, k, v, stateIn|null, out, stateOut|null, problem, gate|null)
 Napi::Value LinearForward(const Napi::CallbackInfo& info) {
   return boundary(info.Env(), [&] {
     const char* op = "linearAttention";
@@ -116,6 +134,7 @@ Napi::Value LinearForward(const Napi::CallbackInfo& info) {
     Problem pr = read_problem(info[7], op);
     const LinearShape& s = pr.shape;
     check_qkv(pr, q, k, v, op);
+    StoragePtr gate = read_gate(info, 8, pr, op, dev);
     expect_numel(out, s.B * s.N * s.H * s.Dv, q->dtype, op, "out");
     if (s0) expect_numel(s0, state_numel(s), DType::Float32, op, "initialState");
     if (sT) expect_numel(sT, state_numel(s), DType::Float32, op, "finalState");
@@ -126,6 +145,7 @@ Napi::Value LinearForward(const Napi::CallbackInfo& info) {
     if (sT) task.outputs.push_back(sT);
     ops::LinearArgs<LinearFwdParams> a;
     fill_inputs(a, pr, q, k, v, s0);
+    add_gate(task, a.p.opt, gate);
     a.p.out = out->data;
     a.p.state_out = f32m(sT);
     ops::enqueue(ops::kLinearForward, stream, request_of(pr, q), a, std::move(task));
@@ -134,7 +154,7 @@ Napi::Value LinearForward(const Napi::CallbackInfo& info) {
 }
 
 // linearBackward(stream, q, k, v, stateIn|null, dOut, dFinalState|null, dq, dk, dv,
-//                dInitialState|null, problem)
+//                dInitialState|null, problem, gate|null, dGate|null)
 Napi::Value LinearBackward(const Napi::CallbackInfo& info) {
   return boundary(info.Env(), [&] {
     const char* op = "linearAttentionBackward";
@@ -151,6 +171,10 @@ Napi::Value LinearBackward(const Napi::CallbackInfo& info) {
     Problem pr = read_problem(info[11], op);
     const LinearShape& s = pr.shape;
     check_qkv(pr, q, k, v, op);
+    StoragePtr gate = read_gate(info, 12, pr, op, dev);
+    StoragePtr dgate = info.Length() > 13 ? unwrap_opt(info[13], op, "dGate", dev) : nullptr;
+    if (bool(gate) != bool(dgate)) fail("ARGUMENT", op, "'dGate' is given exactly when 'gate' is");
+    if (dgate) expect_numel(dgate, s.B * s.N * s.H, DType::Float32, op, "dGate");
     expect_numel(dout, s.B * s.N * s.H * s.Dv, q->dtype, op, "dOut");
     expect_numel(dq, s.B * s.N * s.H * s.D, q->dtype, op, "dq");
     expect_numel(dk, s.B * s.N * s.Hkv * s.D, q->dtype, op, "dk");
@@ -166,6 +190,9 @@ Napi::Value LinearBackward(const Napi::CallbackInfo& info) {
     if (ds0) task.outputs.push_back(ds0);
     ops::LinearArgs<LinearBwdParams> a;
     fill_inputs(a, pr, q, k, v, s0);
+    add_gate(task, a.p.opt, gate);
+    if (dgate) task.outputs.push_back(dgate);
+    a.p.dgate = f32m(dgate);
     a.p.dout = dout->data;
     a.p.dstate_out = f32(dsT);
     a.p.dq = dq->data;
@@ -177,7 +204,7 @@ Napi::Value LinearBackward(const Napi::CallbackInfo& info) {
   });
 }
 
-// linearStep(stream, q, k, v, stateIn|null, out, stateOut, problem) with problem.N == 1
+// linearStep(stream, q, k, v, stateIn|null, out, stateOut, problem, gate|null) with problem.N == 1
 Napi::Value LinearStep(const Napi::CallbackInfo& info) {
   return boundary(info.Env(), [&] {
     const char* op = "linearAttentionStep";
@@ -192,6 +219,7 @@ Napi::Value LinearStep(const Napi::CallbackInfo& info) {
     const LinearShape& s = pr.shape;
     if (s.N != 1) fail("SHAPE", op, "a step takes one token per sequence");
     check_qkv(pr, q, k, v, op);
+    StoragePtr gate = read_gate(info, 8, pr, op, dev);
     expect_numel(out, s.B * s.H * s.Dv, q->dtype, op, "out");
     if (s0) expect_numel(s0, state_numel(s), DType::Float32, op, "state");
     expect_numel(s1, state_numel(s), DType::Float32, op, "newState");
@@ -202,6 +230,7 @@ Napi::Value LinearStep(const Napi::CallbackInfo& info) {
     task.outputs = {out, s1};
     ops::LinearArgs<LinearStepParams> a;
     fill_inputs(a, pr, q, k, v, s0);
+    add_gate(task, a.p.opt, gate);
     a.p.out = out->data;
     a.p.state_out = f32m(s1);
     ops::enqueue(ops::kLinearStep, stream, request_of(pr, q), a, std::move(task));

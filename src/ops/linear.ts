@@ -3,8 +3,9 @@
  * non-causal, per-head decay, feature maps phi on q and k, optional normalization by q . (key sum),
  * a float32 recurrent state in and out, and a one-token decode step.
  *
- *   S_t = decay * S_{t-1} + phi(k_t) v_t^T        (S_{-1} = initialState, [Dk, Dv] per (b, h))
+ *   S_t = a_t * S_{t-1} + phi(k_t) v_t^T        (S_{-1} = initialState, [Dk, Dv] per (b, h))
  *   o_t = scale * phi(q_t)^T S_t
+ *   a_t = decay[h] * exp(gate[b, t, h])           (the gate: optional per-token log decays <= 0)
  *
  * Layout [B, N, H, D] (heads last), k/v may have fewer heads (GQA), the value head dim may differ.
  */
@@ -59,6 +60,14 @@ export interface LinearAttentionOptions {
    * for positive feature maps ('elu1', 'relu'): with 'identity' the denominator can cross zero.
    */
   normalize?: boolean;
+  /**
+   * Data-dependent decay: per-token, per-query-head log decays g <= 0, float32 [B, N, H] (e.g. a
+   * `logsigmoid` of a projection, as GLA / Mamba-2 "simple gating"). The state decays by
+   * decay[h] * exp(g[b, t, h]) at token t. Causal only; every value must be finite and <= 0 (the
+   * kernel checks when it runs: a bad value fails the outputs with ERR_ATTNKIT_ARGUMENT).
+   * Differentiated: the backward returns `dGate`.
+   */
+  gate?: Tensor;
   /** float32 [B, H, D, Dv] ([B, H, D, Dv + 1] with normalize); default zero. */
   initialState?: Tensor;
   /** Also return the state after the last token (default false). */
@@ -77,6 +86,8 @@ export interface LinearAttentionGrads {
   dv: Tensor;
   /** float32, shape of the initial state; null when no `initialState` was given. */
   dInitialState: Tensor | null;
+  /** float32 [B, N, H]: gradient of the gate; null when no `gate` was given. */
+  dGate: Tensor | null;
 }
 
 /** What `linearAttention` returns. */
@@ -99,6 +110,8 @@ export interface LinearAttentionBackwardOptions extends LinearAttentionOptions {
 export interface LinearAttentionStepOptions {
   /** Per-head decay lambda in (0, 1] (default 1). */
   decay?: LinearDecay;
+  /** This token's log decays g <= 0, float32 [B, H]: the state decays by decay[h] * exp(g[b, h]). */
+  gate?: Tensor;
   /** default 1/sqrt(D) */
   scale?: number;
   /** Feature map on q and k (default 'identity'). */
@@ -117,15 +130,37 @@ export interface LinearAttentionStepResult {
   state: Tensor;
 }
 
-const KNOWN = ['causal', 'decay', 'scale', 'featureMap', 'normalize', 'initialState', 'returnFinalState', 'stream'] as const;
-const KNOWN_STEP = ['decay', 'scale', 'featureMap', 'normalize', 'stream'] as const;
+const KNOWN = ['causal', 'decay', 'gate', 'scale', 'featureMap', 'normalize', 'initialState', 'returnFinalState', 'stream'] as const;
+const KNOWN_STEP = ['decay', 'gate', 'scale', 'featureMap', 'normalize', 'stream'] as const;
 
 interface Problem {
   params: LinearParams;
   dtype: FloatDType;
   stream: Stream;
   initialState: Tensor | null;
+  gate: Tensor | null;
   returnFinalState: boolean;
+}
+
+/**
+ * The gate: a float32 tensor of `shape` ([B, N, H], or [B, H] for the step) on q's device, causal
+ * only. Its values (finite, <= 0) are checked by the kernel: the data may still be being written.
+ */
+function checkGate(op: string, g: unknown, shape: number[], layout: string, causal: boolean, ref: Tensor): Tensor | null {
+  if (g === undefined) return null;
+  const G = checkTensor(op, 'gate', g);
+  checkDType(op, 'gate', G, 'float32');
+  checkSameDevice(op, 'gate', G, ref, 'q');
+  if (G.shape.length !== shape.length || G.shape.some((d, i) => d !== shape[i]))
+    throw argError('ERR_ATTNKIT_SHAPE', op, 'gate', `to have shape [${shape.join(', ')}] (${layout})`, `[${G.shape.join(', ')}]`);
+  if (!causal)
+    throw new AttnkitError(
+      'ERR_ATTNKIT_UNSUPPORTED',
+      op,
+      `${op}: 'gate' needs causal attention (non-causal linear attention has no order to decay along); received causal: false with a gate`,
+      'gate',
+    );
+  return G;
 }
 
 function checkDecay(op: string, d: unknown, H: number, causal: boolean): Float64Array {
@@ -235,7 +270,9 @@ function parse(op: string, q: unknown, k: unknown, v: unknown, options: unknown,
   const stream = checkStream(op, o.stream, Q, { B, Nq: N, Nk: N, H, Hkv, D, Dv });
   const params: LinearParams = { B, N, H, Hkv, D, Dv, normalize, causal, featureMap, scale, eps: LINEAR_NORMALIZE_EPS, decay };
   const initialState = o.initialState === undefined ? null : checkState(op, 'initialState', o.initialState, params, Q);
-  return { params, dtype, stream, initialState, returnFinalState };
+  const step = known === KNOWN_STEP;
+  const gate = step ? checkGate(op, o.gate, [B, H], '[B, H]: one token', causal, Q) : checkGate(op, o.gate, [B, N, H], '[B, N, H]', causal, Q);
+  return { params, dtype, stream, initialState, gate, returnFinalState };
 }
 
 /**
@@ -249,7 +286,7 @@ function parse(op: string, q: unknown, k: unknown, v: unknown, options: unknown,
  */
 export function linearAttention(q: Tensor, k: Tensor, v: Tensor, options: LinearAttentionOptions = {}): LinearAttentionResult {
   const op = 'linearAttention';
-  const { params, dtype, stream, initialState, returnFinalState } = parse(op, q, k, v, options);
+  const { params, dtype, stream, initialState, gate, returnFinalState } = parse(op, q, k, v, options);
   const { B, N, H, Dv } = params;
   const out = empty([B, N, H, Dv], { dtype, device: q.device });
   const finalState = returnFinalState ? empty(stateShape(params), { dtype: 'float32', device: q.device }) : null;
@@ -263,6 +300,7 @@ export function linearAttention(q: Tensor, k: Tensor, v: Tensor, options: Linear
       out._native(op, 'out'),
       finalState ? finalState._native(op, 'finalState') : null,
       params,
+      gate ? gate._native(op, 'gate') : null,
     ),
   );
   out._setStream(stream);
@@ -292,7 +330,7 @@ export function linearAttentionBackward(
 ): LinearAttentionGrads {
   const op = 'linearAttentionBackward';
   const { dFinalState, ...rest } = (options ?? {}) as LinearAttentionBackwardOptions;
-  const { params, dtype, stream, initialState } = parse(op, q, k, v, rest);
+  const { params, dtype, stream, initialState, gate } = parse(op, q, k, v, rest);
   const { B, N, H, Hkv, D, Dv } = params;
   const dO = checkTensor(op, 'dOut', dOut);
   checkShapeEquals(op, 'dOut', dO, [B, N, H, Dv]);
@@ -303,6 +341,7 @@ export function linearAttentionBackward(
   const dk = empty([B, N, Hkv, D], { dtype, device: q.device });
   const dv = empty([B, N, Hkv, Dv], { dtype, device: q.device });
   const dInitialState = initialState ? empty(stateShape(params), { dtype: 'float32', device: q.device }) : null;
+  const dGate = gate ? empty([B, N, H], { dtype: 'float32', device: q.device }) : null;
   callNative(op, () =>
     native.linearBackward(
       stream.native,
@@ -317,10 +356,12 @@ export function linearAttentionBackward(
       dv._native(op, 'dv'),
       dInitialState ? dInitialState._native(op, 'dInitialState') : null,
       params,
+      gate ? gate._native(op, 'gate') : null,
+      dGate ? dGate._native(op, 'dGate') : null,
     ),
   );
-  for (const t of [dq, dk, dv, dInitialState]) t?._setStream(stream);
-  return { dq, dk, dv, dInitialState };
+  for (const t of [dq, dk, dv, dInitialState, dGate]) t?._setStream(stream);
+  return { dq, dk, dv, dInitialState, dGate };
 }
 
 /**
@@ -345,7 +386,7 @@ export function linearAttentionStep(
   options: LinearAttentionStepOptions = {},
 ): LinearAttentionStepResult {
   const op = 'linearAttentionStep';
-  const { params, dtype, stream } = parse(op, q, k, v, options, KNOWN_STEP);
+  const { params, dtype, stream, gate } = parse(op, q, k, v, options, KNOWN_STEP);
   if (params.N !== 1)
     throw argError('ERR_ATTNKIT_SHAPE', op, 'q', 'to have sequence length 1 ([B, 1, H, D]: one token per sequence)', `[${q.shape.join(', ')}]`);
   const S = state === null || state === undefined ? null : checkState(op, 'state', state, params, q);
@@ -362,6 +403,7 @@ export function linearAttentionStep(
       out._native(op, 'out'),
       next._native(op, 'state'),
       params,
+      gate ? gate._native(op, 'gate') : null,
     ),
   );
   out._setStream(stream);

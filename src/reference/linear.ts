@@ -2,13 +2,17 @@
  * Float64 references for linear attention (docs/linear.md), plain loops straight from the math, in
  * two independent forms:
  *
- * - the closed form, O(N^2) per (batch, head):
- *     o_t = lambda^(t+1) q~_t^T S0 + sum_{s<=t} lambda^(t-s) (q~_t . k~_s) v'_s
- *     S_N = lambda^N S0 + sum_s lambda^(N-1-s) k~_s v'_s^T
- *   with its gradients written out term by term;
- * - the recurrent form, token by token: S_t = lambda S_{t-1} + k~_t v'_t^T, o_t = q~_t^T S_t, with
- *   the backward as a reverse scan of the state gradient.
+ * - the closed form, O(N^2) per (batch, head), with L_t = sum_{r<=t} log a_r the cumulative log
+ *   decay (a_r = lambda * exp(g_r): the head's constant decay times the token's gate, if any):
+ *     o_t = exp(L_t) q~_t^T S0 + sum_{s<=t} exp(L_t - L_s) (q~_t . k~_s) v'_s
+ *     S_N = exp(L_{N-1}) S0 + sum_s exp(L_{N-1} - L_s) k~_s v'_s^T
+ *   with its gradients written out term by term (for the gate: the gradient of each L_t, summed
+ *   from the end: dg_r = sum_{t>=r} dL_t);
+ * - the recurrent form, token by token: S_t = a_t S_{t-1} + k~_t v'_t^T, o_t = q~_t^T S_t, with
+ *   the backward as a reverse scan of the state gradient (dg_t = a_t <dS_t, S_{t-1}>).
  *
+ * Without a gate, L_t = (t+1) log lambda: the constant decay is the gate g = 0.
+
  * q~ = scale * phi(q), k~ = phi(k), v' = v, or [v, 1] with `normalize` (the last state column is then
  * the decayed key sum z and out = o[:Dv] / (o[Dv] + eps)). Non-causal: every query reads the full
  * state S0 + sum_s k~_s v'_s^T (decay must be 1). GQA: query head h reads kv head h / (H / Hkv).
@@ -50,6 +54,8 @@ export interface LinearRefOptions {
   eps?: number;
   /** [B, H, D, Dv (+1)]; default zero */
   initialState?: ArrayLike<number>;
+  /** per-token log decays g <= 0, [B, N, H] (the step: [B, H]); multiplies the decay: a_t = lambda exp(g_t). Causal only. */
+  gate?: ArrayLike<number>;
 }
 
 /** A reference linear-attention forward: out and the state after the last token. */
@@ -67,6 +73,8 @@ export interface LinearRefGrads {
   dv: Float64Array;
   /** `[B, H, D, Dv (+1)]`: gradient of the initial state (zero state when none was given) */
   dInitialState: Float64Array;
+  /** `[B, N, H]`: gradient of the gate (at g = 0 when none was given) */
+  dGate: Float64Array;
 }
 
 /** The library's normalize epsilon: out = num / (den + eps). */
@@ -96,7 +104,9 @@ interface Head {
   N: number;
   D: number;
   Ds: number;
-  lambda: number;
+  /** log a_t per token [N] (a_t = lambda exp(g_t)) and its running sum L [N] */
+  logA: Float64Array;
+  L: Float64Array;
   causal: boolean;
   Q: Float64Array;
   K: Float64Array;
@@ -108,21 +118,29 @@ interface Core {
   /** O' [N x Ds] and the final state [D x Ds] */
   forward(x: Head): { O: Float64Array; ST: Float64Array };
   /** gradients of <dO, O'> + <dST, S_N> */
-  backward(x: Head, dO: Float64Array, dST: Float64Array): { dQ: Float64Array; dK: Float64Array; dV: Float64Array; dS0: Float64Array };
+  backward(
+    x: Head,
+    dO: Float64Array,
+    dST: Float64Array,
+  ): { dQ: Float64Array; dK: Float64Array; dV: Float64Array; dS0: Float64Array; dG: Float64Array };
 }
 
-/** Weight of key s for query t: lambda^(t-s) for s <= t (causal), 1 (non-causal). */
+/** Weight of key s for query t: exp(L_t - L_s) for s <= t (causal), 1 (non-causal). */
 function weight(x: Head, t: number, s: number): number {
   if (!x.causal) return 1;
-  return s <= t ? Math.pow(x.lambda, t - s) : 0;
+  return s <= t ? Math.exp(x.L[t]! - x.L[s]!) : 0;
 }
-/** Weight of the initial state for query t: lambda^(t+1) (causal), 1 (non-causal). */
+/** Weight of the initial state for query t: exp(L_t) (causal), 1 (non-causal). */
 function stateWeight(x: Head, t: number): number {
-  return x.causal ? Math.pow(x.lambda, t + 1) : 1;
+  return x.causal ? Math.exp(x.L[t]!) : 1;
 }
-/** Weight of key s in the final state: lambda^(N-1-s) (causal), 1 (non-causal). */
+/** Weight of key s in the final state: exp(L_{N-1} - L_s) (causal), 1 (non-causal). */
 function finalWeight(x: Head, s: number): number {
-  return x.causal ? Math.pow(x.lambda, x.N - 1 - s) : 1;
+  return x.causal ? Math.exp(x.L[x.N - 1]! - x.L[s]!) : 1;
+}
+/** Weight of the initial state in the final state: exp(L_{N-1}) (1 for N = 0 or non-causal). */
+function totalWeight(x: Head): number {
+  return x.causal && x.N > 0 ? Math.exp(x.L[x.N - 1]!) : 1;
 }
 
 function dot(a: Float64Array, ao: number, b: Float64Array, bo: number, n: number): number {
@@ -149,7 +167,7 @@ const closed: Core = {
         for (let e = 0; e < Ds; e++) O[t * Ds + e]! += a * x.V[s * Ds + e]!;
       }
     }
-    const wN = x.causal ? Math.pow(x.lambda, N) : 1;
+    const wN = totalWeight(x);
     for (let i = 0; i < D * Ds; i++) ST[i] = wN * x.S0[i]!;
     for (let s = 0; s < N; s++) {
       const w = finalWeight(x, s);
@@ -164,10 +182,16 @@ const closed: Core = {
     const dK = new Float64Array(N * D);
     const dV = new Float64Array(N * Ds);
     const dS0 = new Float64Array(D * Ds);
+    // dL[t]: gradient of the cumulative log decay L_t. Every term's weight is exp(L_t - L_s) (or
+    // exp(L_t), exp(L_{N-1} - L_s), exp(L_{N-1})), so the term adds its value at t and subtracts it
+    // at s. The pairs with t = s cancel exactly and are left out: adding and subtracting a term of
+    // size 1 would leave rounding noise far above a gradient of size exp(-30).
+    const dL = new Float64Array(N);
     for (let t = 0; t < N; t++) {
-      // dq_t = lambda^(t+1) S0 dO_t + sum_s w(t,s) (dO_t . v_s) k_s
+      // dq_t = exp(L_t) S0 dO_t + sum_s w(t,s) (dO_t . v_s) k_s
       const w0 = stateWeight(x, t);
       for (let d = 0; d < D; d++) dQ[t * D + d] = w0 * dot(x.S0, d * Ds, dO, t * Ds, Ds);
+      dL[t]! += dot(x.Q, t * D, dQ, t * D, D);
       for (let s = 0; s < N; s++) {
         const w = weight(x, t, s);
         if (w === 0) continue;
@@ -178,24 +202,40 @@ const closed: Core = {
           dK[s * D + d]! += g * x.Q[t * D + d]!;
         }
         for (let e = 0; e < Ds; e++) dV[s * Ds + e]! += a * dO[t * Ds + e]!;
+        if (s === t) continue;
+        const term = (a * g) / w; // w (q_t . k_s) (dO_t . v_s)
+        dL[t]! += term;
+        dL[s]! -= term;
       }
-      // dS0 += lambda^(t+1) q_t dO_t^T
+      // dS0 += exp(L_t) q_t dO_t^T
       for (let d = 0; d < D; d++)
         for (let e = 0; e < Ds; e++) dS0[d * Ds + e]! += w0 * x.Q[t * D + d]! * dO[t * Ds + e]!;
     }
-    // final-state terms: dk_s += lambda^(N-1-s) dS_T v_s, dv_s += lambda^(N-1-s) dS_T^T k_s
+    // final-state terms: dk_s += exp(L_{N-1} - L_s) dS_T v_s, dv_s += exp(L_{N-1} - L_s) dS_T^T k_s
     for (let s = 0; s < N; s++) {
       const w = finalWeight(x, s);
-      for (let d = 0; d < D; d++) dK[s * D + d]! += w * dot(dST, d * Ds, x.V, s * Ds, Ds);
+      let term = 0;
+      for (let d = 0; d < D; d++) {
+        const dk = w * dot(dST, d * Ds, x.V, s * Ds, Ds);
+        dK[s * D + d]! += dk;
+        term += dk * x.K[s * D + d]!;
+      }
       for (let e = 0; e < Ds; e++) {
         let acc = 0;
         for (let d = 0; d < D; d++) acc += dST[d * Ds + e]! * x.K[s * D + d]!;
         dV[s * Ds + e]! += w * acc;
       }
+      if (s === N - 1) continue;
+      dL[N - 1]! += term;
+      dL[s]! -= term;
     }
-    const wN = x.causal ? Math.pow(x.lambda, N) : 1;
+    const wN = totalWeight(x);
     for (let i = 0; i < D * Ds; i++) dS0[i]! += wN * dST[i]!;
-    return { dQ, dK, dV, dS0 };
+    if (N > 0) dL[N - 1]! += wN * dot(dST, 0, x.S0, 0, D * Ds);
+    // non-causal: no decay, so no gate to differentiate
+    const dG = new Float64Array(N);
+    if (x.causal) for (let t = N - 1, acc = 0; t >= 0; t--) dG[t] = acc += dL[t]!;
+    return { dQ, dK, dV, dS0, dG };
   },
 };
 
@@ -205,8 +245,9 @@ function states(x: Head): Float64Array[] {
   const S = Float64Array.from(x.S0);
   const out: Float64Array[] = [];
   for (let t = 0; t < N; t++) {
+    const a = x.causal ? Math.exp(x.logA[t]!) : 1;
     for (let d = 0; d < D; d++)
-      for (let e = 0; e < Ds; e++) S[d * Ds + e] = x.lambda * S[d * Ds + e]! + x.K[t * D + d]! * x.V[t * Ds + e]!;
+      for (let e = 0; e < Ds; e++) S[d * Ds + e] = a * S[d * Ds + e]! + x.K[t * D + d]! * x.V[t * Ds + e]!;
     out.push(Float64Array.from(S));
   }
   if (!x.causal) return out.map(() => S);
@@ -232,6 +273,7 @@ const recurrent: Core = {
     const dQ = new Float64Array(N * D);
     const dK = new Float64Array(N * D);
     const dV = new Float64Array(N * Ds);
+    const dG = new Float64Array(N);
     // dq_t = S_t dO_t
     for (let t = 0; t < N; t++) for (let d = 0; d < D; d++) dQ[t * D + d] = dot(S[t]!, d * Ds, dO, t * Ds, Ds);
     // G = gradient of S_t (all later uses); non-causal: every query reads the final state.
@@ -242,16 +284,18 @@ const recurrent: Core = {
     for (let t = N - 1; t >= 0; t--) {
       if (x.causal)
         for (let d = 0; d < D; d++) for (let e = 0; e < Ds; e++) G[d * Ds + e]! += x.Q[t * D + d]! * dO[t * Ds + e]!;
-      // S_t = lambda S_{t-1} + k_t v_t^T
+      // S_t = a_t S_{t-1} + k_t v_t^T, a_t = exp(log a_t): d log a_t = a_t <G, S_{t-1}>
       for (let d = 0; d < D; d++) dK[t * D + d] = dot(G, d * Ds, x.V, t * Ds, Ds);
       for (let e = 0; e < Ds; e++) {
         let acc = 0;
         for (let d = 0; d < D; d++) acc += G[d * Ds + e]! * x.K[t * D + d]!;
         dV[t * Ds + e] = acc;
       }
-      for (let i = 0; i < D * Ds; i++) G[i]! *= x.lambda;
+      const a = x.causal ? Math.exp(x.logA[t]!) : 1;
+      if (x.causal) dG[t] = a * dot(G, 0, t > 0 ? S[t - 1]! : x.S0, 0, D * Ds);
+      for (let i = 0; i < D * Ds; i++) G[i]! *= a;
     }
-    return { dQ, dK, dV, dS0: G };
+    return { dQ, dK, dV, dS0: G, dG };
   },
 };
 
@@ -278,11 +322,21 @@ function prepare(p: LinearRefProblem, opts: LinearRefOptions): Prepared {
       const hk = Math.floor(h / group);
       const lambda = decayOf(opts, h);
       if (!causal && lambda !== 1) throw new Error('non-causal linear attention has no decay');
+      if (!causal && opts.gate) throw new Error('non-causal linear attention has no gate');
+      const logA = new Float64Array(N);
+      const L = new Float64Array(N);
+      for (let t = 0; t < N; t++) {
+        const g = opts.gate ? opts.gate[(b * N + t) * H + h]! : 0;
+        if (!(g <= 0)) throw new Error(`gate values must be <= 0 (log space), received ${g}`);
+        logA[t] = Math.log(lambda) + g;
+        L[t] = (t > 0 ? L[t - 1]! : 0) + logA[t]!;
+      }
       const x: Head = {
         N,
         D,
         Ds,
-        lambda,
+        logA,
+        L,
         causal,
         Q: new Float64Array(N * D),
         K: new Float64Array(N * D),
@@ -337,6 +391,7 @@ function backwardWith(
   const dk = new Float64Array(B * N * Hkv * D);
   const dv = new Float64Array(B * N * Hkv * Dv);
   const dInitialState = new Float64Array(B * H * D * Ds);
+  const dGate = new Float64Array(B * N * H);
   pr.heads.forEach((x, bh) => {
     const b = Math.floor(bh / H);
     const h = bh % H;
@@ -370,10 +425,11 @@ function backwardWith(
         dk[ki]! += linearFeatureMapGrad(pr.fm, p.k[ki]!) * g.dK[t * D + d]!;
       }
       for (let e = 0; e < Dv; e++) dv[((b * N + t) * Hkv + hk) * Dv + e]! += g.dV[t * Ds + e]!;
+      dGate[(b * N + t) * H + h] = g.dG[t]!;
     }
     dInitialState.set(g.dS0, bh * D * Ds);
   });
-  return { dq, dk, dv, dInitialState };
+  return { dq, dk, dv, dInitialState, dGate };
 }
 
 /** Closed form (O(N^2) per head): outputs and the final state. */
@@ -411,7 +467,7 @@ export function referenceLinearAttentionRecurrentBackward(
 
 /**
  * One decode step for q [B, 1, H, D], k [B, 1, Hkv, D], v [B, 1, Hkv, Dv] from `state`
- * [B, H, D, Dv (+1)] (undefined: zero): decay, add k v^T, then read.
+ * [B, H, D, Dv (+1)] (undefined: zero): decay (by lambda exp(gate), gate [B, H]), add k v^T, then read.
  */
 export function referenceLinearAttentionStep(
   p: Omit<LinearRefProblem, 'N'>,

@@ -3,8 +3,9 @@
 // contiguous: q [B, N, H, D], k [B, N, Hkv, D], v [B, N, Hkv, Dv], out [B, N, H, Dv]; query head h
 // reads kv head h / (H / Hkv). States are float32 [B, H, D, Ds] with Ds = Dv + normalize: with
 // `normalize` the last column is the running key sum z (the same recurrence with v extended by 1).
-// Convention (FLA's recurrent form): S_t = decay * S_{t-1} + phi(k_t) v_t^T,
-// o_t = scale * phi(q_t)^T S_t.
+// Convention (FLA's recurrent form): S_t = a_t * S_{t-1} + phi(k_t) v_t^T,
+// o_t = scale * phi(q_t)^T S_t, with a_t = decay[h] * exp(gate[b, t, h]) (the gate, when given, is a
+// per-token log decay <= 0; without it a_t is the constant decay).
 #pragma once
 #include <cstdint>
 #include "attnkit/dtype.h"
@@ -25,6 +26,7 @@ struct LinearOptions {
   float scale = 1.f;
   float eps = 1e-6f;              // normalize: out = num / (den + eps)
   const double* decay = nullptr;  // [H], per query head, in (0, 1] (powers are taken in double)
+  const float* gate = nullptr;    // [B, N, H] log decays <= 0 (the step: [B, H]), or null (none)
 };
 
 struct LinearFwdParams {
@@ -53,6 +55,7 @@ struct LinearBwdParams {
   void* dk = nullptr;
   void* dv = nullptr;
   float* dstate_in = nullptr;        // gradient of the initial state [B, H, D, Ds] or null
+  float* dgate = nullptr;            // gradient of the gate [B, N, H]; set exactly when opt.gate is
 };
 
 // One token per sequence (N = 1): state_out = decay * state_in + phi(k) [v, 1]^T, then read.
