@@ -6,7 +6,7 @@
  *
  * Validation first: for each dtype, a small problem (N = 150: two chunks and a tail, decay 0.99,
  * GQA-free, D = the benchmarked head dim) is compared with the float64 reference, forward and
- * backward; if any comparison fails, no timing is reported. Then per configuration: `warmup`
+ * backward, without and with a gate (dGate too); if any comparison fails, no timing is reported. Then per configuration: `warmup`
  * untimed runs, `repeats` timed runs (enqueue + `synchronize()`, no copy back), the median reported.
  *
  * FLOP convention (docs/linear.md), per token and (query) head, chunk C = 64: the GEMMs the chunked
@@ -18,6 +18,11 @@
  * Dense timings are measured up to `denseMaxN`; beyond it they are extrapolated linearly in N from
  * the largest measured N (at fixed B * N the dense causal work grows exactly linearly in N) and
  * flagged `denseEstimated`.
+ *
+ * Gated rows (`gated: true`, on by default) time the same shapes with a per-token gate [B, N, H] as
+ * well as the decay (logsigmoid of a uniform in [2, 6]: g in [-0.13, -0.0025], a memory of a few
+ * dozen tokens), under the same FLOP convention: the gate adds exponentials,
+ * not GEMMs. `vsUngated` is the gated time over the constant-decay time of the same shape.
  *
  * Run as `attnkit bench --op linear [--quick] [--backward] [--json]` (src/cli/bench.ts).
  */
@@ -44,6 +49,8 @@ export interface LinearBenchOptions {
   decay?: number;
   /** time the backward too (default false) */
   backward?: boolean;
+  /** also time every linear-attention configuration with a per-token gate (default true) */
+  gated?: boolean;
   /** time dense causal attention for the crossover (default true) */
   dense?: boolean;
   /** largest N at which dense attention is measured; longer ones are extrapolated (default 4096) */
@@ -63,6 +70,10 @@ export interface LinearBenchRow {
   N: number;
   H: number;
   D: number;
+  /** with a per-token gate [B, N, H] (linearAttention rows) */
+  gated: boolean;
+  /** gated rows: median time / the constant-decay row's median time (same shape and pass) */
+  vsUngated: number | null;
   medianMs: number;
   minMs: number;
   /** FLOP of one run by the convention above */
@@ -85,7 +96,7 @@ export interface LinearBenchRow {
 export interface LinearBenchReport {
   isa: string;
   threads: number;
-  validation: { dtype: FloatDType; ok: boolean; errors: Record<string, number>; tolerance: number }[];
+  validation: { dtype: FloatDType; gated: boolean; ok: boolean; errors: Record<string, number>; tolerance: number }[];
   rows: LinearBenchRow[];
   /**
    * per dtype: max deviation of the forward per-token time from its mean over N in [1024, 65536],
@@ -113,27 +124,45 @@ export function denseCausalFlop(B: number, N: number, H: number, D: number): num
 // and float16/bfloat16 by the final rounding of the outputs (2^-11 / 2^-8 relative).
 const TOL: Record<FloatDType, number> = { float32: 1e-4, float16: 2e-3, bfloat16: 2e-2 };
 
-async function validate(dtype: FloatDType, D: number, decay: number) {
+/** The benchmark's gate [B, N, H]: logsigmoid(z), z uniform in [2, 6], so g in [-0.13, -0.0025]. */
+function benchGate(B: number, N: number, H: number, seed: number): ak.Tensor {
+  // a small LCG is enough: the values only need to vary from token to token
+  const g = new Float32Array(B * N * H);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < g.length; i++) {
+    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+    const z = 2 + (x / 2 ** 32) * 4;
+    g[i] = -Math.log1p(Math.exp(-z));
+  }
+  return ak.tensor(g, [B, N, H]);
+}
+
+async function validate(dtype: FloatDType, D: number, decay: number, gated: boolean) {
   const B = 1, N = 150, H = 2;
   const shape = [B, N, H, D];
   const q = ak.randn(shape, { dtype, seed: 21 }), k = ak.randn(shape, { dtype, seed: 22 });
   const v = ak.randn(shape, { dtype, seed: 23 }), dO = ak.randn(shape, { dtype, seed: 24 });
-  const r = ak.linearAttention(q, k, v, { decay, returnFinalState: true });
+  const gate = gated ? benchGate(B, N, H, 25) : undefined;
+  const r = ak.linearAttention(q, k, v, { decay, gate, returnFinalState: true });
   const g = r.backward(dO);
-  const [qa, ka, va, da, out, st, dq, dk, dv] = await Promise.all([q, k, v, dO, r.out, r.finalState!, g.dq, g.dk, g.dv].map((t) => t.toArray()));
+  const [qa, ka, va, da, out, st, dq, dk, dv, ga, dg] = await Promise.all(
+    [q, k, v, dO, r.out, r.finalState!, g.dq, g.dk, g.dv, gate, g.dGate].map((t) => t?.toArray()),
+  );
   const p = { B, N, H, Hkv: H, D, Dv: D, q: qa!, k: ka!, v: va! };
-  const ref = ak.reference.referenceLinearAttention(p, { decay });
-  const rg = ak.reference.referenceLinearAttentionBackward(p, da!, undefined, { decay });
-  const errors = {
+  const ref = ak.reference.referenceLinearAttention(p, { decay, gate: ga });
+  const rg = ak.reference.referenceLinearAttentionBackward(p, da!, undefined, { decay, gate: ga });
+  const errors: Record<string, number> = {
     out: relativeMaxError(out!, ref.out),
     finalState: relativeMaxError(st!, ref.finalState),
     dq: relativeMaxError(dq!, rg.dq),
     dk: relativeMaxError(dk!, rg.dk),
     dv: relativeMaxError(dv!, rg.dv),
   };
-  for (const t of [q, k, v, dO, r.out, r.finalState!, g.dq, g.dk, g.dv]) t.dispose();
+  // dGate is float32 computed in float32 for every input dtype: the float32 tolerance
+  if (dg) errors.dGate = relativeMaxError(dg, rg.dGate) * (TOL[dtype] / TOL.float32);
+  for (const t of [q, k, v, dO, r.out, r.finalState!, g.dq, g.dk, g.dv, gate, g.dGate]) t?.dispose();
   const tolerance = TOL[dtype];
-  return { dtype, ok: Object.values(errors).every((e) => e <= tolerance), errors, tolerance };
+  return { dtype, gated, ok: Object.values(errors).every((e) => e <= tolerance), errors, tolerance };
 }
 
 /** Wall times of the timed runs, and the least process CPU time of a run divided by the pool size. */
@@ -176,16 +205,18 @@ export async function benchLinear(options: LinearBenchOptions = {}): Promise<Lin
   const warmup = options.warmup ?? 1;
   const denseMaxN = options.denseMaxN ?? 4096;
   const doDense = options.dense ?? true;
+  const gated = options.gated ?? true;
   const step = options.onStep ?? (() => {});
   const { isa, threads } = ak.info().cpu;
   for (const N of [...Ns, ...crossNs])
     if (T % N !== 0) throw new Error(`bench linear: N = ${N} does not divide totalTokens = ${T}`);
 
   const validation = [];
-  for (const dtype of dtypes) {
-    validation.push(await validate(dtype, D, decay));
-    step(`validate ${dtype}`);
-  }
+  for (const dtype of dtypes)
+    for (const g of gated ? [false, true] : [false]) {
+      validation.push(await validate(dtype, D, decay, g));
+      step(`validate ${dtype}${g ? ' gated' : ''}`);
+    }
   if (validation.some((v) => !v.ok))
     throw new Error(
       'bench linear: validation against the float64 reference failed, refusing to report timings: ' +
@@ -230,14 +261,24 @@ export async function benchLinear(options: LinearBenchOptions = {}): Promise<Lin
       const med = median(fwd.wall);
       const flop = linearFlop(B, N, H, D, D, 'forward');
       rows.push({
-        op: 'linearAttention', pass: 'forward', dtype, B, N, H, D,
+        op: 'linearAttention', pass: 'forward', dtype, B, N, H, D, gated: false, vsUngated: null,
         medianMs: med, minMs: Math.min(...fwd.wall), flop, gflops: flop / (med * 1e6), usPerToken: (med * 1e3) / T,
         cpuMsPerThread: fwd.cpu, denseMs, denseEstimated, speedup: denseMs === null ? null : denseMs / med,
       });
+      const gate = gated && Ns.includes(N) ? benchGate(B, N, H, 5) : null;
+      if (gate) {
+        const gf = await time(() => [ak.linearAttention(q, k, v, { decay, gate }).out], warmup, repeats, threads, () => step(`${label} gated forward`));
+        const gm = median(gf.wall);
+        rows.push({
+          op: 'linearAttention', pass: 'forward', dtype, B, N, H, D, gated: true, vsUngated: gm / med,
+          medianMs: gm, minMs: Math.min(...gf.wall), flop, gflops: flop / (gm * 1e6), usPerToken: (gm * 1e3) / T,
+          cpuMsPerThread: gf.cpu, denseMs, denseEstimated, speedup: denseMs === null ? null : denseMs / gm,
+        });
+      }
       if (denseMs !== null && !denseEstimated) {
         const dflop = denseCausalFlop(B, N, H, D);
         rows.push({
-          op: 'attention', pass: 'forward', dtype, B, N, H, D,
+          op: 'attention', pass: 'forward', dtype, B, N, H, D, gated: false, vsUngated: null,
           medianMs: denseMs, minMs: denseMs, flop: dflop, gflops: dflop / (denseMs * 1e6), usPerToken: (denseMs * 1e3) / T,
           cpuMsPerThread: denseCpu, denseMs: null, denseEstimated: false, speedup: null,
         });
@@ -257,20 +298,38 @@ export async function benchLinear(options: LinearBenchOptions = {}): Promise<Lin
         const bm = median(bwd.wall);
         const bflop = linearFlop(B, N, H, D, D, 'backward');
         rows.push({
-          op: 'linearAttention', pass: 'backward', dtype, B, N, H, D,
+          op: 'linearAttention', pass: 'backward', dtype, B, N, H, D, gated: false, vsUngated: null,
           medianMs: bm, minMs: Math.min(...bwd.wall), flop: bflop, gflops: bflop / (bm * 1e6), usPerToken: (bm * 1e3) / T,
           cpuMsPerThread: bwd.cpu, denseMs: null, denseEstimated: false, speedup: null,
         });
+        if (gate) {
+          const gb = await time(
+            () => {
+              const g = ak.linearAttentionBackward(q, k, v, dO, { decay, gate });
+              return [g.dq, g.dk, g.dv, g.dGate!];
+            },
+            warmup,
+            repeats,
+            threads,
+            () => step(`${label} gated backward`),
+          );
+          const gbm = median(gb.wall);
+          rows.push({
+            op: 'linearAttention', pass: 'backward', dtype, B, N, H, D, gated: true, vsUngated: gbm / bm,
+            medianMs: gbm, minMs: Math.min(...gb.wall), flop: bflop, gflops: bflop / (gbm * 1e6), usPerToken: (gbm * 1e3) / T,
+            cpuMsPerThread: gb.cpu, denseMs: null, denseEstimated: false, speedup: null,
+          });
+        }
         dO.dispose();
       }
-      for (const t of [q, k, v]) t.dispose();
+      for (const t of [q, k, v, gate]) t?.dispose();
     }
   }
 
   const flatness: LinearBenchReport['flatness'] = {};
   const crossoverN: LinearBenchReport['crossoverN'] = {};
   for (const dtype of dtypes) {
-    const lin = rows.filter((r) => r.op === 'linearAttention' && r.pass === 'forward' && r.dtype === dtype);
+    const lin = rows.filter((r) => r.op === 'linearAttention' && r.pass === 'forward' && !r.gated && r.dtype === dtype);
     const flat = lin.filter((r) => r.N >= 1024 && r.N <= 65536).map((r) => (r.minMs * 1e3) / (r.B * r.N));
     if (flat.length > 0) {
       const mean = flat.reduce((a, b) => a + b, 0) / flat.length;
@@ -289,9 +348,9 @@ export async function benchLinear(options: LinearBenchOptions = {}): Promise<Lin
 
 /** The report as a plain-text table plus the summary lines. */
 export function formatLinearReport(rep: LinearBenchReport): string {
-  const head = ['op', 'pass', 'dtype', 'B', 'N', 'ms', 'best ms', 'cpu/thr ms', 'GFLOP/s', 'us/token', 'dense ms', 'speedup'];
+  const head = ['op', 'pass', 'dtype', 'B', 'N', 'ms', 'best ms', 'cpu/thr ms', 'GFLOP/s', 'us/token', 'dense ms', 'speedup', 'vs ungated'];
   const body = rep.rows.map((r) => [
-    r.op,
+    r.gated ? `${r.op} gated` : r.op,
     r.pass,
     r.dtype,
     String(r.B),
@@ -303,17 +362,19 @@ export function formatLinearReport(rep: LinearBenchReport): string {
     fmt(r.usPerToken),
     r.denseMs === null ? '' : `${fmt(r.denseMs)}${r.denseEstimated ? ' (est.)' : ''}`,
     r.speedup === null ? '' : `${fmt(r.speedup)}x`,
+    r.vsUngated === null ? '' : `${fmt(r.vsUngated)}x`,
   ]);
   const lines = [
     `linear attention bench: cpu, kernel level ${rep.isa}, ${rep.threads} threads; H=${rep.rows[0]?.H}, D=${rep.rows[0]?.D}, ` +
       `B*N=${rep.rows[0] ? rep.rows[0].B * rep.rows[0].N : 0}`,
-    formatTable([head, ...body], new Set([3, 4, 5, 6, 7, 8, 9, 10, 11])),
+    formatTable([head, ...body], new Set([3, 4, 5, 6, 7, 8, 9, 10, 11, 12])),
   ];
   for (const [dtype, f] of Object.entries(rep.flatness))
     lines.push(`${dtype}: per-token forward time within ±${f!.toFixed(1)}% of its mean over N = 1024..65536 (goal ±15%)`);
   for (const [dtype, n] of Object.entries(rep.crossoverN))
     lines.push(`${dtype}: linear attention beats dense causal attention from N = ${n ?? 'n/a (not within the timed range)'}`);
-  const g = rep.rows.find((r) => r.op === 'linearAttention' && r.pass === 'forward' && r.dtype === 'float32' && r.N === 16384);
+  const g = rep.rows.find((r) => r.op === 'linearAttention' && r.pass === 'forward' && !r.gated && r.dtype === 'float32' && r.N === 16384);
+  const gg = rep.rows.find((r) => r.gated && r.pass === 'forward' && r.dtype === 'float32' && r.N === 16384);
   const busy = rep.rows.filter((r) => r.minMs > 1.3 * r.cpuMsPerThread).length;
   if (busy > 0)
     lines.push(
@@ -323,6 +384,11 @@ export function formatLinearReport(rep: LinearBenchReport): string {
   if (g)
     lines.push(
       `float32 causal forward at N = 16384: ${fmt(g.gflops)} GFLOP/s median, ${fmt(g.flop / (g.minMs * 1e6))} best (goal >= 100)`,
+    );
+  if (g && gg)
+    lines.push(
+      `float32 gated causal forward at N = 16384: ${fmt(gg.gflops)} GFLOP/s median, ${fmt(gg.vsUngated!)}x the constant-decay median, ` +
+        `${fmt(gg.minMs / g.minMs)}x best to best, ${fmt(gg.cpuMsPerThread / g.cpuMsPerThread)}x by CPU time per thread (goal <= 1.3x)`,
     );
   return lines.join('\n');
 }
