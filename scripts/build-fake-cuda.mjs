@@ -96,7 +96,7 @@ function units() {
   const nodeInc = join(dirname(dirname(process.execPath)), 'include', 'node');
   const base = ['-std=c++17', '-O2', '-g', '-fPIC', '-pthread', `-I${cudaInc}`, `-I${join(root, 'native', 'include')}`];
   const runtimeFlags = [...base, `-I${FAKE}`, `-I${CUDA}`, `-I${napiInc}`, `-I${nodeInc}`, '-fvisibility=hidden',
-    '-DNAPI_VERSION=9', '-DNAPI_CPP_EXCEPTIONS', '-DATTNKIT_CUDA_ARCHS="fake"', '-DATTNKIT_HAVE_FMHA_CUDA'];
+    '-DNAPI_VERSION=9', '-DNAPI_CPP_EXCEPTIONS', '-DNODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS', '-DATTNKIT_CUDA_ARCHS="fake"', '-DATTNKIT_HAVE_FMHA_CUDA'];
   const rename = ['-Dattention_forward=attention_forward_emulated', '-Dattention_backward=attention_backward_emulated'];
   const fmha = join(CUDA, 'fmha');
   return [

@@ -151,6 +151,14 @@ export interface NativeBinding {
   cudaMemoryStats(device: number): { allocated: number; reserved: number; used: number } | null;
   /** Test hook: a kernel that makes an illegal memory access (the device context is lost). */
   cudaTestFault(stream: NativeStream): void;
+  /**
+   * Test hook: arms the next n allocation failures of host tensor storage and of CPU kernel
+   * scratch (0 disarms); reports the waits not yet settled or discarded, process-wide.
+   */
+  testHooks(arm?: { storage?: number; scratch?: number }): {
+    liveCompletions: number;
+    armed: { storage: number; scratch: number };
+  };
   /** Test hook: the dense mask policy on every element and tile (tile classes 0 skip, 1 full, 2 partial). */
   denseMaskProbe(
     Nq: number,

@@ -27,6 +27,7 @@ size_t rounded(size_t bytes) { return (bytes + 4095) / 4096 * 4096; }
 }  // namespace
 
 void* scratch_acquire(size_t bytes, const char* op) {
+  if (runtime::injected_alloc_failure(runtime::AllocSite::Scratch)) throw runtime::out_of_memory(op, bytes);
   const size_t want = rounded(bytes);
   ScratchCache& c = t_scratch;
   int best = -1;

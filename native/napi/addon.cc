@@ -5,7 +5,10 @@
 // own functions). Every op goes through ops::enqueue (native/ops/dispatch.h).
 #include <napi.h>
 
+#include <atomic>
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "binding.h"
@@ -142,13 +145,45 @@ Napi::Value OpTable(const Napi::CallbackInfo& info) {
   return a;
 }
 
+// Test hook: testHooks(arm?: {storage?: n, scratch?: n}) -> {liveCompletions, armed: {storage, scratch}}.
+// Arms the next n allocation failures at each site (runtime::arm_alloc_failures; 0 disarms), and
+// reports the waits not yet settled or discarded in the whole process (stream.cc).
+Napi::Value TestHooks(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  constexpr std::pair<const char*, runtime::AllocSite> sites[] = {{"storage", runtime::AllocSite::Storage},
+                                                                  {"scratch", runtime::AllocSite::Scratch}};
+  if (info.Length() > 0 && info[0].IsObject()) {
+    Napi::Object arm = info[0].As<Napi::Object>();
+    for (auto [key, site] : sites)
+      if (arm.Has(key)) runtime::arm_alloc_failures(site, get_int(arm, key));
+  }
+  Napi::Object armed = Napi::Object::New(env);
+  for (auto [key, site] : sites) armed.Set(key, double(runtime::armed_alloc_failures(site)));
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("liveCompletions", double(live_completions()));
+  o.Set("armed", armed);
+  return o;
+}
+
+// An environment cleanup hook: from here on no completion of this environment calls into
+// JavaScript (stream.cc). Owns its argument; never removed, so it always runs and frees it.
+static void mark_stopping(void* arg) {
+  auto* stopping = static_cast<std::shared_ptr<std::atomic<bool>>*>(arg);
+  (*stopping)->store(true);
+  delete stopping;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  auto* data = new AddonData();
+  // A worker terminated while it loads the addon makes any of these calls throw: nothing is
+  // leaked (the data is owned until the environment takes it) and the throw becomes a pending
+  // JS exception or, when JS can no longer run, nothing (NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS).
+  auto data = std::make_unique<AddonData>();
   Napi::Function storage = storage_class(env);
   Napi::Function stream = stream_class(env);
   data->storage_ctor = Napi::Persistent(storage);
   data->stream_ctor = Napi::Persistent(stream);
-  env.SetInstanceData(data);
+  napi_add_env_cleanup_hook(env, &mark_stopping, new std::shared_ptr<std::atomic<bool>>(data->stopping));
+  env.SetInstanceData(data.release());
   exports.Set("NativeStorage", storage);
   exports.Set("NativeStream", stream);
   exports.Set("info", Napi::Function::New(env, Info));
@@ -157,6 +192,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("supports", Napi::Function::New(env, Supports));
   exports.Set("opTable", Napi::Function::New(env, OpTable));
   exports.Set("denseMaskProbe", Napi::Function::New(env, DenseMaskProbe));
+  exports.Set("testHooks", Napi::Function::New(env, TestHooks));
   register_op_families(env, exports);
   return exports;
 }

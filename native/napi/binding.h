@@ -6,7 +6,9 @@
 #pragma once
 #include <napi.h>
 
+#include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -25,11 +27,16 @@ namespace attnkit::napi {
 Napi::Error make_error(Napi::Env env, const std::string& code, const std::string& op,
                        const std::string& message);
 
-// Per-environment data: the two classes, for instanceof checks when unwrapping.
+// Per-environment data: the two classes, for instanceof checks when unwrapping, and whether the
+// environment is stopping (exit, worker.terminate()): once set, completions go to a sink instead
+// of calling into JavaScript (stream.cc).
 struct AddonData {
   Napi::FunctionReference storage_ctor;
   Napi::FunctionReference stream_ctor;
+  std::shared_ptr<std::atomic<bool>> stopping = std::make_shared<std::atomic<bool>>(false);
 };
+// Waits whose promise has not yet settled or been discarded, in every environment (a test hook).
+int64_t live_completions();
 Napi::Function storage_class(Napi::Env env);  // storage.cc: NativeStorage
 Napi::Function stream_class(Napi::Env env);   // stream.cc: NativeStream
 

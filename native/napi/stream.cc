@@ -3,6 +3,7 @@
 // touches JavaScript off the main thread.
 #include <napi.h>
 
+#include <atomic>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -22,6 +23,33 @@ struct Channel;
 void call_js(Napi::Env env, Napi::Function, Channel* ctx, Completion* c);
 using Tsfn = Napi::TypedThreadSafeFunction<Channel, Completion, call_js>;
 
+static std::atomic<int64_t> g_live_completions{0};
+int64_t live_completions() { return g_live_completions.load(); }
+
+// A pending wait: the promise to settle and what to settle it with. Counted (live_completions),
+// so the tests can see that none is leaked, whichever way the environment ends.
+struct Completion {
+  Completion(Napi::Env env, Napi::Object stream_object, bool returns_buffer)
+      : deferred(Napi::Promise::Deferred::New(env)), stream(Napi::Persistent(stream_object)),
+        returns_buffer(returns_buffer) {
+    ++g_live_completions;
+  }
+  ~Completion() { --g_live_completions; }
+  Napi::Promise::Deferred deferred;
+  Napi::ObjectReference stream;  // keeps the stream (and its channel) alive while the wait is pending
+  std::shared_ptr<const Failure> failure;
+  std::vector<uint8_t> bytes;
+  bool returns_buffer = false;
+};
+
+// The sink for a completion whose environment is gone or can no longer run JavaScript: frees
+// what it owns without a single N-API call (callable on any thread). The promise never settles,
+// as nothing can observe it; the reference is the environment's, which frees it at teardown.
+void discard(Completion* c) {
+  c->stream.SuppressDestruct();
+  delete c;
+}
+
 // The way back from a stream's worker to the JS thread. The thread-safe function is created,
 // referenced, unreferenced and released on the JS thread only (when the stream is collected, or by
 // an environment cleanup hook at exit); workers post under the mutex and only while it is open, so
@@ -32,11 +60,15 @@ struct Channel {
   bool open = true;
   Tsfn tsfn;
   int pending = 0;  // JS thread only
+  // The environment's "stopping" flag (AddonData): set by its cleanup hook, or by call_js the
+  // first time settling a promise fails because JavaScript can no longer run there (a terminated
+  // worker runs queued callbacks before any cleanup hook). Once set, nothing calls into JS.
+  std::shared_ptr<std::atomic<bool>> stopping;
 
-  bool post(Completion* c) {
+  // On a stream's worker. A completion that cannot be posted goes to the sink.
+  void post(Completion* c) {
     std::lock_guard<std::mutex> lk(mu);
-    if (!open) return false;
-    return tsfn.NonBlockingCall(c) == napi_ok;
+    if (!open || stopping->load() || tsfn.NonBlockingCall(c) != napi_ok) discard(c);
   }
   void close() {
     std::lock_guard<std::mutex> lk(mu);
@@ -49,30 +81,26 @@ struct Channel {
   }
 };
 
-struct Completion {
-  Napi::Promise::Deferred deferred;
-  Napi::ObjectReference stream;  // keeps the stream (and its channel) alive while the wait is pending
-  std::shared_ptr<const Failure> failure;
-  std::vector<uint8_t> bytes;
-  bool returns_buffer = false;
-};
-
 void call_js(Napi::Env env, Napi::Function, Channel* ch, Completion* c) {
-  // env is null when the environment is being torn down: the promise can no longer settle, and
-  // the references inside c must not be touched, so c is deliberately leaked.
-  if (env == nullptr) return;
+  // env is null when the thread-safe function is torn down with this completion still queued.
+  if (env == nullptr || ch->stopping->load()) return discard(c);
   std::unique_ptr<Completion> owned(c);
-  if (--ch->pending == 0) ch->tsfn.Unref(env);
-  if (c->failure) {
-    c->deferred.Reject(make_error(env, c->failure->code, c->failure->op, c->failure->message).Value());
-  } else if (c->returns_buffer) {
-    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, c->bytes.size());
-    if (!c->bytes.empty()) std::memcpy(ab.Data(), c->bytes.data(), c->bytes.size());
-    c->deferred.Resolve(ab);
-  } else {
-    c->deferred.Resolve(env.Undefined());
+  try {
+    if (--ch->pending == 0) ch->tsfn.Unref(env);
+    if (c->failure) {
+      c->deferred.Reject(make_error(env, c->failure->code, c->failure->op, c->failure->message).Value());
+    } else if (c->returns_buffer) {
+      Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, c->bytes.size());
+      if (!c->bytes.empty()) std::memcpy(ab.Data(), c->bytes.data(), c->bytes.size());
+      c->deferred.Resolve(ab);
+    } else {
+      c->deferred.Resolve(env.Undefined());
+    }
+  } catch (const Napi::Error&) {
+    // N-API refuses to run JavaScript in an environment that is stopping (worker.terminate()):
+    // no later completion of this environment tries again. Deleting the reference needs no JS.
+    ch->stopping->store(true);
   }
-  c->stream.Reset();
 }
 
 // ------------------------------------------------------------------ Stream
@@ -94,6 +122,7 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
     // The stream first: if it cannot be made, nothing else has been created.
     boundary(env, [&] { stream_ = ops::make_stream(device < 0 ? kCpu : device); });
     channel_ = std::make_shared<Channel>();
+    channel_->stopping = env.GetInstanceData<AddonData>()->stopping;
     channel_->tsfn = Tsfn::New(env, "attnkit-stream", 0, 1, channel_.get());
     channel_->tsfn.Unref(env);
     // Registered after the thread-safe function, so it runs before the function's own teardown.
@@ -110,19 +139,21 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
   runtime::Stream& stream() { return *stream_; }
 
  private:
-  Completion* new_completion(Napi::Env env, bool returns_buffer) {
-    return new Completion{Napi::Promise::Deferred::New(env), Napi::Persistent(Value()), nullptr, {}, returns_buffer};
+  std::unique_ptr<Completion> new_completion(Napi::Env env, bool returns_buffer) {
+    return std::make_unique<Completion>(env, Value(), returns_buffer);
   }
 
   // Promise that settles when `task` has run (with its failure, or the stream's recorded error).
-  Napi::Value enqueue_wait(Napi::Env env, runtime::Task task, Completion* c) {
-    Napi::Value promise = c->deferred.Promise();
-    if (channel_->pending++ == 0) channel_->tsfn.Ref(env);
+  Napi::Value enqueue_wait(Napi::Env env, runtime::Task task, std::unique_ptr<Completion> owned) {
+    Napi::Value promise = owned->deferred.Promise();
+    if (channel_->pending == 0) channel_->tsfn.Ref(env);
+    ++channel_->pending;
     task.is_wait = true;
     auto channel = channel_;
+    Completion* c = owned.release();  // from here on, the worker's post or the sink frees it
     task.done = [c, channel](std::shared_ptr<const Failure> f) {
       c->failure = std::move(f);
-      channel->post(c);  // if closed, the environment is gone and c is leaked on purpose
+      channel->post(c);
     };
     stream_->enqueue(std::move(task));
     return promise;
@@ -142,7 +173,7 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
       if (s->device != kCpu && s->device != stream_->device())
         fail("DEVICE", "toArray", "the tensor is not on the stream's device");
       auto run = ops::kernel_for(ops::kRead, ops::Request{s->dtype, {}, s->device});
-      Completion* c = new_completion(env, true);
+      std::unique_ptr<Completion> c = new_completion(env, true);
       ops::ReadArgs a;
       a.src = s->data;
       a.dtype = s->dtype;
@@ -154,7 +185,7 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
       task.inputs = {s};
       void* h = stream_->handle();
       task.run = [run, a, h] { run(a, h); };
-      return enqueue_wait(env, std::move(task), c);
+      return enqueue_wait(env, std::move(task), std::move(c));
     });
   }
 

@@ -16,6 +16,7 @@
 #include <string>
 
 #include "attnkit/dtype.h"
+#include "attnkit/error.h"
 
 namespace attnkit::runtime {
 
@@ -59,5 +60,18 @@ using StoragePtr = std::shared_ptr<Storage>;
 
 // Live bytes of host storage (allocated and not yet released).
 int64_t live_host_bytes();
+
+// The error of a failed host allocation: OOM, naming the op and the size.
+Error out_of_memory(const char* op, size_t bytes);
+
+// Fault injection, compiled into every build and inert until armed (the `testHooks` export): the
+// next `n` allocations at `site` fail as if memory had run out, so tests reach the OOM paths
+// without exhausting the machine. Storage: a tensor's host storage (on the JS thread); Scratch: a
+// CPU kernel's workspace (on a stream's worker, native/cpu/stream.cc).
+enum class AllocSite { Storage, Scratch };
+void arm_alloc_failures(AllocSite site, int64_t n);
+int64_t armed_alloc_failures(AllocSite site);
+// True when this allocation must fail; consumes one armed failure.
+bool injected_alloc_failure(AllocSite site);
 
 }  // namespace attnkit::runtime
