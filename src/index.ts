@@ -65,7 +65,7 @@ export {
   type NaParams,
   type PerAxis,
 } from './ops/neighborhood.js';
-export { BlockMask, type BlockMaskData, type BlockMaskGeometry, type BlockSizes } from './masks/block-mask.js';
+export { BlockMask, type BlockMaskData, type BlockMaskGeometry, type BlockSizes, type NeighborhoodMaskParams } from './masks/block-mask.js';
 export {
   blockSparseAttention,
   blockSparseAttentionBackward,

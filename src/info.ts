@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DTYPES, type DType } from './dtype.js';
-import { AttnkitError } from './errors.js';
+import { AttnkitError, argError, show } from './errors.js';
 import { native, packageRoot } from './native.js';
 import { parseDevice, type Device } from './stream.js';
 
@@ -157,6 +157,8 @@ export const cpu = {
    * Process-wide; read when a task starts, so it also affects queued tasks that have not started.
    */
   setIsa(level: 'generic' | 'avx2' | 'avx512' | 'avx512bf16' | 'amx'): boolean {
+    if (!(cpu.levels as readonly unknown[]).includes(level))
+      throw argError('ERR_ATTNKIT_ARGUMENT', 'cpu.setIsa', 'level', `to be one of ${cpu.levels.map((x) => `'${x}'`).join(', ')}`, show(level));
     return native.setIsa(level);
   },
 };

@@ -5,7 +5,7 @@
  * waits without blocking the event loop and rejects with the error of any failed work since the
  * last wait.
  */
-import { AttnkitError, awaitNative, callNative } from './errors.js';
+import { AttnkitError, awaitNative, callNative, show } from './errors.js';
 import { native, type NativeStream } from './native.js';
 
 /** A device name: `'cpu'` or `'cuda:N'`. */
@@ -51,7 +51,7 @@ export function parseDevice(op: string, arg: string, d: unknown): Device {
   throw new AttnkitError(
     'ERR_ATTNKIT_DEVICE',
     op,
-    `${op}: expected '${arg}' to be 'cpu' or 'cuda:N', received ${JSON.stringify(d)}`,
+    `${op}: expected '${arg}' to be 'cpu' or 'cuda:N', received ${show(d)}`,
     arg,
   );
 }

@@ -5,7 +5,7 @@
  * loop. Device copies (`to('cuda:0')`, `to('cpu')`) are enqueued like any other work.
  */
 import { DTYPES, isDType, type ArrayFor, type DType } from './dtype.js';
-import { AttnkitError, argError, awaitNative, callNative } from './errors.js';
+import { AttnkitError, argError, awaitNative, callNative, checkBoolean, checkKnownOptions, show } from './errors.js';
 import { native, type NativeStorage } from './native.js';
 import { defaultStream, parseDevice, Stream, type Device } from './stream.js';
 
@@ -125,7 +125,7 @@ export class Tensor<T extends DType = DType> {
   async toArray(opts: { raw: true }): Promise<ArrayFor<T> | Uint16Array>;
   async toArray(opts: { raw?: boolean } = {}): Promise<ArrayFor<T> | Uint16Array> {
     const storage = this._native('toArray', 'tensor');
-    const raw = opts.raw === true;
+    const raw = checkBoolean('toArray', 'raw', checkKnownOptions('toArray', opts, ['raw']).raw, false);
     const buf = await awaitNative('toArray', this.#stream.native.read(storage, !raw));
     switch (this.dtype) {
       case 'int32':
@@ -151,6 +151,7 @@ export class Tensor<T extends DType = DType> {
   to(target: Device, opts?: CopyOptions): Tensor<T>;
   to(target: DType | Device, opts: CopyOptions = {}): Tensor<DType> {
     const storage = this._native('to', 'tensor');
+    checkKnownOptions('to', opts, ['stream']);
     if (isDType(target)) {
       if (target === this.dtype) return this;
       const out = allocate('to', this.shape, target, this.device, false, this.#stream);
@@ -159,15 +160,13 @@ export class Tensor<T extends DType = DType> {
       return out;
     }
     const device = parseDevice('to', 'target', target);
-    if (opts === null || typeof opts !== 'object')
-      throw argError('ERR_ATTNKIT_ARGUMENT', 'to', 'options', 'to be an object', opts === null ? 'null' : typeof opts);
     if (device === this.device) return this;
     // A copy runs on a CUDA stream: the destination's, or for a copy to the CPU the source's.
     const runsOn: Device = device === 'cpu' ? this.device : device;
     let stream: Stream;
     if (opts.stream !== undefined) {
       if (!(opts.stream instanceof Stream))
-        throw argError('ERR_ATTNKIT_ARGUMENT', 'to', 'stream', 'to be a Stream', typeof opts.stream);
+        throw argError('ERR_ATTNKIT_ARGUMENT', 'to', 'stream', 'to be a Stream', show(opts.stream));
       if (opts.stream.device !== runsOn)
         throw argError('ERR_ATTNKIT_DEVICE', 'to', 'stream', `to be a stream on ${runsOn} (the device that runs this copy)`, opts.stream.device);
       stream = opts.stream;
@@ -231,7 +230,7 @@ export class Tensor<T extends DType = DType> {
 
 function checkShape(op: string, shape: unknown): number[] {
   if (!Array.isArray(shape))
-    throw argError('ERR_ATTNKIT_SHAPE', op, 'shape', 'to be an array of non-negative integers', typeof shape);
+    throw argError('ERR_ATTNKIT_SHAPE', op, 'shape', 'to be an array of non-negative integers', show(shape));
   for (let i = 0; i < shape.length; i++) {
     const d = shape[i];
     if (typeof d !== 'number' || !Number.isInteger(d) || d < 0)
@@ -240,7 +239,7 @@ function checkShape(op: string, shape: unknown): number[] {
         op,
         'shape',
         'to hold non-negative integers',
-        `${String(d)} at position ${i}`,
+        `${show(d)} at position ${i}`,
       );
   }
   const n = shape.reduce((a: number, b: number) => a * b, 1);
@@ -255,7 +254,7 @@ function checkDType(op: string, dtype: unknown): DType {
       op,
       'dtype',
       `to be one of ${Object.keys(DTYPES).join(', ')}`,
-      JSON.stringify(dtype),
+      show(dtype),
     );
   return dtype;
 }
@@ -275,10 +274,12 @@ function allocate<T extends DType>(op: string, shape: readonly number[], dtype: 
   return new Tensor(storage, dtype, shape, device, s);
 }
 
+const FACTORY_OPTIONS = ['dtype', 'device', 'stream'] as const;
+
 /** The device and stream of a factory call: `device`, else the stream's device, else the CPU. */
 function placement(op: string, opts: { device?: Device; stream?: Stream }): { device: Device; stream: Stream | undefined } {
   const st = opts.stream;
-  if (st !== undefined && !(st instanceof Stream)) throw argError('ERR_ATTNKIT_ARGUMENT', op, 'stream', 'to be a Stream', typeof st);
+  if (st !== undefined && !(st instanceof Stream)) throw argError('ERR_ATTNKIT_ARGUMENT', op, 'stream', 'to be a Stream', show(st));
   const device = parseDevice(op, 'device', opts.device ?? st?.device ?? 'cpu');
   if (st && st.device !== device)
     throw argError('ERR_ATTNKIT_DEVICE', op, 'stream', `to be a stream on ${device} (the 'device' option)`, st.device);
@@ -299,8 +300,9 @@ export function empty<T extends DType = 'float32'>(
   opts: { dtype?: T; device?: Device; stream?: Stream } = {},
 ): Tensor<T> {
   const s = checkShape('empty', shape);
-  const dtype = checkDType('empty', opts.dtype ?? 'float32') as T;
-  const { device, stream } = placement('empty', opts);
+  const o = checkKnownOptions('empty', opts, FACTORY_OPTIONS) as typeof opts;
+  const dtype = checkDType('empty', o.dtype ?? 'float32') as T;
+  const { device, stream } = placement('empty', o);
   return allocate('empty', s, dtype, device, false, stream);
 }
 
@@ -316,15 +318,18 @@ export function zeros<T extends DType = 'float32'>(
   opts: { dtype?: T; device?: Device; stream?: Stream } = {},
 ): Tensor<T> {
   const s = checkShape('zeros', shape);
-  const dtype = checkDType('zeros', opts.dtype ?? 'float32') as T;
-  const { device, stream } = placement('zeros', opts);
+  const o = checkKnownOptions('zeros', opts, FACTORY_OPTIONS) as typeof opts;
+  const dtype = checkDType('zeros', o.dtype ?? 'float32') as T;
+  const { device, stream } = placement('zeros', o);
   return allocate('zeros', s, dtype, device, true, stream);
 }
 
 /**
  * Standard normal numbers. The same `seed` gives the same numbers on every run, for every thread
  * count and on every device (a counter-based generator indexed by element; CUDA tensors are filled
- * on the host and copied, so they hold exactly the CPU's numbers).
+ * on the host and copied, so they hold exactly the CPU's numbers). `seed` is a non-negative safe
+ * integer; only an absent seed draws a random one (`null`, like any other non-integer, is refused
+ * with ERR_ATTNKIT_ARGUMENT, as PyTorch's `manual_seed(None)` is).
  *
  * @example
  * ```ts
@@ -336,26 +341,30 @@ export function randn<T extends DType = 'float32'>(
   opts: { seed?: number; dtype?: T; device?: Device; stream?: Stream } = {},
 ): Tensor<T> {
   const s = checkShape('randn', shape);
+  opts = checkKnownOptions('randn', opts, ['seed', ...FACTORY_OPTIONS]) as typeof opts;
   const dtype = checkDType('randn', opts.dtype ?? 'float32') as T;
   if (!DTYPES[dtype].float)
     throw argError('ERR_ATTNKIT_DTYPE', 'randn', 'dtype', 'to be a floating-point dtype', dtype);
-  const device = parseDevice('randn', 'device', opts.device ?? opts.stream?.device ?? 'cpu');
-  const seed = opts.seed ?? Math.floor(Math.random() * 2 ** 32);
+  const { device, stream: st } = placement('randn', opts);
+  // Only an absent seed means "random": null (like any non-integer) is refused, not taken as absent.
+  const seed = opts.seed === undefined ? Math.floor(Math.random() * 2 ** 32) : opts.seed;
   if (!Number.isSafeInteger(seed) || seed < 0)
-    throw argError('ERR_ATTNKIT_ARGUMENT', 'randn', 'seed', 'to be a non-negative safe integer', String(seed));
+    throw argError('ERR_ATTNKIT_ARGUMENT', 'randn', 'seed', 'to be a non-negative safe integer', show(seed));
   if (device !== 'cpu') {
-    const { stream: st } = placement('randn', { device, stream: opts.stream });
     const host = randn(s, { seed, dtype });
     const t = host.to(device, { stream: st ?? defaultStream(device) });
     host.dispose(); // the copy keeps the host storage until it has run
     return t as Tensor<T>;
   }
   const t = allocate('randn', s, dtype, device, false);
-  const stream = opts.stream ?? defaultStream(device);
+  const stream = st ?? defaultStream(device);
   callNative('randn', () => native.randn(stream.native, t._native('randn', 'out'), seed));
   t._setStream(stream);
   return t;
 }
+
+/** The typed arrays `tensor()` copies from (TensorData). */
+const SOURCE_ARRAYS = [Float32Array, Float64Array, Int32Array, Uint8Array, Uint16Array] as const;
 
 /** Source code the binding's write() takes for Float64Array data (not a tensor dtype). */
 const FLOAT64_SOURCE = 100;
@@ -379,9 +388,17 @@ export function tensor<T extends DType = 'float32'>(data: TensorData, shape?: re
   const op = 'tensor';
   const isView = ArrayBuffer.isView(data);
   if (!isView && !Array.isArray(data))
-    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'data', 'to be a typed array or an array of numbers', typeof data);
+    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'data', 'to be a typed array or an array of numbers', show(data));
+  if (isView && !SOURCE_ARRAYS.some((c) => data instanceof c))
+    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'data', `to be a ${SOURCE_ARRAYS.map((c) => c.name).join(', ')} or an array of numbers`, show(data));
+  if (!isView)
+    (data as readonly unknown[]).forEach((x, i) => {
+      // A string or a boolean would become NaN or 0/1 in the conversion: refused, as in PyTorch.
+      if (typeof x !== 'number') throw argError('ERR_ATTNKIT_ARGUMENT', op, 'data', 'to hold numbers only', `${show(x)} at index ${i}`);
+    });
+  opts = checkKnownOptions(op, opts, ['dtype', 'device']) as typeof opts;
   const length = (data as ArrayLike<number>).length;
-  const s = checkShape(op, shape ?? [length]);
+  const s = checkShape(op, shape === undefined ? [length] : shape);
   const n = s.reduce((a, b) => a * b, 1);
   if (n !== length)
     throw argError('ERR_ATTNKIT_SHAPE', op, 'shape', `to hold ${length} elements (the data's length)`, `[${s.join(', ')}] (${n} elements)`);
@@ -474,12 +491,7 @@ export function fromDevicePointer<T extends DType>(
   const size = DTYPES[dt].bytes;
   if (ptr % BigInt(size) !== 0n)
     throw argError('ERR_ATTNKIT_ARGUMENT', op, 'ptr', `to be aligned to ${size} bytes (a ${dt} element)`, `0x${ptr.toString(16)}`);
-  if (opts === null || typeof opts !== 'object' || Array.isArray(opts))
-    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'options', 'to be an object', opts === null ? 'null' : typeof opts);
-  for (const key of Object.keys(opts))
-    if (!(FROM_POINTER_OPTIONS as readonly string[]).includes(key))
-      throw new AttnkitError('ERR_ATTNKIT_ARGUMENT', op, `${op}: unknown option '${key}' (known options: ${FROM_POINTER_OPTIONS.join(', ')})`, key);
-  const { keepAlive, stream } = opts;
+  const { keepAlive, stream } = checkKnownOptions(op, opts, FROM_POINTER_OPTIONS) as FromDevicePointerOptions;
   if (keepAlive !== undefined && (keepAlive === null || (typeof keepAlive !== 'object' && typeof keepAlive !== 'function')))
     throw argError('ERR_ATTNKIT_ARGUMENT', op, 'keepAlive', 'to be an object', keepAlive === null ? 'null' : typeof keepAlive);
   if (stream !== undefined && !(stream instanceof Stream) && typeof stream !== 'bigint')

@@ -4,41 +4,21 @@
  * check the plumbing (arguments, validation, JSON, exit codes), not the speed.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { distCli as cli, ensureDist, root } from './fuzz/dist.ts';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const cli = join(root, 'dist', 'src', 'cli', 'index.js');
 const LEVELS = ['generic', 'avx2', 'avx512', 'avx512bf16', 'amx'];
-
-/** Newest modification time of the .ts files under `dir`. */
-function newestTs(dir: string): number {
-  let t = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) t = Math.max(t, newestTs(p));
-    else if (e.name.endsWith('.ts')) t = Math.max(t, statSync(p).mtimeMs);
-  }
-  return t;
-}
 
 function run(args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [cli, ...args], { cwd: root, encoding: 'utf8', timeout: 60_000 });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-beforeAll(() => {
-  const sources = newestTs(join(root, 'src'));
-  if (existsSync(cli) && statSync(cli).mtimeMs >= sources) return;
-  const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
-  const r = spawnSync(process.execPath, [tsc, '-p', 'tsconfig.json'], { cwd: root, encoding: 'utf8' });
-  // tsc emits even with type errors elsewhere in the tree; only a missing CLI stops these tests.
-  if (!existsSync(cli)) throw new Error(`tsc did not produce ${cli}:\n${r.stdout}${r.stderr}`);
-});
+// tsc emits even with type errors elsewhere in the tree; only a missing CLI stops these tests.
+beforeAll(() => ensureDist());
 
 describe('attnkit info', () => {
   it('--json reports version, CPU kernel level, threads and CUDA status', () => {

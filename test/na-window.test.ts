@@ -54,7 +54,7 @@ describe('gridNeighborhood equals the reference on random 2-D and 3-D grids', ()
 describe('BlockMask.neighborhood checks its parameters', () => {
   const cases: [string, Parameters<typeof BlockMask.neighborhood>[0], string, RegExp][] = [
     ['rank 4', { size: [4, 4, 4, 4], kernelSize: [3, 3, 3, 3] }, 'size', /1 to 3 axis lengths/],
-    ['a per-axis array of the wrong length', { size: [8, 8], kernelSize: [3] }, 'kernelSize', /array of 2/],
+    ['a per-axis array of the wrong length', { size: [8, 8], kernelSize: [3] }, 'kernelSize', /or 2 of them \(one per axis\)/],
     ['kernel 0', { size: [8], kernelSize: [0] }, 'kernelSize', /positive integer on axis 0/],
     ['stride > kernel', { size: [8], kernelSize: [3], stride: [4] }, 'stride', /<= the kernel size 3 on axis 0/],
     ['kernel x dilation > size', { size: [8, 7], kernelSize: [3, 4], dilation: [1, 2] }, 'kernelSize', /input size 7 on axis 1, received 4 x 2 = 8/],

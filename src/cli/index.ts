@@ -36,6 +36,7 @@ import {
   DEFAULT_N,
   DEFAULT_REPEATS,
   DTYPE_CHOICES,
+  intList,
   NA_DEFAULT_HEAD_DIM,
   NA_DEFAULT_HEADS,
   NA_OPS,
@@ -110,10 +111,10 @@ program
   .option('--nk <N>', 'key tokens (default: --n)', positiveInt)
   .option('--block-q <b>', 'query block size (default 16)', positiveInt)
   .option('--block-k <b>', 'key block size (default 16)', positiveInt)
-  .option('--window <left,right>', 'window: left,right (-1 = unbounded)', (v: string) => v.split(',').map(Number))
-  .option('--docs <lengths>', 'documents: sequence lengths', (v: string) => v.split(',').map(Number))
+  .option('--window <left,right>', 'window: left,right (-1 = unbounded)', intList(-1))
+  .option('--docs <lengths>', 'documents: sequence lengths', intList(0))
   .option('--input <X[,Y[,Z]]>', 'neighborhood: grid', parseAxes)
-  .option('--kernel <k>', 'neighborhood: kernel size per axis', parseAxes)
+  .option('--kernel <k>', 'neighborhood: kernel size, one for every axis or one per axis', parseAxes)
   .action(maskCommand);
 
 program

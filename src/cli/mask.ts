@@ -34,12 +34,18 @@ export async function maskCommand(o: MaskOpts): Promise<void> {
     case 'documents':
       mask = ak.BlockMask.documents(o.docs ?? [40, 1, 0, 90, 125], blocks);
       break;
-    case 'neighborhood':
-      mask = ak.BlockMask.neighborhood({ size: o.input ?? [16, 16], kernelSize: o.kernel ?? (o.input ?? [16, 16]).map(() => 5) }, blocks);
+    case 'neighborhood': {
+      // One --kernel value means every axis (as na2d's `kernelSize: 7`); else one per axis. The
+      // builder refuses what does not fit the grid, so a wrong mask is never drawn.
+      const kernel = o.kernel === undefined ? 5 : o.kernel.length === 1 ? o.kernel[0]! : o.kernel;
+      mask = ak.BlockMask.neighborhood({ size: o.input ?? [16, 16], kernelSize: kernel }, blocks);
       break;
+    }
   }
+  // Everything that can fail runs before the file is written: an error leaves no file behind.
   const svg = await maskToSvg(mask, { title: `${o.kind} mask, blocks ${blocks.blockQ}x${blocks.blockK}` });
-  writeFileSync(o.svg, svg);
   const c = await mask.counts();
-  process.stdout.write(`wrote ${o.svg}: ${mask.Nq}x${mask.Nk} tokens, ${c.full} full and ${c.partial} partial blocks, density ${(await mask.density()).toFixed(3)}\n`);
+  const density = await mask.density();
+  writeFileSync(o.svg, svg);
+  process.stdout.write(`wrote ${o.svg}: ${mask.Nq}x${mask.Nk} tokens, ${c.full} full and ${c.partial} partial blocks, density ${density.toFixed(3)}\n`);
 }

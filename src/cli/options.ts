@@ -76,6 +76,16 @@ export function parseAxes(value: string): number[] {
   return parts.map(Number);
 }
 
+/** A comma-separated list of integers >= `min` (--window: -1 = unbounded; --docs: lengths >= 0). */
+export function intList(min: number): (value: string) => number[] {
+  return (value: string) => {
+    const parts = value.split(',').map((x) => x.trim());
+    if (parts.some((x) => !/^-?\d+$/.test(x) || !Number.isSafeInteger(Number(x)) || Number(x) < min))
+      throw new InvalidArgumentError(`expected integers >= ${min} separated by commas.`);
+    return parts.map(Number);
+  };
+}
+
 /** Per-axis causal flags: 1/0/true/false, comma-separated; a bare flag means every axis. */
 export function parseCausal(value: string | true): boolean[] | true {
   if (value === true) return true;

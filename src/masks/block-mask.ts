@@ -11,7 +11,7 @@
  * arrays so that inspection (`toDense`, `density`) and set operations (`and`, `or`) are immediate.
  * Masks produced by enqueued work (mobaMask, xattentionMask) fetch theirs with `await mask.host()`.
  */
-import { AttnkitError, argError } from '../errors.js';
+import { AttnkitError, argError, checkKnownOptions, show } from '../errors.js';
 import { tensor, type Tensor } from '../tensor.js';
 import type { Device } from '../stream.js';
 import * as builders from './builders.js';
@@ -27,6 +27,9 @@ import {
 } from './mask-builder.js';
 
 export type { BlockMaskData, BlockMaskGeometry, BlockSizes } from './mask-builder.js';
+export type { NeighborhoodMaskParams } from './builders.js';
+
+const LISTS = ['fullOffsets', 'fullIndices', 'partialOffsets', 'partialIndices', 'partialBits'] as const;
 
 /**
  * Which key blocks each query block attends, in the form the block-sparse kernels read: per (b, h)
@@ -133,7 +136,9 @@ export class BlockMask {
   /**
    * The neighborhood-attention pattern (NATTEN semantics, docs/neighborhood.md) over the tokens of
    * a 1-D, 2-D or 3-D grid in row-major order: per axis a kernel size, and optionally a stride
-   * (default 1), a dilation (default 1) and causality (default false).
+   * (default 1), a dilation (default 1) and causality (default false). Each is one value for every
+   * axis (`kernelSize: 7`, `causal: true`) or an array of one per axis, as na2d takes them; a window
+   * that does not fit its axis (kernel x dilation > size, stride > kernel) is refused.
    *
    * @example
    * ```ts
@@ -141,10 +146,7 @@ export class BlockMask {
    * const mask = BlockMask.neighborhood({ size: [56, 56], kernelSize: [7, 7] }, { blockQ: 64, blockK: 64 });
    * ```
    */
-  static neighborhood(
-    params: { size: readonly number[]; kernelSize: readonly number[]; stride?: readonly number[]; dilation?: readonly number[]; causal?: readonly boolean[] },
-    opts?: BlockSizes,
-  ): BlockMask {
+  static neighborhood(params: builders.NeighborhoodMaskParams, opts?: BlockSizes): BlockMask {
     return BlockMask.fromBuilt(builders.neighborhood(params, opts));
   }
 
@@ -189,6 +191,12 @@ export class BlockMask {
   static fromData(g: BlockMaskGeometry, d: BlockMaskData): BlockMask {
     const op = 'BlockMask.fromData';
     checkGeometry(op, g);
+    if (d === null || typeof d !== 'object') throw argError('ERR_ATTNKIT_ARGUMENT', op, 'data', 'to be an object of five typed arrays', show(d));
+    checkKnownOptions(op, d, LISTS, 'data');
+    // The buffers are read as int32 bits: any other array would be reinterpreted, not converted.
+    for (const name of LISTS)
+      if (!(d[name] instanceof Int32Array || d[name] instanceof Uint32Array))
+        throw argError('ERR_ATTNKIT_ARGUMENT', op, name, 'to be an Int32Array or a Uint32Array', show(d[name]));
     const m = new BlockMask(g, d, null);
     const rows = g.B * g.H * m.qBlocks;
     for (const [name, off, idx] of [
@@ -316,7 +324,8 @@ export class BlockMask {
 }
 
 // Per-element combination of two masks, block by block (only blocks listed in either are visited).
-function combine(op: string, ma: BlockMask, mb: BlockMask, f: (x: number, y: number) => number): BlockMask {
+function combine(op: string, ma: BlockMask, mb: unknown, f: (x: number, y: number) => number): BlockMask {
+  if (!(mb instanceof BlockMask)) throw argError('ERR_ATTNKIT_ARGUMENT', op, 'other', 'to be a BlockMask', show(mb));
   if (ma.Nq !== mb.Nq || ma.Nk !== mb.Nk || ma.blockQ !== mb.blockQ || ma.blockK !== mb.blockK)
     throw argError('ERR_ATTNKIT_SHAPE', op, 'other', `to have the geometry of this mask (Nq ${ma.Nq}, Nk ${ma.Nk}, blocks ${ma.blockQ}x${ma.blockK})`, `Nq ${mb.Nq}, Nk ${mb.Nk}, blocks ${mb.blockQ}x${mb.blockK}`);
   for (const [name, x, y] of [['B', ma.B, mb.B], ['H', ma.H, mb.H]] as const)

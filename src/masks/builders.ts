@@ -6,16 +6,16 @@
  * fraction of a second. General masks (neighborhood, predicates) are built from per-row key sets or
  * by evaluating the predicate once per element.
  */
-import { argError } from '../errors.js';
+import { argError, checkBoolean, checkInteger, checkKnownOptions, checkPerAxis, MAX_EXTENT, show } from '../errors.js';
 import { appendBlock, MaskBuilder, type BlockMaskGeometry, type BlockSizes, type BuiltMask } from './mask-builder.js';
-import { gridNeighborhood, type GridParams } from './na-window.js';
+import { checkGridRules, gridNeighborhood, type GridParams } from './na-window.js';
 
-const sizes = (o: BlockSizes | undefined) => ({ blockQ: o?.blockQ ?? 64, blockK: o?.blockK ?? 64 });
+const BLOCKS = ['blockQ', 'blockK'] as const;
+const sizes = (o: Record<string, unknown>) => ({ blockQ: (o.blockQ ?? 64) as number, blockK: (o.blockK ?? 64) as number });
 
+/** A token count or length: an integer in [0, 2^31) (ERR_ATTNKIT_SHAPE otherwise). */
 function checkCount(op: string, arg: string, v: unknown): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0)
-    throw argError('ERR_ATTNKIT_SHAPE', op, arg, 'to be a non-negative integer', String(v));
-  return v;
+  return checkInteger(op, arg, v, { min: 0, code: 'ERR_ATTNKIT_SHAPE' });
 }
 
 /**
@@ -62,7 +62,8 @@ export function causal(Nq: number, Nk: number, opts?: BlockSizes): BuiltMask {
   const op = 'BlockMask.causal';
   checkCount(op, 'Nq', Nq);
   checkCount(op, 'Nk', Nk);
-  return fromRowIntervals(op, { B: 1, H: 1, Nq, Nk, ...sizes(opts) }, () => 0, (q) => q + Nk - Nq);
+  const o = checkKnownOptions(op, opts, BLOCKS);
+  return fromRowIntervals(op, { B: 1, H: 1, Nq, Nk, ...sizes(o) }, () => 0, (q) => q + Nk - Nq);
 }
 
 /**
@@ -75,11 +76,12 @@ export function slidingWindow(Nq: number, Nk: number, left: number, right: numbe
   checkCount(op, 'Nq', Nq);
   checkCount(op, 'Nk', Nk);
   for (const [name, v] of [['left', left], ['right', right]] as const)
-    if (!Number.isInteger(v) || v < -1) throw argError('ERR_ATTNKIT_ARGUMENT', op, name, 'to be an integer >= -1 (-1 = unbounded)', String(v));
-  const r = opts?.causal ? (right < 0 ? 0 : Math.min(right, 0)) : right;
+    checkInteger(op, name, v, { min: -1, what: ' (-1 = unbounded)' });
+  const o = checkKnownOptions(op, opts, [...BLOCKS, 'causal']);
+  const r = checkBoolean(op, 'causal', o.causal, false) ? (right < 0 ? 0 : Math.min(right, 0)) : right;
   return fromRowIntervals(
     op,
-    { B: 1, H: 1, Nq, Nk, ...sizes(opts) },
+    { B: 1, H: 1, Nq, Nk, ...sizes(o) },
     (q) => (left < 0 ? 0 : q + Nk - Nq - left),
     (q) => (r < 0 ? Nk - 1 : q + Nk - Nq + r),
   );
@@ -93,7 +95,11 @@ export function documents(seqLens: readonly number[], opts?: BlockSizes & { caus
   const op = 'BlockMask.documents';
   if (!Array.isArray(seqLens)) throw argError('ERR_ATTNKIT_ARGUMENT', op, 'seqLens', 'to be an array of lengths', typeof seqLens);
   seqLens.forEach((l, i) => checkCount(op, `seqLens[${i}]`, l));
+  const o = checkKnownOptions(op, opts, [...BLOCKS, 'causal']);
+  const causal = checkBoolean(op, 'causal', o.causal, false);
   const N = seqLens.reduce((a, b) => a + b, 0);
+  if (N > MAX_EXTENT) throw argError('ERR_ATTNKIT_SHAPE', op, 'seqLens', 'to sum to fewer than 2^31 tokens', String(N));
+  new MaskBuilder(op, { B: 1, H: 1, Nq: N, Nk: N, ...sizes(o) }); // block sizes checked before the O(N) work
   const start = new Int32Array(N);
   const end = new Int32Array(N);
   let pos = 0;
@@ -104,7 +110,7 @@ export function documents(seqLens: readonly number[], opts?: BlockSizes & { caus
     }
     pos += l;
   }
-  return fromRowIntervals(op, { B: 1, H: 1, Nq: N, Nk: N, ...sizes(opts) }, (q) => start[q]!, (q) => (opts?.causal ? q : end[q]!));
+  return fromRowIntervals(op, { B: 1, H: 1, Nq: N, Nk: N, ...sizes(o) }, (q) => start[q]!, (q) => (causal ? q : end[q]!));
 }
 
 /** Mask from each row's visible keys (sorted ascending); shared by every (b, h). */
@@ -135,48 +141,49 @@ export function fromRowSets(op: string, g: BlockMaskGeometry, keysOf: (q: number
   return mb.build();
 }
 
-/** The neighborhood-attention pattern (NATTEN semantics) over a grid's tokens in row-major order. */
-export function neighborhood(
-  params: { size: readonly number[]; kernelSize: readonly number[]; stride?: readonly number[]; dilation?: readonly number[]; causal?: readonly boolean[] },
-  opts?: BlockSizes,
-): BuiltMask {
-  const op = 'BlockMask.neighborhood';
-  const p = checkGrid(op, params);
-  const N = p.size.reduce((a, b) => a * b, 1);
-  return fromRowSets(op, { B: 1, H: 1, Nq: N, Nk: N, ...sizes(opts) }, (q) => gridNeighborhood(q, p));
+/** The parameters of BlockMask.neighborhood: per axis a number for every axis or one per axis, as na2d takes them. */
+export interface NeighborhoodMaskParams {
+  /** The grid: 1 to 3 axis lengths (tokens in row-major order, last axis fastest). */
+  size: readonly number[];
+  /** Window size: one for every axis or one per axis; >= 1 and kernelSize * dilation <= size. */
+  kernelSize: number | readonly number[];
+  /** Stride (queries in a stride group share their leader's window): 1 <= stride <= kernelSize. Default 1. */
+  stride?: number | readonly number[];
+  /** Dilation. Default 1. */
+  dilation?: number | readonly number[];
+  /** Causal (the window ends at the query): one for every axis or one per axis. Default false. */
+  causal?: boolean | readonly boolean[];
 }
 
-/** The grid parameters with defaults, checked so that every window lies inside its axis (NATTEN's rules, k = 1 allowed). */
-function checkGrid(
-  op: string,
-  params: { size: readonly number[]; kernelSize: readonly number[]; stride?: readonly number[]; dilation?: readonly number[]; causal?: readonly boolean[] },
-): GridParams {
-  const size = params?.size;
+/** The neighborhood-attention pattern (NATTEN semantics) over a grid's tokens in row-major order. */
+export function neighborhood(params: NeighborhoodMaskParams, opts?: BlockSizes): BuiltMask {
+  const op = 'BlockMask.neighborhood';
+  const p = checkGrid(op, params);
+  const o = checkKnownOptions(op, opts, BLOCKS);
+  const N = p.size.reduce((a, b) => a * b, 1);
+  return fromRowSets(op, { B: 1, H: 1, Nq: N, Nk: N, ...sizes(o) }, (q) => gridNeighborhood(q, p));
+}
+
+/**
+ * The grid parameters with defaults, checked so that every window lies inside its axis (NATTEN's
+ * rules, k = 1 allowed): a per-axis parameter is one value for every axis or one per axis.
+ */
+function checkGrid(op: string, params: unknown): GridParams {
+  const o = checkKnownOptions(op, params, ['size', 'kernelSize', 'stride', 'dilation', 'causal'], 'params');
+  if (params === undefined) throw argError('ERR_ATTNKIT_ARGUMENT', op, 'params', 'to be an object {size, kernelSize, ...}', 'undefined');
+  const size = o.size;
   if (!Array.isArray(size) || size.length < 1 || size.length > 3)
-    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'size', 'to be an array of 1 to 3 axis lengths', JSON.stringify(size));
+    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'size', 'to be an array of 1 to 3 axis lengths', show(size));
   const R = size.length;
-  const axes = (name: string, v: readonly unknown[] | undefined, dflt: unknown): unknown[] => {
-    if (v === undefined) return new Array(R).fill(dflt);
-    if (!Array.isArray(v) || v.length !== R) throw argError('ERR_ATTNKIT_ARGUMENT', op, name, `to be an array of ${R} (one per axis)`, JSON.stringify(v));
-    return v;
-  };
-  const p = {
+  const isNum = (x: unknown) => typeof x === 'number';
+  const p: GridParams = {
     size,
-    kernelSize: axes('kernelSize', params.kernelSize ?? [], 0),
-    stride: axes('stride', params.stride, 1),
-    dilation: axes('dilation', params.dilation, 1),
-    causal: axes('causal', params.causal, false),
-  } as GridParams;
-  const posInt = (x: unknown) => typeof x === 'number' && Number.isInteger(x) && x >= 1;
-  for (let a = 0; a < R; a++) {
-    const [L, k, s, d] = [p.size[a]!, p.kernelSize[a]!, p.stride[a]!, p.dilation[a]!];
-    for (const [name, v] of [['size', L], ['kernelSize', k], ['stride', s], ['dilation', d]] as const)
-      if (!posInt(v)) throw argError('ERR_ATTNKIT_ARGUMENT', op, name, `to be a positive integer on axis ${a}`, JSON.stringify(v));
-    if (typeof p.causal[a] !== 'boolean') throw argError('ERR_ATTNKIT_ARGUMENT', op, 'causal', `to be a boolean on axis ${a}`, JSON.stringify(p.causal[a]));
-    if (s > k) throw argError('ERR_ATTNKIT_ARGUMENT', op, 'stride', `to be <= the kernel size ${k} on axis ${a}`, String(s));
-    if (k * d > L)
-      throw argError('ERR_ATTNKIT_SHAPE', op, 'kernelSize', `times 'dilation' to be <= the input size ${L} on axis ${a}`, `${k} x ${d} = ${k * d}`);
-  }
+    kernelSize: checkPerAxis<number>(op, 'kernelSize', o.kernelSize, undefined, R, isNum, 'a positive integer'),
+    stride: checkPerAxis(op, 'stride', o.stride, 1, R, isNum, 'a positive integer'),
+    dilation: checkPerAxis(op, 'dilation', o.dilation, 1, R, isNum, 'a positive integer'),
+    causal: checkPerAxis(op, 'causal', o.causal, false, R, (x) => typeof x === 'boolean', 'a boolean'),
+  };
+  checkGridRules(op, p, 1);
   return p;
 }
 
@@ -186,8 +193,15 @@ function checkGrid(
  */
 export function fromBlocks(blocks: ArrayLike<number | boolean>, shape: readonly [number, number, number, number], opts: { Nq: number; Nk: number } & BlockSizes): BuiltMask {
   const op = 'BlockMask.fromBlocks';
+  if (!(Array.isArray(blocks) || (ArrayBuffer.isView(blocks) && !(blocks instanceof DataView))))
+    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'blocks', 'to be an array or a typed array of 0/1 entries', show(blocks));
+  if (!Array.isArray(shape) || shape.length !== 4)
+    throw argError('ERR_ATTNKIT_SHAPE', op, 'shape', 'to be an array [B, H, Qb, Kb]', show(shape));
+  shape.forEach((x, i) => checkInteger(op, 'shape', x, { min: i < 2 ? 1 : 0, code: 'ERR_ATTNKIT_SHAPE', what: ` at position ${i}` }));
+  if (opts === undefined) throw argError('ERR_ATTNKIT_ARGUMENT', op, 'options', 'to be an object with Nq and Nk', 'undefined');
+  const o = checkKnownOptions(op, opts, ['Nq', 'Nk', ...BLOCKS]);
   const [B, H, Qb, Kb] = shape;
-  const g = { B, H, Nq: checkCount(op, 'Nq', opts.Nq), Nk: checkCount(op, 'Nk', opts.Nk), ...sizes(opts) };
+  const g = { B, H, Nq: checkCount(op, 'Nq', o.Nq), Nk: checkCount(op, 'Nk', o.Nk), ...sizes(o) };
   const mb = new MaskBuilder(op, g);
   if (Qb !== mb.qBlocks || Kb !== mb.kBlocks)
     throw argError('ERR_ATTNKIT_SHAPE', op, 'shape', `to be [B, H, ${mb.qBlocks}, ${mb.kBlocks}] (ceil(Nq/blockQ), ceil(Nk/blockK))`, `[${shape.join(', ')}]`);
@@ -211,7 +225,11 @@ export function fromPredicate(
 ): BuiltMask {
   const op = 'BlockMask.fromPredicate';
   if (typeof fn !== 'function') throw argError('ERR_ATTNKIT_ARGUMENT', op, 'fn', 'to be a function (b, h, q, k) => boolean', typeof fn);
-  const g = { B: opts.B ?? 1, H: opts.H ?? 1, Nq: checkCount(op, 'Nq', opts.Nq), Nk: checkCount(op, 'Nk', opts.Nk), ...sizes(opts) };
+  if (opts === undefined) throw argError('ERR_ATTNKIT_ARGUMENT', op, 'options', 'to be an object with Nq and Nk', 'undefined');
+  const o = checkKnownOptions(op, opts, ['B', 'H', 'Nq', 'Nk', 'onProgress', ...BLOCKS]);
+  if (o.onProgress !== undefined && typeof o.onProgress !== 'function')
+    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'onProgress', 'to be a function (fraction) => void', show(o.onProgress));
+  const g = { B: o.B ?? 1, H: o.H ?? 1, Nq: checkCount(op, 'Nq', o.Nq), Nk: checkCount(op, 'Nk', o.Nk), ...sizes(o) } as BlockMaskGeometry;
   const mb = new MaskBuilder(op, g);
   const W = mb.words;
   const bits = new Uint32Array(g.blockQ * W);

@@ -4,7 +4,7 @@
  * neither empty nor full. The builders (src/masks/builders.ts) and BlockMask's set operations
  * produce masks through it; it knows nothing of the BlockMask class, which wraps what it builds.
  */
-import { argError } from '../errors.js';
+import { argError, checkInteger, MAX_EXTENT, show } from '../errors.js';
 
 /** Host copy of a mask's lists (the layout: the module comment of src/masks/block-mask.ts). */
 export interface BlockMaskData {
@@ -38,12 +38,13 @@ export interface BlockSizes {
 const isBlock = (x: unknown) => typeof x === 'number' && [16, 32, 64, 128].includes(x);
 
 export function checkGeometry(op: string, g: BlockMaskGeometry): void {
-  for (const [name, v] of [['B', g.B], ['H', g.H]] as const)
-    if (!Number.isInteger(v) || v < 1) throw argError('ERR_ATTNKIT_SHAPE', op, name, 'to be a positive integer', String(v));
-  for (const [name, v] of [['Nq', g.Nq], ['Nk', g.Nk]] as const)
-    if (!Number.isInteger(v) || v < 0) throw argError('ERR_ATTNKIT_SHAPE', op, name, 'to be a non-negative integer', String(v));
+  if (g === null || typeof g !== 'object') throw argError('ERR_ATTNKIT_ARGUMENT', op, 'geometry', 'to be an object {B, H, Nq, Nk, blockQ, blockK}', show(g));
+  for (const name of ['B', 'H'] as const) checkInteger(op, name, g[name], { min: 1, code: 'ERR_ATTNKIT_SHAPE' });
+  for (const name of ['Nq', 'Nk'] as const) checkInteger(op, name, g[name], { min: 0, code: 'ERR_ATTNKIT_SHAPE' });
   for (const [name, v] of [['blockQ', g.blockQ], ['blockK', g.blockK]] as const)
-    if (!isBlock(v)) throw argError('ERR_ATTNKIT_ARGUMENT', op, name, 'to be a power of two between 16 and 128', String(v));
+    if (!isBlock(v)) throw argError('ERR_ATTNKIT_ARGUMENT', op, name, 'to be a power of two between 16 and 128', show(v));
+  if (g.B * g.H * Math.ceil(g.Nq / g.blockQ) > MAX_EXTENT)
+    throw argError('ERR_ATTNKIT_SHAPE', op, 'B', "times 'H' times ceil(Nq / blockQ) (the mask's rows) to be < 2^31", String(g.B * g.H * Math.ceil(g.Nq / g.blockQ)));
 }
 
 /** What a builder produces: the geometry and the host lists. */

@@ -5,6 +5,7 @@
  * against it (test/na-window.test.ts). Invariant: for valid parameters (k >= 1, 1 <= s <= k,
  * k * d <= L) every window lies inside its dilation group and holds the query itself.
  */
+import { argError, checkInteger, MAX_EXTENT } from '../errors.js';
 
 /** The keys of one query on one axis: tokens `first + step * j` for j in [0, count). */
 export interface AxisWindow {
@@ -77,4 +78,31 @@ export function gridNeighborhood(q: number, p: GridParams): number[] {
     keys = next;
   }
   return keys;
+}
+
+/**
+ * Checks the rules under which every window lies inside its axis (NATTEN's, with the axis and the
+ * values in the message): every extent an integer in [1, 2^31), kernel >= `minKernel`,
+ * stride <= kernel, kernel x dilation <= the axis length, and at most 2^31 - 1 tokens in all.
+ */
+export function checkGridRules(
+  op: string,
+  p: { size: readonly unknown[]; kernelSize: readonly unknown[]; stride: readonly unknown[]; dilation: readonly unknown[] },
+  minKernel: number,
+  names: { size: string; kernelSize: string } = { size: 'size', kernelSize: 'kernelSize' },
+): void {
+  let tokens = 1;
+  for (let a = 0; a < p.size.length; a++) {
+    const L = checkInteger(op, names.size, p.size[a], { min: 1, what: ` on axis ${a}`, code: 'ERR_ATTNKIT_SHAPE' });
+    const k = checkInteger(op, names.kernelSize, p.kernelSize[a], { min: 1, what: ` on axis ${a}` });
+    if (k < minKernel) throw argError('ERR_ATTNKIT_ARGUMENT', op, names.kernelSize, `to be > ${minKernel - 1} on axis ${a}`, String(k));
+    const s = checkInteger(op, 'stride', p.stride[a], { min: 1, what: ` on axis ${a}` });
+    const d = checkInteger(op, 'dilation', p.dilation[a], { min: 1, what: ` on axis ${a}` });
+    if (s > k) throw argError('ERR_ATTNKIT_ARGUMENT', op, 'stride', `to be <= the kernel size ${k} on axis ${a}`, String(s));
+    if (k * d > L)
+      throw argError('ERR_ATTNKIT_SHAPE', op, names.kernelSize, `times 'dilation' to be <= the input size ${L} on axis ${a}`, `${k} x ${d} = ${k * d}`);
+    tokens *= L;
+  }
+  if (tokens > MAX_EXTENT)
+    throw argError('ERR_ATTNKIT_SHAPE', op, names.size, 'to hold fewer than 2^31 tokens in all', `[${p.size.join(', ')}] (${tokens} tokens)`);
 }

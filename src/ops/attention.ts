@@ -6,7 +6,7 @@
  * native/cuda/fmha/ (float16/bfloat16), same policy header.
  */
 import { DTYPES, type FloatDType } from '../dtype.js';
-import { AttnkitError, argError, callNative } from '../errors.js';
+import { AttnkitError, argError, callNative, show } from '../errors.js';
 import { native, type AttentionParams } from '../native.js';
 import { empty, type Tensor } from '../tensor.js';
 import type { Stream } from '../stream.js';
@@ -75,7 +75,7 @@ function parse(op: string, q: unknown, k: unknown, v: unknown, options: unknown)
       w.length !== 2 ||
       !w.every((x) => typeof x === 'number' && Number.isInteger(x) && x >= -1)
     )
-      throw argError('ERR_ATTNKIT_ARGUMENT', op, 'window', 'to be [left, right] with integers >= -1 (-1 = unbounded)', JSON.stringify(w));
+      throw argError('ERR_ATTNKIT_ARGUMENT', op, 'window', 'to be [left, right] with integers >= -1 (-1 = unbounded)', show(w));
     [left, right] = w as [number, number];
   }
   const scale = checkScale(op, o.scale, 1 / Math.sqrt(D));
@@ -142,7 +142,7 @@ export function attentionBackward(
   options: AttentionBackwardOptions = {},
 ): AttentionGrads {
   const op = 'attentionBackward';
-  const { dLse, ...rest } = (options ?? {}) as AttentionBackwardOptions;
+  const { dLse, ...rest } = checkOptions(op, options, [...KNOWN, 'dLse']) as AttentionBackwardOptions;
   const { params, dtype, stream } = parse(op, q, k, v, rest);
   const { B, Nq, Nk, H, Hkv, D, Dv } = params;
   const { O, L, dO, dL } = checkBackwardTensors(op, q, out, lse, dOut, dLse, [B, Nq, H, Dv], [B, Nq, H]);

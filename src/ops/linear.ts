@@ -10,7 +10,7 @@
  * Layout [B, N, H, D] (heads last), k/v may have fewer heads (GQA), the value head dim may differ.
  */
 import type { FloatDType } from '../dtype.js';
-import { AttnkitError, argError, callNative } from '../errors.js';
+import { AttnkitError, argError, callNative, show } from '../errors.js';
 import { native, type LinearParams } from '../native.js';
 import { empty, type Tensor } from '../tensor.js';
 import type { Stream } from '../stream.js';
@@ -169,7 +169,7 @@ function checkDecay(op: string, d: unknown, H: number, causal: boolean): Float64
   const inRange = (x: unknown) => typeof x === 'number' && x > 0 && x <= 1;
   let values: ArrayLike<unknown>;
   if (typeof d === 'number') {
-    if (!inRange(d)) throw argError('ERR_ATTNKIT_ARGUMENT', op, 'decay', 'to lie in (0, 1]', String(d));
+    if (!inRange(d)) throw argError('ERR_ATTNKIT_ARGUMENT', op, 'decay', 'to lie in (0, 1]', show(d));
     values = out.map(() => d);
   } else if (Array.isArray(d) || d instanceof Float32Array || d instanceof Float64Array) {
     values = d as ArrayLike<unknown>;
@@ -181,7 +181,7 @@ function checkDecay(op: string, d: unknown, H: number, causal: boolean): Float64
   for (let i = 0; i < H; i++) {
     const x = values[i];
     if (!inRange(x))
-      throw argError('ERR_ATTNKIT_ARGUMENT', op, 'decay', 'to lie in (0, 1] for every head', `${String(x)} at head ${i}`);
+      throw argError('ERR_ATTNKIT_ARGUMENT', op, 'decay', 'to lie in (0, 1] for every head', `${show(x)} at head ${i}`);
     out[i] = x as number;
   }
   if (!causal && out.some((x) => x !== 1))
@@ -203,7 +203,7 @@ function checkFeatureMap(op: string, f: unknown): number {
       op,
       'featureMap',
       `to be one of ${LINEAR_FEATURE_MAPS.map((x) => `'${x}'`).join(', ')}`,
-      typeof f === 'string' ? `'${f}'` : String(f),
+      typeof f === 'string' ? `'${f}'` : show(f),
     );
   return i;
 }
@@ -329,7 +329,7 @@ export function linearAttentionBackward(
   options: LinearAttentionBackwardOptions = {},
 ): LinearAttentionGrads {
   const op = 'linearAttentionBackward';
-  const { dFinalState, ...rest } = (options ?? {}) as LinearAttentionBackwardOptions;
+  const { dFinalState, ...rest } = checkOptions(op, options, [...KNOWN, 'dFinalState']) as LinearAttentionBackwardOptions;
   const { params, dtype, stream, initialState, gate } = parse(op, q, k, v, rest);
   const { B, N, H, Hkv, D, Dv } = params;
   const dO = checkTensor(op, 'dOut', dOut);

@@ -4,7 +4,7 @@
  * lse = log sum_i exp(lse_i). Parts whose lse is -Infinity contribute nothing; if all are, the row
  * is 0 with lse -Infinity.
  */
-import { argError, callNative } from '../errors.js';
+import { argError, callNative, show } from '../errors.js';
 import { native } from '../native.js';
 import { empty, type Tensor } from '../tensor.js';
 import type { Stream } from '../stream.js';
@@ -52,7 +52,7 @@ function parseParts(op: string, parts: unknown): { outs: Tensor[]; lses: Tensor[
   const lses: Tensor[] = [];
   parts.forEach((p: unknown, i: number) => {
     if (p === null || typeof p !== 'object')
-      throw argError('ERR_ATTNKIT_ARGUMENT', op, `parts[${i}]`, 'to be {out, lse}', String(p));
+      throw argError('ERR_ATTNKIT_ARGUMENT', op, `parts[${i}]`, 'to be {out, lse}', show(p));
     outs.push(checkTensor(op, `parts[${i}].out`, (p as AttentionPart).out));
     lses.push(checkTensor(op, `parts[${i}].lse`, (p as AttentionPart).lse));
   });

@@ -6,7 +6,8 @@
  * dense attention merged by LSE (mergeAttention). See docs/neighborhood.md.
  */
 import type { FloatDType } from '../dtype.js';
-import { AttnkitError, argError, callNative } from '../errors.js';
+import { AttnkitError, argError, callNative, checkPerAxis, show } from '../errors.js';
+import { checkGridRules } from '../masks/na-window.js';
 import { native, type NaParams, type NeighborhoodPlan } from '../native.js';
 
 export type { NaParams, NeighborhoodPlan } from '../native.js';
@@ -83,17 +84,6 @@ export interface NeighborhoodResult {
 
 const KNOWN = ['kernelSize', 'stride', 'dilation', 'causal', 'scale', 'additionalKeys', 'additionalValues', 'tileShape', 'stream'] as const;
 
-function perAxis<T>(op: string, arg: string, v: PerAxis<T> | undefined, dflt: T, rank: number, ok: (x: unknown) => boolean, what: string): T[] {
-  if (v === undefined) return new Array<T>(rank).fill(dflt);
-  const arr = Array.isArray(v) ? v : new Array(rank).fill(v);
-  if (arr.length !== rank)
-    throw argError('ERR_ATTNKIT_ARGUMENT', op, arg, `to be ${what} or ${rank} of them (one per axis)`, JSON.stringify(v));
-  arr.forEach((x, a) => {
-    if (!ok(x)) throw argError('ERR_ATTNKIT_ARGUMENT', op, arg, `to be ${what} on axis ${a}`, JSON.stringify(x));
-  });
-  return arr as T[];
-}
-
 const isPosInt = (x: unknown) => typeof x === 'number' && Number.isInteger(x) && x >= 1;
 
 /** Tile shapes (powers of two per axis, product 64) worth considering for a grid. */
@@ -127,7 +117,41 @@ const planCache = new Map<string, number[]>();
  * ```
  */
 export function neighborhoodPlan(p: NaParams): NeighborhoodPlan {
-  return callNative('neighborhoodPlan', () => native.naPlan(p));
+  return callNative('neighborhoodPlan', () => native.naPlan(checkNaParams('neighborhoodPlan', p, true)));
+}
+
+/**
+ * The planner's parameters, checked as na1d/na2d/na3d check theirs (a raw object reaches the
+ * binding only in this form): rank 1 to 3, one entry per axis in every list, NATTEN's rules, and
+ * for `tile` positive integers holding 64 tokens.
+ */
+function checkNaParams(op: string, p: unknown, withTile: boolean): NaParams {
+  const fields = ['rank', 'size', 'kernel', 'stride', 'dilation', 'causal'];
+  const o = checkOptions(op, p, withTile ? [...fields, 'tile'] : fields);
+  if (p === undefined) throw argError('ERR_ATTNKIT_ARGUMENT', op, 'params', `to be an object {${fields.join(', ')}${withTile ? ', tile' : ''}}`, 'undefined');
+  const rank = o.rank;
+  if (rank !== 1 && rank !== 2 && rank !== 3) throw argError('ERR_ATTNKIT_ARGUMENT', op, 'rank', 'to be 1, 2 or 3', show(rank));
+  const list = <T>(name: string, ok: (x: unknown) => boolean, what: string): T[] => {
+    if (!Array.isArray(o[name])) throw argError('ERR_ATTNKIT_ARGUMENT', op, name, `to be an array of ${rank} (one per axis)`, show(o[name]));
+    return checkPerAxis<T>(op, name, o[name], undefined, rank, ok, what);
+  };
+  const isNum = (x: unknown) => typeof x === 'number';
+  const q = {
+    rank,
+    size: list<number>('size', isNum, 'an integer'),
+    kernel: list<number>('kernel', isNum, 'an integer'),
+    stride: list<number>('stride', isNum, 'an integer'),
+    dilation: list<number>('dilation', isNum, 'an integer'),
+    causal: list<boolean>('causal', (x) => typeof x === 'boolean', 'a boolean'),
+    tile: [] as number[],
+  };
+  checkGridRules(op, { size: q.size, kernelSize: q.kernel, stride: q.stride, dilation: q.dilation }, 1, { size: 'size', kernelSize: 'kernel' });
+  if (withTile) {
+    q.tile = list<number>('tile', isPosInt, 'a positive integer');
+    if (q.tile.reduce((x, y) => x * y, 1) !== 64)
+      throw argError('ERR_ATTNKIT_ARGUMENT', op, 'tile', 'to hold 64 tokens (the product of its entries)', show(q.tile));
+  }
+  return q;
 }
 
 /**
@@ -140,6 +164,8 @@ export function neighborhoodPlan(p: NaParams): NeighborhoodPlan {
  * ```
  */
 export function chooseTileShape(p: Omit<NaParams, 'tile'>): number[] {
+  const { tile: _, ...checked } = checkNaParams('chooseTileShape', p, false);
+  p = checked;
   const key = JSON.stringify(p);
   const cached = planCache.get(key);
   if (cached) return cached;
@@ -179,7 +205,7 @@ function parse(op: string, rank: number, q: unknown, k: unknown, v: unknown, opt
   const K = checkTensor(op, 'k', k);
   const V = checkTensor(op, 'v', v);
   if (options === undefined || options === null || typeof options !== 'object')
-    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'options', "to be an object with at least 'kernelSize'", String(options));
+    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'options', "to be an object with at least 'kernelSize'", show(options));
   const o = checkOptions(op, options, KNOWN);
   const dtype = checkFloat(op, 'q', Q);
   checkSameDType(op, 'k', K, Q, 'q');
@@ -207,33 +233,20 @@ function parse(op: string, rank: number, q: unknown, k: unknown, v: unknown, opt
 
   if (o.kernelSize === undefined)
     throw new AttnkitError('ERR_ATTNKIT_ARGUMENT', op, `${op}: missing option 'kernelSize'`, 'kernelSize');
-  const kernel = perAxis(op, 'kernelSize', o.kernelSize as PerAxis<number>, 0, rank, isPosInt, 'a positive integer');
-  const stride = perAxis(op, 'stride', o.stride as PerAxis<number> | undefined, 1, rank, isPosInt, 'a positive integer');
-  const dilation = perAxis(op, 'dilation', o.dilation as PerAxis<number> | undefined, 1, rank, isPosInt, 'a positive integer');
-  const causal = perAxis(op, 'causal', o.causal as PerAxis<boolean> | undefined, false, rank, (x) => typeof x === 'boolean', 'a boolean');
-  for (let a = 0; a < rank; a++) {
-    // NATTEN's argument rules, with the axis and the values in the message.
-    if (kernel[a]! < 2)
-      throw argError('ERR_ATTNKIT_ARGUMENT', op, 'kernelSize', `to be > 1 on axis ${a}`, String(kernel[a]));
-    if (stride[a]! > kernel[a]!)
-      throw argError('ERR_ATTNKIT_ARGUMENT', op, 'stride', `to be <= the kernel size ${kernel[a]} on axis ${a}`, String(stride[a]));
-    if (kernel[a]! * dilation[a]! > spatial[a]!)
-      throw argError(
-        'ERR_ATTNKIT_SHAPE',
-        op,
-        'kernelSize',
-        `times 'dilation' to be <= the input size ${spatial[a]} on axis ${a}`,
-        `${kernel[a]} x ${dilation[a]} = ${kernel[a]! * dilation[a]!}`,
-      );
-  }
+  const kernel = checkPerAxis(op, 'kernelSize', o.kernelSize as PerAxis<number>, 0, rank, isPosInt, 'a positive integer');
+  const stride = checkPerAxis(op, 'stride', o.stride as PerAxis<number> | undefined, 1, rank, isPosInt, 'a positive integer');
+  const dilation = checkPerAxis(op, 'dilation', o.dilation as PerAxis<number> | undefined, 1, rank, isPosInt, 'a positive integer');
+  const causal = checkPerAxis(op, 'causal', o.causal as PerAxis<boolean> | undefined, false, rank, (x) => typeof x === 'boolean', 'a boolean');
+  // NATTEN's argument rules (kernel > 1 here), with the axis and the values in the message.
+  checkGridRules(op, { size: spatial, kernelSize: kernel, stride, dilation }, 2);
   const scale = checkScale(op, o.scale, 1 / Math.sqrt(D));
   const stream = checkStream(op, o.stream, Q, { D, Dv }, op.endsWith('Backward') ? 'neighborhoodBackward' : 'neighborhood');
   const base = { rank, size: spatial, kernel, stride, dilation, causal };
   let tile: number[];
   if (o.tileShape !== undefined) {
-    tile = perAxis(op, 'tileShape', o.tileShape as readonly number[], 0, rank, isPosInt, 'a positive integer');
+    tile = checkPerAxis(op, 'tileShape', o.tileShape as readonly number[], 0, rank, isPosInt, 'a positive integer');
     if (tile.reduce((x, y) => x * y, 1) !== 64)
-      throw argError('ERR_ATTNKIT_ARGUMENT', op, 'tileShape', 'to hold 64 tokens (the product of its entries)', JSON.stringify(tile));
+      throw argError('ERR_ATTNKIT_ARGUMENT', op, 'tileShape', 'to hold 64 tokens (the product of its entries)', show(tile));
   } else {
     tile = chooseTileShape(base);
   }
@@ -417,7 +430,9 @@ export interface NeighborhoodBackwardOptions extends NeighborhoodOptions {
 
 function functionalBackward(rank: 1 | 2 | 3, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, dOut: Tensor, options: NeighborhoodBackwardOptions) {
   const op = `na${rank}d`;
-  const { dLse, ...rest } = options ?? ({} as NeighborhoodBackwardOptions);
+  if (options === undefined)
+    throw argError('ERR_ATTNKIT_ARGUMENT', `${op}Backward`, 'options', "to be an object with at least 'kernelSize'", 'undefined');
+  const { dLse, ...rest } = checkOptions(`${op}Backward`, options, [...KNOWN, 'dLse']) as unknown as NeighborhoodBackwardOptions;
   const p = parse(`${op}Backward`, rank, q, k, v, rest);
   return neighborhoodBackwardImpl(op, p, q, k, v, out, lse, dOut, dLse, null);
 }

@@ -4,7 +4,7 @@
  * BlockMask ready for `blockSparseAttention` on the same stream, plus the raw scores and selections
  * for inspection. Semantics: docs/block-sparse.md.
  */
-import { argError, callNative } from '../errors.js';
+import { argError, callNative, MAX_EXTENT, show } from '../errors.js';
 import { native } from '../native.js';
 import { empty, type Tensor } from '../tensor.js';
 import type { Stream } from '../stream.js';
@@ -111,17 +111,21 @@ export function mobaMask(q: Tensor, k: Tensor, options: MobaOptions): MobaResult
   const op = 'mobaMask';
   const { Q, K, B, Nq, Nk, H, Hkv, D } = parseQK(op, q, k);
   if (options === null || typeof options !== 'object')
-    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'options', "to be an object with 'blockSize' and 'topK'", String(options));
+    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'options', "to be an object with 'blockSize' and 'topK'", show(options));
   const o = checkOptions(op, options, ['blockSize', 'topK', 'causal', 'blockQ', 'stream']);
   if (!pow2(o.blockSize, 16, 2 ** 30))
-    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'blockSize', 'to be a power of two >= 16', String(o.blockSize));
+    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'blockSize', 'to be a power of two >= 16', show(o.blockSize));
   const C = o.blockSize as number;
   if (typeof o.topK !== 'number' || !Number.isInteger(o.topK) || o.topK < 1)
-    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'topK', 'to be a positive integer', String(o.topK));
+    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'topK', 'to be a positive integer', show(o.topK));
   const topK = o.topK;
+  // topK beyond the key blocks selects every block (docs/block-sparse.md), but `selected` still has
+  // topK columns: bounded so that it stays indexable, refused here rather than as an allocation failure.
+  if (B * Nq * H * topK > MAX_EXTENT)
+    throw argError('ERR_ATTNKIT_SHAPE', op, 'topK', `to keep 'selected' [B, Nq, H, topK] = [${B}, ${Nq}, ${H}, topK] under 2^31 elements`, String(topK));
   const causal = checkBool(op, 'causal', o.causal, true);
   const blockQ = o.blockQ === undefined ? 64 : (o.blockQ as number);
-  if (!pow2(blockQ, 16, 128)) throw argError('ERR_ATTNKIT_ARGUMENT', op, 'blockQ', 'to be a power of two between 16 and 128', String(o.blockQ));
+  if (!pow2(blockQ, 16, 128)) throw argError('ERR_ATTNKIT_ARGUMENT', op, 'blockQ', 'to be a power of two between 16 and 128', show(o.blockQ));
   const stream = checkStream(op, o.stream, Q, { D });
   const blockK = Math.min(C, 128);
   const nBlocks = Math.ceil(Nk / C);
@@ -161,14 +165,14 @@ export function xattentionMask(q: Tensor, k: Tensor, options: XattentionOptions)
   const op = 'xattentionMask';
   const { Q, K, B, Nq, Nk, H, Hkv, D } = parseQK(op, q, k);
   if (options === null || typeof options !== 'object')
-    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'options', "to be an object with 'stride' and 'threshold'", String(options));
+    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'options', "to be an object with 'stride' and 'threshold'", show(options));
   const o = checkOptions(op, options, ['stride', 'threshold', 'blockSize', 'causal', 'stream']);
   const block = o.blockSize === undefined ? 64 : (o.blockSize as number);
-  if (!pow2(block, 16, 128)) throw argError('ERR_ATTNKIT_ARGUMENT', op, 'blockSize', 'to be a power of two between 16 and 128', String(o.blockSize));
+  if (!pow2(block, 16, 128)) throw argError('ERR_ATTNKIT_ARGUMENT', op, 'blockSize', 'to be a power of two between 16 and 128', show(o.blockSize));
   if (!pow2(o.stride, 1, block) || block % (o.stride as number) !== 0)
-    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'stride', `to be a power of two dividing the block size ${block}`, String(o.stride));
+    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'stride', `to be a power of two dividing the block size ${block}`, show(o.stride));
   if (typeof o.threshold !== 'number' || !(o.threshold >= 0 && o.threshold <= 1))
-    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'threshold', 'to be a number in [0, 1]', String(o.threshold));
+    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'threshold', 'to be a number in [0, 1]', show(o.threshold));
   const causal = checkBool(op, 'causal', o.causal, true);
   const stream = checkStream(op, o.stream, Q, { D });
   const Qb = Math.ceil(Nq / block);

@@ -2,7 +2,7 @@
  * Argument checks shared by the ops: each names the op and the argument and says what was expected
  * ("attention: expected 'k' to have rank 4 ([B, N, Hkv, D]), received rank 3").
  */
-import { AttnkitError, argError, callNative } from '../errors.js';
+import { AttnkitError, argError, callNative, checkBoolean, checkKnownOptions, show } from '../errors.js';
 import { Tensor } from '../tensor.js';
 import { DTYPES, type FloatDType } from '../dtype.js';
 import { native, type SupportRequest } from '../native.js';
@@ -54,31 +54,22 @@ export function checkDim(op: string, arg: string, what: string, value: number, e
 }
 
 export function checkOptions(op: string, opts: unknown, known: readonly string[]): Record<string, unknown> {
-  if (opts === undefined) return {};
-  if (opts === null || typeof opts !== 'object' || Array.isArray(opts))
-    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'options', 'to be an object', opts === null ? 'null' : typeof opts);
-  for (const key of Object.keys(opts)) {
-    if (!known.includes(key))
-      throw new AttnkitError(
-        'ERR_ATTNKIT_ARGUMENT',
-        op,
-        `${op}: unknown option '${key}' (known options: ${known.join(', ')})`,
-        key,
-      );
-  }
-  return opts as Record<string, unknown>;
+  return checkKnownOptions(op, opts, known);
 }
 
 export function checkBool(op: string, arg: string, v: unknown, dflt: boolean): boolean {
-  if (v === undefined) return dflt;
-  if (typeof v !== 'boolean') throw argError('ERR_ATTNKIT_ARGUMENT', op, arg, 'to be a boolean', JSON.stringify(v));
-  return v;
+  return checkBoolean(op, arg, v, dflt);
 }
 
+/**
+ * The softmax scale: a finite number > 0 that stays finite and > 0 in float32, the precision the
+ * kernels use (1e39 would be Infinity and 1e-46 zero there, and the output all NaN).
+ */
 export function checkScale(op: string, v: unknown, dflt: number): number {
   if (v === undefined) return dflt;
-  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0)
-    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'scale', 'to be a finite number > 0', String(v));
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw argError('ERR_ATTNKIT_ARGUMENT', op, 'scale', 'to be a finite number > 0', show(v));
+  if (!Number.isFinite(Math.fround(v)) || Math.fround(v) <= 0)
+    throw argError('ERR_ATTNKIT_ARGUMENT', op, 'scale', 'to be a finite number > 0 that float32 can hold (about 1.4e-45 to 3.4e38)', show(v));
   return v;
 }
 
