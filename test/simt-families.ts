@@ -193,4 +193,14 @@ export const FAMILIES: EmulatedFamily[] = [
     // memory-bound rows, no mask: the program's own shapes (odd rows and value dims, 1..16 parts) cover it
     shapes: () => [],
   },
+  {
+    family: 'selection',
+    program: 'native/cuda/selection/tests/selection_test.cc',
+    reference: 'native/cuda/selection/tests/selection_test.cc (float64 scores, the selection rules, host mask lists)',
+    tolerance: 'scores within a float32 bound of float64; selections exactly the rule on the kernel\'s own scores and float64\'s where the margin is clear; mask lists exactly the host\'s',
+    units: generatedUnits,
+    caseName: (e) => `selection_${e.direction}_${e.dtype}`,
+    // the program's own shapes (tails, Nq != Nk, GQA, ties, thresholds 0 and 1) cover it: no dense mask edges
+    shapes: () => [],
+  },
 ];

@@ -29,6 +29,7 @@
 #include "attnkit/attention.h"
 #include "attnkit/dtype.h"
 #include "attnkit/error.h"
+#include "attnkit/selection.h"
 
 namespace attnkit::cuda {
 
@@ -97,6 +98,10 @@ void run_attention_backward(const AttentionBwdParams& p, const DenseMaskOptions&
 // dim the binding accepts, the dtypes the merge family lists.
 void run_merge_forward(const MergeParams& p, void* stream);
 void run_merge_backward(const MergeBwdParams& p, void* stream);
+// MoBA / XAttention block selection on the device (native/cuda/selection/): scores, selection and
+// the BlockMask lists, all in device memory, in stream order.
+void run_moba_select(const MobaParams& p, void* stream);
+void run_xattention_select(const XattnParams& p, void* stream);
 bool have_attention_kernels();
 
 // ---------------------------------------------------------------- timing events

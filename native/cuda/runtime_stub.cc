@@ -42,6 +42,8 @@ void run_attention_forward(const AttentionFwdParams&, const DenseMaskOptions&, v
 void run_attention_backward(const AttentionBwdParams&, const DenseMaskOptions&, void*) { no_cuda("attentionBackward"); }
 void run_merge_forward(const MergeParams&, void*) { no_cuda("mergeAttention"); }
 void run_merge_backward(const MergeBwdParams&, void*) { no_cuda("mergeAttentionBackward"); }
+void run_moba_select(const MobaParams&, void*) { no_cuda("mobaMask"); }
+void run_xattention_select(const XattnParams&, void*) { no_cuda("xattentionMask"); }
 
 TimingEvent::TimingEvent(int) { no_cuda("recordEvent"); }
 TimingEvent::~TimingEvent() = default;

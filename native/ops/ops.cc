@@ -133,6 +133,8 @@ std::string cuda_merge_support(const Request& r) {
 }
 void cuda_merge_fwd(const MergeFwdArgs& a, void* stream) { cuda::run_merge_forward(a.p, stream); }
 void cuda_merge_bwd(const MergeBwdArgs& a, void* stream) { cuda::run_merge_backward(a.p, stream); }
+void cuda_moba(const MobaParams& p, void* stream) { cuda::run_moba_select(p, stream); }
+void cuda_xattn(const XattnParams& p, void* stream) { cuda::run_xattention_select(p, stream); }
 
 }  // namespace
 
@@ -161,8 +163,8 @@ const Op<LinearArgs<LinearFwdParams>> kLinearForward{"linearAttention", {{cpu_li
 const Op<LinearArgs<LinearBwdParams>> kLinearBackward{"linearAttentionBackward",
                                                       {{cpu_linear_bwd}, no_cuda_kernel<cs::linearAttentionBackward>}};
 const Op<LinearArgs<LinearStepParams>> kLinearStep{"linearAttentionStep", {{cpu_linear_step}, no_cuda_kernel<cs::linearAttentionStep>}};
-const Op<MobaParams> kMobaSelect{"mobaMask", {{cpu_moba}, no_cuda_kernel<cs::mobaMask>}};
-const Op<XattnParams> kXattentionSelect{"xattentionMask", {{cpu_xattn}, no_cuda_kernel<cs::xattentionMask>}};
+const Op<MobaParams> kMobaSelect{"mobaMask", {{cpu_moba}, cuda_kernel<cs::mobaMask>(cuda_moba)}};
+const Op<XattnParams> kXattentionSelect{"xattentionMask", {{cpu_xattn}, cuda_kernel<cs::xattentionMask>(cuda_xattn)}};
 
 // ------------------------------------------------------------------ lookups by name
 

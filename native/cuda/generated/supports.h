@@ -60,11 +60,21 @@ inline constexpr OpTable blockSparseAttention{"blockSparseAttention", "blockSpar
 // blockSparseAttentionBackward: family blockSparse, 0 kernels
 inline constexpr OpTable blockSparseAttentionBackward{"blockSparseAttentionBackward", "blockSparse", "block-sparse attention", nullptr, 0};
 
-// mobaMask: family selection, 0 kernels
-inline constexpr OpTable mobaMask{"mobaMask", "selection", "block selection", nullptr, 0};
+// mobaMask: family selection, 3 kernels
+inline constexpr Row mobaMask_rows[] = {
+    {DType::Float32, 0, 0, "none", "selection moba f32"},
+    {DType::Float16, 0, 0, "none", "selection moba f16"},
+    {DType::BFloat16, 0, 0, "none", "selection moba bf16"},
+};
+inline constexpr OpTable mobaMask{"mobaMask", "selection", "block selection", mobaMask_rows, 3};
 
-// xattentionMask: family selection, 0 kernels
-inline constexpr OpTable xattentionMask{"xattentionMask", "selection", "block selection", nullptr, 0};
+// xattentionMask: family selection, 3 kernels
+inline constexpr Row xattentionMask_rows[] = {
+    {DType::Float32, 0, 0, "none", "selection xattention f32"},
+    {DType::Float16, 0, 0, "none", "selection xattention f16"},
+    {DType::BFloat16, 0, 0, "none", "selection xattention bf16"},
+};
+inline constexpr OpTable xattentionMask{"xattentionMask", "selection", "block selection", xattentionMask_rows, 3};
 
 // mergeAttention: family merge, 3 kernels
 inline constexpr Row mergeAttention_rows[] = {
