@@ -10,7 +10,8 @@
 // Shapes: causal and not, Nq != Nk both ways, tails (N not a multiple of any block), topK larger than
 // the causal blocks, MoBA blocks larger than the mask blocks (C = 256 -> 128-column mask blocks),
 // query blocks of 16 to 128, XAttention strides 1 to the block size, thresholds 0, 1 and between,
-// GQA, B = 2. Outputs start as garbage (NaN scores, 0x7f selections, -7 lists), so an element a
+// GQA, B = 2, more MoBA blocks than one bitmap chunk, more mask rows than scan threads, exact ties.
+// Outputs start as garbage (NaN scores, 0x7f selections, -7 lists), so an element a
 // kernel fails to write is an error. One case per table entry (`selection_<op>_<dtype>`, as
 // test/simt-families.ts names them), plus the dispatch errors. The same source compiles with nvcc
 // as a real GPU program (scripts/gpu-check-kernels.sh).
@@ -434,6 +435,7 @@ const MobaCase kMoba[] = {
     {{1, 40, 50, 4, 2, 8}, 16, 1, 32, true},        // topK 1: own block only
     {{1, 128, 136, 2, 1, 8}, 16, 3, 64, true, 16},  // every complete block tied: the lower indices win
     {{1, 64, 100, 1, 1, 8}, 16, 4, 32, false, 16},  // ties, non-causal
+    {{1, 16, 65636, 1, 1, 8}, 16, 3, 16, true},      // 4103 MoBA blocks: picks past the first 4096-block chunk
 };
 
 const XattnCase kXattn[] = {
@@ -449,6 +451,7 @@ const XattnCase kXattn[] = {
     {{1, 70, 90, 1, 1, 8}, 4, 16, 0.f, false},       // threshold 0, non-causal: nothing
     {{1, 64, 128, 1, 1, 8}, 4, 16, 0.4f, false, 16}, // tied block scores: the lower indices win
     {{1, 140, 140, 1, 1, 8}, 8, 128, 0.9f, true},    // 128-row query blocks
+    {{1, 1100, 64, 4, 1, 8}, 16, 16, 0.5f, false},   // 276 mask rows: the offsets scan takes chunks of 2
 };
 
 // One table entry's case: every shape of the op, then the notes for the driver.
