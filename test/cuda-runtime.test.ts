@@ -38,7 +38,6 @@ import {
   linearAttentionStep,
   memory,
   mergeAttention,
-  mobaMask,
   na1d,
   na2d,
   na3d,
@@ -46,7 +45,6 @@ import {
   reference,
   synchronize,
   tensor,
-  xattentionMask,
   zeros,
   type DType,
   type FloatDType,
@@ -374,20 +372,7 @@ describe('ops without a CUDA implementation say so at the call, before allocatin
         return () => blockSparseAttention(q, k, v, new BlockMask(g, null, null, 'cuda:0'));
       },
     ],
-    [
-      'mobaMask',
-      () => {
-        const [q, k] = [1, 2].map((s) => onCuda([1, 64, 2, 16], s)) as [Tensor, Tensor];
-        return () => mobaMask(q, k, { blockSize: 16, topK: 2 });
-      },
-    ],
-    [
-      'xattentionMask',
-      () => {
-        const [q, k] = [1, 2].map((s) => onCuda([1, 64, 2, 16], s)) as [Tensor, Tensor];
-        return () => xattentionMask(q, k, { stride: 4, threshold: 0.9, blockSize: 16 });
-      },
-    ],
+    // (mobaMask and xattentionMask run on CUDA: test/selection-cuda.test.ts)
   ];
 
   for (const [op, make] of cases)

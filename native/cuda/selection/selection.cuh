@@ -4,7 +4,7 @@
 // and in stream order, with no host round trip.
 //
 // MoBA, five launches: pool (mean of each key block, float32, summed in token order as on the CPU)
-// -> gate (one warp per (b, token, head): the scores q . kbar_j, then the top-k picks) -> the mask
+// -> gate (one warp per (b, head) and 8 tokens: the scores q . kbar_j, then the top-k picks) -> the mask
 // lists (mask_lists.cuh: count, scan, write). XAttention, five launches: score (one CTA per
 // (b, h, query block): the strided antidiagonal products, a row softmax, the block sums) -> select
 // (one CTA per (b, h, query block): the threshold rule) -> the mask lists. One generated unit per
@@ -41,7 +41,8 @@ ATTNKIT_HD int64_t tok(int64_t b, int64_t n, int64_t h, int64_t N, int64_t heads
 
 // ------------------------------------------------------------------ MoBA
 
-// kbar[b, hk, j, :] = mean of the real tokens of key block j. Grid (nb, Hkv, B); threads over D.
+// kbar[b, hk, :, j] = mean of the real tokens of key block j, transposed ([D][nb] per (b, hk)) so
+// that the gate's lanes, one block each, read consecutive floats. Grid (nb, Hkv, B); threads over D.
 template <typename E>
 __global__ void __launch_bounds__(kThreads) moba_pool_kernel(const MobaParams p, float* kbar) {
   const SelectionInput& in = p.in;
@@ -51,7 +52,7 @@ __global__ void __launch_bounds__(kThreads) moba_pool_kernel(const MobaParams p,
   for (int64_t d = threadIdx.x; d < in.D; d += kThreads) {
     float acc = 0.f;
     for (int64_t x = k0; x < k1; ++x) acc += E::load(in.k, tok(b, x, hk, in.Nk, in.Hkv, in.D) + d);
-    kbar[((b * in.Hkv + hk) * nb + j) * in.D + d] = acc / float(k1 - k0);
+    kbar[((b * in.Hkv + hk) * in.D + d) * nb + j] = acc / float(k1 - k0);
   }
 }
 
@@ -61,34 +62,14 @@ ATTNKIT_DEVICE bool ranks_before(float s, int j, float bs, int bj) {
   return j >= 0 && (bj < 0 || s > bs || (s == bs && j < bj));
 }
 
-// One warp per (b, t, h) row of scores: gate scores for every key block, then the selection (own
-// block first when causal, then the top picks of the complete past blocks, or of all blocks, by the
-// pick order). Grid (ceil(B Nq H / kWarps)); dynamic shared memory: kWarps query rows of D floats.
-template <typename E>
-__global__ void __launch_bounds__(kThreads) moba_gate_kernel(const MobaParams p, const float* kbar) {
-  ATTNKIT_DYNAMIC_SMEM(float, qrows);
-  const SelectionInput& in = p.in;
-  const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
-  const int64_t row = int64_t(blockIdx.x) * kWarps + warp;  // (b * Nq + t) * H + h
-  if (row >= in.B * in.Nq * in.H) return;  // uniform per warp; the kernel has no block barrier
-  const int64_t h = row % in.H, t = (row / in.H) % in.Nq, b = row / (in.H * in.Nq);
-  const int64_t hk = h / (in.H / in.Hkv), nb = ceil_div(in.Nk, p.block);
-  float* q = qrows + warp * in.D;
-  for (int64_t d = lane; d < in.D; d += 32) q[d] = E::load(in.q, tok(b, t, h, in.Nq, in.H, in.D) + d);
-  __syncwarp();
-  const float* kb = kbar + (b * in.Hkv + hk) * nb * in.D;
-  float* score = p.scores + row * nb;
-  for (int64_t j = lane; j < nb; j += 32) {
-    float s = 0.f;
-    for (int64_t d = 0; d < in.D; ++d) s += q[d] * kb[j * in.D + d];
-    score[j] = s;
-  }
-  __syncwarp();  // the picks read every lane's scores
-
-  int32_t* sel = p.selected + row * p.topk;
+// The picks of one row (query t) from its scores, by the whole warp: own block first when causal,
+// then the top of the complete past blocks (or of all blocks) in the pick order, -1 padded. Each
+// round takes the best candidate ranked after the previous pick (no exclusion set).
+ATTNKIT_DEVICE void moba_pick(const MobaParams& p, const float* score, int32_t* sel, int64_t t, int lane) {
+  const int64_t nb = ceil_div(p.in.Nk, p.block);
   int64_t count = 0, ncand = nb;
   if (p.causal) {
-    const int64_t ta = t + (in.Nk - in.Nq);  // aligned position (bottom-right)
+    const int64_t ta = t + (p.in.Nk - p.in.Nq);  // aligned position (bottom-right)
     if (ta < 0) {  // sees no key at all
       for (int64_t c = lane; c < p.topk; c += 32) sel[c] = -1;
       return;
@@ -127,6 +108,43 @@ __global__ void __launch_bounds__(kThreads) moba_gate_kernel(const MobaParams p,
     last_j = best_j;
   }
   for (int64_t c = count + lane; c < p.topk; c += 32) sel[c] = -1;
+}
+
+// One warp (the whole CTA) per (b, h) and kGateRows consecutive tokens: the gate scores of every
+// key block (lane per block; each kbar value read once feeds kGateRows FMAs, so the loop is bound by
+// the FMAs, not by the loads), then each row's picks. Grid (ceil(Nq / kGateRows), H, B); dynamic
+// shared memory: the kGateRows query rows in float32 (kGateRows * D * 4 bytes).
+constexpr int kGateRows = 8;
+template <typename E>
+__global__ void __launch_bounds__(32) moba_gate_kernel(const MobaParams p, const float* kbar) {
+  ATTNKIT_DYNAMIC_SMEM(float, qrows);  // [kGateRows][D]
+  const SelectionInput& in = p.in;
+  const int lane = int(threadIdx.x);
+  const int64_t t0 = int64_t(blockIdx.x) * kGateRows, h = blockIdx.y, b = blockIdx.z;
+  const int64_t rows = imin(kGateRows, in.Nq - t0);
+  const int64_t hk = h / (in.H / in.Hkv), nb = ceil_div(in.Nk, p.block);
+  for (int64_t r = 0; r < kGateRows; ++r)
+    for (int64_t d = lane; d < in.D; d += 32)
+      qrows[r * in.D + d] = r < rows ? E::load(in.q, tok(b, t0 + r, h, in.Nq, in.H, in.D) + d) : 0.f;
+  __syncwarp();
+  const float* kt = kbar + (b * in.Hkv + hk) * in.D * nb;  // [D][nb]
+  auto score_row = [&](int64_t r) { return p.scores + ((b * in.Nq + t0 + r) * in.H + h) * nb; };
+  for (int64_t j = lane; j < nb; j += 32) {
+    float s[kGateRows];
+#pragma unroll
+    for (int r = 0; r < kGateRows; ++r) s[r] = 0.f;
+    for (int64_t d = 0; d < in.D; ++d) {
+      const float kv = kt[d * nb + j];
+#pragma unroll
+      for (int r = 0; r < kGateRows; ++r) s[r] += qrows[r * in.D + d] * kv;
+    }
+#pragma unroll
+    for (int r = 0; r < kGateRows; ++r)
+      if (r < rows) score_row(r)[j] = s[r];
+  }
+  __syncwarp();  // the picks read every lane's scores
+  for (int64_t r = 0; r < rows; ++r)
+    moba_pick(p, score_row(r), p.selected + ((b * in.Nq + t0 + r) * in.H + h) * p.topk, t0 + r, lane);
 }
 
 // The mask lists of one (b, h, query block): the union of its rows' picks at mask-block granularity
@@ -189,8 +207,8 @@ void launch_moba_pool(const MobaParams& p, float* kbar, cudaStream_t stream) {
 template <typename E>
 void launch_moba_gate(const MobaParams& p, float* kbar, cudaStream_t stream) {
   auto* kernel = &moba_gate_kernel<E>;
-  ATTNKIT_LAUNCH(kernel, dim3(unsigned(ceil_div(p.in.B * p.in.Nq * p.in.H, kWarps))), dim3(kThreads),
-                 size_t(kWarps * p.in.D * 4), stream, p, kbar);
+  ATTNKIT_LAUNCH(kernel, dim3(unsigned(ceil_div(p.in.Nq, kGateRows)), unsigned(p.in.H), unsigned(p.in.B)), dim3(32),
+                 size_t(kGateRows * p.in.D * 4), stream, p, kbar);
 }
 // Grid of the per-(b, h, query block) kernels.
 inline dim3 block_rows(const SelectionInput& in, int64_t bq) {
