@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -146,31 +147,56 @@ class ChunkDecay {
       last = pw_.pw[n];
       return;
     }
-    constexpr double kLog2e = 1.4426950408889634, kFlush = -69.07755278982137;  // ln(1e-30)
+    // Every factor is exp2 of its log2, computed in double from the cumulative sums and rounded
+    // to float once (-inf where masked or below the flush threshold), then exponentiated by the
+    // SIMD table's exp2 (bwd_probs) 16 columns at a time. The loops are branch-free per row.
+    constexpr double kLog2e = 1.4426950408889634;
+    constexpr float kFlush2 = -99.65784f;  // log2(1e-30)
+    static const float zeros[S] = {};
+    const float neg_inf = -__builtin_inff();
+    auto lg = [&](double d) {
+      const float e = float(d * kLog2e);
+      return e < kFlush2 ? neg_inf : e;
+    };
     double G[C];
     double acc = 0.0;
     for (int64_t i = 0; i < n; ++i) G[i] = acc += double(gate_[(n0 + i) * stride_]) + log_lambda_;
-    auto ex = [&](double x) { return x < kFlush ? 0.f : float(std::exp(x)); };
-    for (int64_t i = 0; i < n; ++i) q[i] = ex(G[i]), k[i] = ex(G[n - 1] - G[i]);
-    last = ex(G[n - 1]);
-    // X = log2 of the factors (-inf where masked or flushed), then M = exp2(X) strip by strip.
-    static const float zeros[S] = {};
-    const float neg_inf = -__builtin_inff();
     const int64_t np = round_up(n, S);
+    // q[i] = exp(G_i), k[j] = exp(G_{n-1} - G_j): rows 0 and 1 of a 2 x C exp2. These scale whole
+    // rows (the state read, the state update), so they keep full float precision however large
+    // |G| is: x = m + f with m = floor(x) exact, exp2 of the fraction f in [0, 1), times 2^m. (M's
+    // entries are rounded as float(x): a relative error of about |x| 6e-8, on entries exp(-|x|).)
+    alignas(64) float fx[2 * C], fy[2 * C], p2[2 * C];
+    auto split = [&](double d, float& f, float& p) {
+      const double x = d * kLog2e;
+      if (x < double(kFlush2)) {
+        f = neg_inf, p = 0.f;
+        return;
+      }
+      const double m = std::floor(x);
+      const uint32_t bits = uint32_t(int32_t(m) + 127) << 23;  // 2^m, m >= -100: a normal float
+      std::memcpy(&p, &bits, sizeof p);
+      f = float(x - m);
+    };
+    for (int64_t i = 0; i < n; ++i) split(G[i], fx[i], p2[i]), split(G[n - 1] - G[i], fx[C + i], p2[C + i]);
+    for (int64_t i = n; i < np; ++i) fx[i] = fx[C + i] = neg_inf;
+    kern.bwd_probs(2, np, fx, C, 1.f, zeros, fy, C);
+    for (int64_t i = 0; i < n; ++i) q[i] = fy[i] * p2[i], k[i] = fy[C + i] * p2[C + i];
+    last = q[n - 1];
+    // M (or M^T) strip by strip: rows r are the later index i (M) or the earlier index j (M^T)
     for (int64_t r0 = 0; r0 < n; r0 += S) {
       const int64_t rows = std::min(S, n - r0);
-      // rows r: the later index i (M) or the earlier index j (M^T); columns c0 .. c1 (padded)
       const int64_t c0 = transposed_ ? r0 : 0, c1 = transposed_ ? np : r0 + S;
       for (int64_t r = r0; r < r0 + rows; ++r) {
         float* x = scratch + r * C;
-        for (int64_t c = c0; c < c1; ++c) {
-          const int64_t i = transposed_ ? c : r, j = transposed_ ? r : c;
-          float e = neg_inf;
-          if (i >= j && i < n) {
-            const double d = G[i] - G[j];
-            if (d >= kFlush) e = float(d * kLog2e);
-          }
-          x[c] = e;
+        const double Gr = G[r];
+        if (transposed_) {  // columns i >= r, i < n
+          for (int64_t c = c0; c < r; ++c) x[c] = neg_inf;
+          for (int64_t c = r; c < n; ++c) x[c] = lg(G[c] - Gr);
+          for (int64_t c = n; c < c1; ++c) x[c] = neg_inf;
+        } else {  // columns j <= r
+          for (int64_t c = 0; c <= r; ++c) x[c] = lg(Gr - G[c]);
+          for (int64_t c = r + 1; c < c1; ++c) x[c] = neg_inf;
         }
       }
       kern.bwd_probs(rows, c1 - c0, scratch + r0 * C + c0, C, 1.f, zeros, M_ + r0 * C + c0, C);
