@@ -33,16 +33,16 @@ ThreadPool::~ThreadPool() {
   for (auto& t : threads_) t.join();
 }
 
-void ThreadPool::run_job(int id) {
+void ThreadPool::run_job(int id, const std::function<void(int64_t, int)>& fn, int64_t n) {
   for (;;) {
     int64_t i = next_.fetch_add(1);
-    if (i >= n_) break;
+    if (i >= n) break;
     try {
-      (*fn_)(i, id);
+      fn(i, id);
     } catch (...) {
       std::lock_guard<std::mutex> lk(mu_);
       if (!error_) error_ = std::current_exception();
-      next_.store(n_, std::memory_order_relaxed);  // stop handing out work
+      next_.store(n, std::memory_order_relaxed);  // stop handing out work
     }
   }
 }
@@ -50,14 +50,23 @@ void ThreadPool::run_job(int id) {
 void ThreadPool::worker_loop(int id) {
   uint64_t seen = 0;
   for (;;) {
+    const std::function<void(int64_t, int)>* fn;
+    int64_t n;
     {
       std::unique_lock<std::mutex> lk(mu_);
       cv_.wait(lk, [&] { return stop_ || generation_ != seen; });
       if (stop_) return;
       seen = generation_;
+      // The job is read here, under the lock, and only while it is open (fn_ is cleared when it
+      // ends): a worker that woke too late for its job must not join the next one's setup, or it
+      // would read the next job's n_ and fn_ unsynchronized and could run an index twice
+      // (ThreadSanitizer found it, test/tsan/pool_stream_test.cc).
+      if (fn_ == nullptr) continue;
+      fn = fn_;
+      n = n_;
       ++active_;
     }
-    run_job(id);
+    run_job(id, *fn, n);
     {
       std::lock_guard<std::mutex> lk(mu_);
       if (--active_ == 0) done_cv_.notify_all();
@@ -76,19 +85,19 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int)>
     std::lock_guard<std::mutex> lk(mu_);
     fn_ = &fn;
     n_ = n;
-    next_.store(0);  // seq_cst: publishes fn_ and n_ to workers that take an index
+    next_.store(0);  // workers read fn_ and n_ under mu_ (worker_loop), never through next_
     error_ = nullptr;
     ++generation_;
     ++active_;  // the caller
   }
   cv_.notify_all();
-  run_job(0);
+  run_job(0, fn, n);
   std::exception_ptr err;
   {
     std::unique_lock<std::mutex> lk(mu_);
     --active_;
-    // Every worker that woke for this generation has finished when active_ drops to zero; a
-    // worker that has not woken yet will find no work left (next_ >= n_) and leave at once.
+    // Every worker that joined this job has finished when active_ drops to zero; a worker that
+    // wakes later finds fn_ cleared and does not join.
     done_cv_.wait(lk, [&] { return active_ == 0; });
     err = error_;
     fn_ = nullptr;

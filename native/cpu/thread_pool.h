@@ -25,7 +25,7 @@ class ThreadPool {
  private:
   explicit ThreadPool(int threads);
   void worker_loop(int id);
-  void run_job(int id);
+  void run_job(int id, const std::function<void(int64_t, int)>& fn, int64_t n);
 
   std::mutex job_mu_;  // one job at a time
   std::mutex mu_;
