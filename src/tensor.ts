@@ -233,7 +233,8 @@ function checkShape(op: string, shape: unknown): number[] {
     throw argError('ERR_ATTNKIT_SHAPE', op, 'shape', 'to be an array of non-negative integers', show(shape));
   for (let i = 0; i < shape.length; i++) {
     const d = shape[i];
-    if (typeof d !== 'number' || !Number.isInteger(d) || d < 0)
+    // Safe integers only: a zero elsewhere would let an extent like 3e40 through the product check.
+    if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0)
       throw argError(
         'ERR_ATTNKIT_SHAPE',
         op,
