@@ -141,6 +141,11 @@ export function show(v: unknown, depth = 0): string {
   }
 }
 
+/** An option's value, or `dflt` when it is absent: only `undefined` is absent (`null` is a value, and refused). */
+export function orDefault<T>(v: unknown, dflt: T): unknown {
+  return v === undefined ? dflt : v;
+}
+
 /**
  * The largest token count, axis length or list length attnkit accepts: the kernels and the mask
  * lists index with int32, so anything from 2^31 on is refused at once with ERR_ATTNKIT_SHAPE

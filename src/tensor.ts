@@ -5,7 +5,7 @@
  * loop. Device copies (`to('cuda:0')`, `to('cpu')`) are enqueued like any other work.
  */
 import { DTYPES, isDType, type ArrayFor, type DType } from './dtype.js';
-import { AttnkitError, argError, awaitNative, callNative, checkBoolean, checkKnownOptions, show } from './errors.js';
+import { AttnkitError, argError, awaitNative, callNative, checkBoolean, checkKnownOptions, orDefault, show } from './errors.js';
 import { native, type NativeStorage } from './native.js';
 import { defaultStream, parseDevice, Stream, type Device } from './stream.js';
 
@@ -233,7 +233,8 @@ function checkShape(op: string, shape: unknown): number[] {
     throw argError('ERR_ATTNKIT_SHAPE', op, 'shape', 'to be an array of non-negative integers', show(shape));
   for (let i = 0; i < shape.length; i++) {
     const d = shape[i];
-    if (typeof d !== 'number' || !Number.isInteger(d) || d < 0)
+    // Safe integers only: a zero elsewhere would let an extent like 3e40 through the product check.
+    if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0)
       throw argError(
         'ERR_ATTNKIT_SHAPE',
         op,
@@ -280,7 +281,7 @@ const FACTORY_OPTIONS = ['dtype', 'device', 'stream'] as const;
 function placement(op: string, opts: { device?: Device; stream?: Stream }): { device: Device; stream: Stream | undefined } {
   const st = opts.stream;
   if (st !== undefined && !(st instanceof Stream)) throw argError('ERR_ATTNKIT_ARGUMENT', op, 'stream', 'to be a Stream', show(st));
-  const device = parseDevice(op, 'device', opts.device ?? st?.device ?? 'cpu');
+  const device = parseDevice(op, 'device', orDefault(opts.device, st?.device ?? 'cpu'));
   if (st && st.device !== device)
     throw argError('ERR_ATTNKIT_DEVICE', op, 'stream', `to be a stream on ${device} (the 'device' option)`, st.device);
   return { device, stream: st };
@@ -301,7 +302,7 @@ export function empty<T extends DType = 'float32'>(
 ): Tensor<T> {
   const s = checkShape('empty', shape);
   const o = checkKnownOptions('empty', opts, FACTORY_OPTIONS) as typeof opts;
-  const dtype = checkDType('empty', o.dtype ?? 'float32') as T;
+  const dtype = checkDType('empty', orDefault(o.dtype, 'float32')) as T;
   const { device, stream } = placement('empty', o);
   return allocate('empty', s, dtype, device, false, stream);
 }
@@ -319,7 +320,7 @@ export function zeros<T extends DType = 'float32'>(
 ): Tensor<T> {
   const s = checkShape('zeros', shape);
   const o = checkKnownOptions('zeros', opts, FACTORY_OPTIONS) as typeof opts;
-  const dtype = checkDType('zeros', o.dtype ?? 'float32') as T;
+  const dtype = checkDType('zeros', orDefault(o.dtype, 'float32')) as T;
   const { device, stream } = placement('zeros', o);
   return allocate('zeros', s, dtype, device, true, stream);
 }
@@ -342,7 +343,7 @@ export function randn<T extends DType = 'float32'>(
 ): Tensor<T> {
   const s = checkShape('randn', shape);
   opts = checkKnownOptions('randn', opts, ['seed', ...FACTORY_OPTIONS]) as typeof opts;
-  const dtype = checkDType('randn', opts.dtype ?? 'float32') as T;
+  const dtype = checkDType('randn', orDefault(opts.dtype, 'float32')) as T;
   if (!DTYPES[dtype].float)
     throw argError('ERR_ATTNKIT_DTYPE', 'randn', 'dtype', 'to be a floating-point dtype', dtype);
   const { device, stream: st } = placement('randn', opts);
@@ -402,8 +403,8 @@ export function tensor<T extends DType = 'float32'>(data: TensorData, shape?: re
   const n = s.reduce((a, b) => a * b, 1);
   if (n !== length)
     throw argError('ERR_ATTNKIT_SHAPE', op, 'shape', `to hold ${length} elements (the data's length)`, `[${s.join(', ')}] (${n} elements)`);
-  const dtype = checkDType(op, opts.dtype ?? defaultDTypeFor(data)) as T;
-  const device = parseDevice(op, 'device', opts.device ?? 'cpu');
+  const dtype = checkDType(op, orDefault(opts.dtype, defaultDTypeFor(data))) as T;
+  const device = parseDevice(op, 'device', orDefault(opts.device, 'cpu'));
   let src: ArrayBufferView;
   let srcDtype: DType | 'float64';
   if (data instanceof Uint16Array) {
@@ -498,7 +499,7 @@ export function fromDevicePointer<T extends DType>(
     throw argError('ERR_ATTNKIT_ARGUMENT', op, 'stream', 'to be a Stream or a cudaStream_t (bigint)', stream === null ? 'null' : typeof stream);
   if (typeof stream === 'bigint' && (stream < 0n || stream >= U64))
     throw argError('ERR_ATTNKIT_ARGUMENT', op, 'stream', 'to be a 64-bit cudaStream_t handle', `${stream}n`);
-  const requested = opts.device ?? (stream instanceof Stream ? stream.device : 'cuda:0');
+  const requested = orDefault(opts.device, stream instanceof Stream ? stream.device : 'cuda:0');
   if (requested === 'cpu')
     throw argError('ERR_ATTNKIT_DEVICE', op, 'device', "to be a CUDA device ('cuda:N')", "'cpu'");
   const device = parseDevice(op, 'device', requested);

@@ -282,6 +282,23 @@ describe('strict types: causal, functional backward options, tensor data, randn 
     disposeAll(a, b);
   });
 
+  it('shape extents are safe integers even when another extent is 0 (found by the fuzz)', () => {
+    expectError(() => zeros([1, 0, 3e40]), { code: 'ERR_ATTNKIT_SHAPE', op: 'zeros', argument: 'shape', has: ['3e+40 at position 2'] });
+    const t = zeros([3, 0, 1]);
+    expectError(() => t.reshape([1, 0, 3e40]), { code: 'ERR_ATTNKIT_SHAPE', op: 'reshape', argument: 'shape' });
+    t.dispose();
+  });
+
+  it('null is a value, not an absent option (found by the fuzz)', () => {
+    expectError(() => BlockMask.documents([4], { blockK: null } as never), { code: 'ERR_ATTNKIT_ARGUMENT', op: 'BlockMask.documents', argument: 'blockK' });
+    expectError(() => BlockMask.fromPredicate(() => true, { B: null, Nq: 4, Nk: 4 } as never), { code: 'ERR_ATTNKIT_SHAPE', op: 'BlockMask.fromPredicate', argument: 'B' });
+    expectError(() => zeros([2], { dtype: null } as never), { code: 'ERR_ATTNKIT_DTYPE', op: 'zeros', argument: 'dtype' });
+    expectError(() => tensor([1], [1], { device: null } as never), { code: 'ERR_ATTNKIT_DEVICE', op: 'tensor', argument: 'device' });
+    const { q, k, v } = qkv();
+    expectError(() => attention(q, k, v, { window: [2 ** 31, 0] }), { code: 'ERR_ATTNKIT_ARGUMENT', op: 'attention', argument: 'window', has: ['< 2^31'] });
+    disposeAll(q, k, v);
+  });
+
   it('toArray options are checked', async () => {
     const t = zeros([2]);
     await expect(t.toArray(null as never)).rejects.toMatchObject({ code: 'ERR_ATTNKIT_ARGUMENT', op: 'toArray', argument: 'options' });

@@ -3,6 +3,8 @@
  * `argument` where there is one, and a message that names the op, the argument and what was
  * expected. A failed call leaves its inputs intact and allocates nothing.
  */
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   AttnkitError,
@@ -20,6 +22,9 @@ import {
   zeros,
   type Tensor,
 } from '../src/index.ts';
+import * as ak from '../src/index.ts';
+import { root } from './fuzz/dist.ts';
+import { documentedErrors } from './fuzz/errors-doc.ts';
 import { expectError } from './fuzz/expect-error.ts';
 
 const rnd = (shape: number[], seed: number, dtype: 'float32' | 'float16' | 'bfloat16' = 'float32') =>
@@ -260,6 +265,7 @@ describe('attention: options', () => {
       [[1.5, 0], '[1.5,0]'],
       [[0, NaN], '[0,NaN]'],
       [[1n, 2], '[1n,2]'],
+      [[2 ** 31, 0], '[2147483648,0]'],
       [[1, 2, 3], '[1,2,3]'],
       ['3', '"3"'],
     ] as const) {
@@ -267,7 +273,7 @@ describe('attention: options', () => {
         code: 'ERR_ATTNKIT_ARGUMENT',
         op: 'attention',
         argument: 'window',
-        message: `attention: expected 'window' to be [left, right] with integers >= -1 (-1 = unbounded), received ${shown}`,
+        message: `attention: expected 'window' to be [left, right] with integers >= -1 (-1 = unbounded) and < 2^31, received ${shown}`,
       });
     }
     disposeAll(q, k, v);
@@ -701,5 +707,41 @@ describe('a failed op leaves its inputs intact', () => {
     expect(g.dq.shape).toEqual([1, 6, 2, 8]);
     expect((await g.dq.toArray()).every(Number.isFinite)).toBe(true);
     disposeAll(q, k, v, r.out, r.lse, bad, dOut, g.dq, g.dk, g.dv);
+  });
+});
+
+describe('docs/errors.md lists every error code, with examples that are true', () => {
+  const docs = documentedErrors();
+  const src = (dir: string, ext: RegExp): string[] =>
+    readdirSync(join(root, dir), { withFileTypes: true }).flatMap((e) =>
+      e.isDirectory() ? src(`${dir}/${e.name}`, ext) : ext.test(e.name) ? [readFileSync(join(root, dir, e.name), 'utf8')] : [],
+    );
+
+  it('the documented codes are exactly those of AttnkitErrorCode', () => {
+    const union = [...readFileSync(join(root, 'src', 'errors.ts'), 'utf8').matchAll(/\| '(ERR_ATTNKIT_[A-Z_]+)'/g)].map((m) => m[1]);
+    expect(union.length).toBeGreaterThan(5);
+    expect(docs.map((d) => d.code).sort()).toEqual([...union].sort());
+  });
+
+  it('every code raised in src/ (ERR_ATTNKIT_*) and native/ (Error("X", ...)) is documented', () => {
+    const documented = new Set(docs.map((d) => d.code));
+    const raised = new Set<string>();
+    for (const text of src('src', /\.ts$/)) for (const m of text.matchAll(/ERR_ATTNKIT_[A-Z_]+/g)) raised.add(m[0]);
+    for (const text of src('native', /\.(cc|h|cu|cuh)$/))
+      for (const m of text.matchAll(/\b(?:Error|Failure\{|fail)\(?\s*"([A-Z]+)"\s*,/g)) raised.add(`ERR_ATTNKIT_${m[1]}`);
+    expect(raised.size).toBeGreaterThan(5);
+    expect([...raised].filter((c) => !documented.has(c))).toEqual([]);
+  });
+
+  it.each(docs.filter((d) => d.call !== undefined).map((d) => [d.code, d] as const))('%s: the example throws the documented message', (code, d) => {
+    // the doc's example, an expression over the public API
+    const run = new Function('ak', `with (ak) { return ${d.call}; }`) as (api: typeof ak) => unknown;
+    const e = expectError(() => run(ak), { code, op: d.message.split(':')[0]! });
+    expect(e.message).toBe(d.message);
+  });
+
+  it('every section has a message, and all but the GPU/broken-install ones a runnable example', () => {
+    for (const d of docs) expect(d.message, d.code).not.toBe('');
+    expect(docs.filter((d) => d.call === undefined).map((d) => d.code).sort()).toEqual(['ERR_ATTNKIT_CUDA', 'ERR_ATTNKIT_INTERNAL', 'ERR_ATTNKIT_LOAD']);
   });
 });

@@ -6,12 +6,12 @@
  * fraction of a second. General masks (neighborhood, predicates) are built from per-row key sets or
  * by evaluating the predicate once per element.
  */
-import { argError, checkBoolean, checkInteger, checkKnownOptions, checkPerAxis, MAX_EXTENT, show } from '../errors.js';
+import { argError, checkBoolean, checkInteger, checkKnownOptions, checkPerAxis, MAX_EXTENT, orDefault, show } from '../errors.js';
 import { appendBlock, MaskBuilder, type BlockMaskGeometry, type BlockSizes, type BuiltMask } from './mask-builder.js';
 import { checkGridRules, gridNeighborhood, type GridParams } from './na-window.js';
 
 const BLOCKS = ['blockQ', 'blockK'] as const;
-const sizes = (o: Record<string, unknown>) => ({ blockQ: (o.blockQ ?? 64) as number, blockK: (o.blockK ?? 64) as number });
+const sizes = (o: Record<string, unknown>) => ({ blockQ: orDefault(o.blockQ, 64) as number, blockK: orDefault(o.blockK, 64) as number });
 
 /** A token count or length: an integer in [0, 2^31) (ERR_ATTNKIT_SHAPE otherwise). */
 function checkCount(op: string, arg: string, v: unknown): number {
@@ -229,7 +229,7 @@ export function fromPredicate(
   const o = checkKnownOptions(op, opts, ['B', 'H', 'Nq', 'Nk', 'onProgress', ...BLOCKS]);
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function')
     throw argError('ERR_ATTNKIT_ARGUMENT', op, 'onProgress', 'to be a function (fraction) => void', show(o.onProgress));
-  const g = { B: o.B ?? 1, H: o.H ?? 1, Nq: checkCount(op, 'Nq', o.Nq), Nk: checkCount(op, 'Nk', o.Nk), ...sizes(o) } as BlockMaskGeometry;
+  const g = { B: orDefault(o.B, 1), H: orDefault(o.H, 1), Nq: checkCount(op, 'Nq', o.Nq), Nk: checkCount(op, 'Nk', o.Nk), ...sizes(o) } as BlockMaskGeometry;
   const mb = new MaskBuilder(op, g);
   const W = mb.words;
   const bits = new Uint32Array(g.blockQ * W);

@@ -6,7 +6,7 @@
  * native/cuda/fmha/ (float16/bfloat16), same policy header.
  */
 import { DTYPES, type FloatDType } from '../dtype.js';
-import { AttnkitError, argError, callNative, show } from '../errors.js';
+import { AttnkitError, argError, callNative, MAX_EXTENT, show } from '../errors.js';
 import { native, type AttentionParams } from '../native.js';
 import { empty, type Tensor } from '../tensor.js';
 import type { Stream } from '../stream.js';
@@ -73,9 +73,9 @@ function parse(op: string, q: unknown, k: unknown, v: unknown, options: unknown)
     if (
       !Array.isArray(w) ||
       w.length !== 2 ||
-      !w.every((x) => typeof x === 'number' && Number.isInteger(x) && x >= -1)
+      !w.every((x) => typeof x === 'number' && Number.isInteger(x) && x >= -1 && x <= MAX_EXTENT)
     )
-      throw argError('ERR_ATTNKIT_ARGUMENT', op, 'window', 'to be [left, right] with integers >= -1 (-1 = unbounded)', show(w));
+      throw argError('ERR_ATTNKIT_ARGUMENT', op, 'window', 'to be [left, right] with integers >= -1 (-1 = unbounded) and < 2^31', show(w));
     [left, right] = w as [number, number];
   }
   const scale = checkScale(op, o.scale, 1 / Math.sqrt(D));
