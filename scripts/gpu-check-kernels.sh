@@ -34,8 +34,8 @@
 #                   (failed), and every run's box is cut to what is left; give it a little less than the
 #                   caller's `timeout` (a TERM still writes results.json, with what ran, and exits 124)
 # $COMPUTE_SANITIZER: the compute-sanitizer to use (in the rehearsal too); default: the one on PATH or
-# in $CUDA_PATH/bin. The subset: the first forward and the last backward case of each family, after
-# every family's cases. The driver shapes of a family (SIMT_SHAPES under the emulator, from
+# in $CUDA_PATH/bin. The subset: the first forward and the last backward case of each family (the
+# first case of its list's first direction and the last of its last), after every family's cases. The driver shapes of a family (SIMT_SHAPES under the emulator, from
 # test/simt-families.ts) are read from native/cuda/<family>/tests/driver-shapes.txt when it exists
 # (test/gpu-check-kernels.test.ts keeps it equal to what simt-families.ts generates).
 # Needs bash, python3 (reads the list, writes the JSON) and coreutils' timeout; nothing from a registry.
@@ -155,9 +155,9 @@ import json
 with open('native/cuda/instantiations.json') as f:
     listed = json.load(f)
 for fam in listed.get('families', []):
-    n = len(fam.get('instantiations', []))
-    if n > 0:
-        print(fam['family'], fam.get('dir', 'native/cuda/' + fam['family']), n)
+    inst = fam.get('instantiations', [])
+    if inst:  # with the directions of its first and last entries (the sanitizer subset below)
+        print(fam['family'], fam.get('dir', 'native/cuda/' + fam['family']), len(inst), inst[0]['direction'], inst[-1]['direction'])
 EOF
 ) || { echo "gpu-check-kernels: cannot read native/cuda/instantiations.json" >&2; exit 2; }
 
@@ -329,7 +329,7 @@ STATUS=0
 SANITIZE=()  # "family bin case" to run under compute-sanitizer
 BUILDING=""
 BUILDING_PROGRAM=""
-while read -r family dir count; do
+while read -r family dir count first_dir last_dir; do
   [ -n "$family" ] || continue
   program="$dir/tests/${family}_test.cc"
   logs="$KOUT/logs/$family"
@@ -393,8 +393,9 @@ while read -r family dir count; do
       STATUS=1
     fi
   done
-  # compute-sanitizer later, on a subset: the first forward and the last backward case of the family
-  for name in $(printf '%s\n' $list | grep -m1 '_fwd_') $(printf '%s\n' $list | grep '_bwd_' | tail -1); do
+  # compute-sanitizer later, on a subset: the first case of the list's first direction and the last
+  # of its last (fwd and bwd; selection: moba and xattention)
+  for name in $(printf '%s\n' $list | grep -m1 "_${first_dir}_") $(printf '%s\n' $list | grep "_${last_dir}_" | tail -1); do
     selected "$name" && SANITIZE+=("$family $bin $name")
   done
 done <<<"$FAMILIES"

@@ -168,6 +168,37 @@ async function merge(dtype, D) {
   return checks;
 }
 
+/**
+ * mobaMask / xattentionMask: the scores within the float32 bound of the float64 reference, every
+ * output on the device, and the selection and the BlockMask lists (mask.host()) identical to the CPU
+ * backend's — compared where the reference's float64 margins are clear of rounding (a near tie may
+ * fall either way on two backends; docs/cuda-kernels.md, "The selection family").
+ */
+async function selection(op, dtype, D) {
+  const moba = op === 'mobaMask';
+  const dims = { B: 1, Nq: 150, Nk: 150, H: 2, Hkv: 1, D };
+  const { host, dev, vals } = await inputs(dtype, [[1, 150, 2, D], [1, 150, 1, D]], moba ? 71 : 81);
+  const opts = moba ? { blockSize: 32, topK: 2 } : { stride: 4, threshold: 0.9, blockSize: 32 };
+  const run = (q, k) => (moba ? ak.mobaMask(q, k, opts) : ak.xattentionMask(q, k, opts));
+  const r = run(dev[0], dev[1]);
+  const c = run(host[0], host[1]);
+  for (const t of [r.scores, r.selected, c.scores, c.selected, ...r.mask.buffers(), ...c.mask.buffers()]) keep(t);
+  const ref = (moba ? ak.reference.referenceMobaSelect : ak.reference.referenceXattentionSelect)(vals[0], vals[1], dims, opts);
+  const same = (name, a, b) => ({ name, ok: a.length === b.length && Array.prototype.every.call(a, (x, i) => x === b[i]) });
+  const checks = [
+    compare('scores', 'float32', await devArr(op, r.scores), await arr(c.scores), ref.scores),
+    { name: 'scores, selection and mask on cuda:0', ok: [r.scores, r.selected, ...r.mask.buffers()].every((t) => t.device === DEV) && r.mask.device === DEV },
+  ];
+  if (Array.from(ref.margin).some((m) => m > 0 && m < 1e-4)) {
+    checks.push({ name: 'selection not compared: a float64 margin is within rounding', ok: true });
+    return checks;
+  }
+  const [dm, cm] = await Promise.all([r.mask.host(), c.mask.host()]);
+  checks.push(same('selected', await arr(r.selected), await arr(c.selected)));
+  for (const k of ['fullOffsets', 'fullIndices', 'partialOffsets', 'partialIndices', 'partialBits']) checks.push(same(`mask ${k}`, dm[k], cm[k]));
+  return checks;
+}
+
 /** toArray: a round trip host -> device -> host, against the CPU tensor's own read-back. */
 async function readBack(dtype) {
   const data = Float64Array.from({ length: 4099 }, (_, i) => Math.sin(i) * 3);
@@ -198,6 +229,8 @@ const CASES = {
   attentionBackward: dense,
   mergeAttention: merge,
   mergeAttentionBackward: merge,
+  mobaMask: (dtype, D) => selection('mobaMask', dtype, D),
+  xattentionMask: (dtype, D) => selection('xattentionMask', dtype, D),
   toArray: readBack,
   to: convert,
   sleep,
