@@ -39,10 +39,12 @@ const bytesOf = async (t: Tensor) => Buffer.from((await t.toArray()).buffer as A
 
 /** What attention(q, k, v) gives on a stream of its own: the bits a usable stream must reproduce. */
 async function expected(q: Tensor, k: Tensor, v: Tensor): Promise<Buffer> {
-  const r = attention(q, k, v, { stream: new Stream() });
+  const s = new Stream();
+  const r = attention(q, k, v, { stream: s });
   const b = await bytesOf(r.out);
   r.out.dispose();
   r.lse.dispose();
+  await s.synchronize(); // a read resolves just before the worker lets go of the task's tensors
   return b;
 }
 

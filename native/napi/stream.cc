@@ -30,12 +30,15 @@ int64_t live_completions() { return g_live_completions.load(); }
 // so the tests can see that none is leaked, whichever way the environment ends.
 struct Completion {
   Completion(Napi::Env env, Napi::Object stream_object, bool returns_buffer)
-      : deferred(Napi::Promise::Deferred::New(env)), stream(Napi::Persistent(stream_object)),
-        returns_buffer(returns_buffer) {
+      : stream(Napi::Persistent(stream_object)), returns_buffer(returns_buffer) {
+    if (napi_create_promise(env, &deferred, &promise) != napi_ok) throw Napi::Error::New(env);
     ++g_live_completions;
   }
   ~Completion() { --g_live_completions; }
-  Napi::Promise::Deferred deferred;
+  // Raw, because call_js must know whether settling was refused (node-addon-api's Deferred throws
+  // either way). `promise` is valid only in the call that made the completion.
+  napi_deferred deferred = nullptr;
+  napi_value promise = nullptr;
   Napi::ObjectReference stream;  // keeps the stream (and its channel) alive while the wait is pending
   std::shared_ptr<const Failure> failure;
   std::vector<uint8_t> bytes;
@@ -61,8 +64,7 @@ struct Channel {
   Tsfn tsfn;
   int pending = 0;  // JS thread only
   // The environment's "stopping" flag (AddonData): set by its cleanup hook, or by call_js the
-  // first time settling a promise fails because JavaScript can no longer run there (a terminated
-  // worker runs queued callbacks before any cleanup hook). Once set, nothing calls into JS.
+  // first time N-API refuses to settle a promise there. Once set, nothing calls into JS.
   std::shared_ptr<std::atomic<bool>> stopping;
 
   // On a stream's worker. A completion that cannot be posted goes to the sink.
@@ -85,22 +87,30 @@ void call_js(Napi::Env env, Napi::Function, Channel* ch, Completion* c) {
   // env is null when the thread-safe function is torn down with this completion still queued.
   if (env == nullptr || ch->stopping->load()) return discard(c);
   std::unique_ptr<Completion> owned(c);
+  napi_value value = nullptr;
+  bool reject = true;
   try {
     if (--ch->pending == 0) ch->tsfn.Unref(env);
     if (c->failure) {
-      c->deferred.Reject(make_error(env, c->failure->code, c->failure->op, c->failure->message).Value());
+      value = make_error(env, c->failure->code, c->failure->op, c->failure->message).Value();
     } else if (c->returns_buffer) {
       Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, c->bytes.size());
       if (!c->bytes.empty()) std::memcpy(ab.Data(), c->bytes.data(), c->bytes.size());
-      c->deferred.Resolve(ab);
+      value = ab;
+      reject = false;
     } else {
-      c->deferred.Resolve(env.Undefined());
+      value = env.Undefined();
+      reject = false;
     }
-  } catch (const Napi::Error&) {
-    // N-API refuses to run JavaScript in an environment that is stopping (worker.terminate()):
-    // no later completion of this environment tries again. Deleting the reference needs no JS.
-    ch->stopping->store(true);
+  } catch (const Napi::Error& e) {
+    value = e.Value();  // e.g. the ArrayBuffer could not be allocated: the wait rejects with it
+    reject = true;
   }
+  // Refused with napi_pending_exception when JavaScript can no longer run here (worker.terminate(),
+  // exit; a stopping worker runs queued callbacks before any cleanup hook): then no later
+  // completion of this environment tries. Deleting the reference (owned) needs no JavaScript.
+  const napi_status st = reject ? napi_reject_deferred(env, c->deferred, value) : napi_resolve_deferred(env, c->deferred, value);
+  if (st == napi_pending_exception) ch->stopping->store(true);
 }
 
 // ------------------------------------------------------------------ Stream
@@ -145,7 +155,7 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
 
   // Promise that settles when `task` has run (with its failure, or the stream's recorded error).
   Napi::Value enqueue_wait(Napi::Env env, runtime::Task task, std::unique_ptr<Completion> owned) {
-    Napi::Value promise = owned->deferred.Promise();
+    Napi::Value promise(env, owned->promise);
     if (channel_->pending == 0) channel_->tsfn.Ref(env);
     ++channel_->pending;
     task.is_wait = true;
