@@ -146,6 +146,7 @@ const weird = fc.oneof(
     NaN, Infinity, -Infinity, -1, 0, 1, 2, 3, 2 ** 31, 2 ** 32, 2 ** 53, 1e308, 1e39, 1e-46, 0.5, 2.5, -0,
     '', 'x', '3', 'float16', 'int32', 'cpu', 'cuda:0', 'cuda:7', null, undefined, true, false, [], {}, 1n, 2n ** 64n,
     [1, 2], [-1, 0], [1n, 2], [NaN], [3, 3, 3], [2 ** 31, 0], [2 ** 31, 2 ** 31], [2 ** 53], { a: 1 },
+    ['a'], [1, '2'], [true, 1], [null], [[1]],
   ),
   fc.integer({ min: -3, max: 70 }),
   fc.constantFrom(-2, -1, 0, 0.5, 1, 1.5, 2, 2.5, 3, 4, 15, 16, 17, 64),
