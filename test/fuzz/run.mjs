@@ -5,7 +5,9 @@
  * call with up to three mutations (a wrong value, a missing or unknown option, a wrong dtype, rank
  * or extent, a disposed tensor) and must either throw an AttnkitError with a documented code (its
  * message starting with its op) and leave every input unchanged, or succeed and agree with the
- * float64 reference. Prints one JSON line: {family, cases, seed, ok, failure?}.
+ * float64 reference. Prints one JSON line: {family, cases, seed, ok, failure?, outcomes}. With
+ * ATTNKIT_FUZZ_TRACE=1 each case is written to stderr before it runs: the last one names the case
+ * that killed a child (an abort or an out-of-memory kill leaves no report).
  */
 import fc from 'fast-check';
 import { FAMILIES } from './families.mjs';
