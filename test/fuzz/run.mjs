@@ -5,7 +5,9 @@
  * call with up to three mutations (a wrong value, a missing or unknown option, a wrong dtype, rank
  * or extent, a disposed tensor) and must either throw an AttnkitError with a documented code (its
  * message starting with its op) and leave every input unchanged, or succeed and agree with the
- * float64 reference. Prints one JSON line: {family, cases, seed, ok, failure?}.
+ * float64 reference. Prints one JSON line: {family, cases, seed, ok, failure?, outcomes}. With
+ * ATTNKIT_FUZZ_TRACE=1 each case is written to stderr before it runs: the last one names the case
+ * that killed a child (an abort or an out-of-memory kill leaves no report).
  */
 import fc from 'fast-check';
 import { FAMILIES } from './families.mjs';
@@ -146,6 +148,7 @@ const weird = fc.oneof(
     NaN, Infinity, -Infinity, -1, 0, 1, 2, 3, 2 ** 31, 2 ** 32, 2 ** 53, 1e308, 1e39, 1e-46, 0.5, 2.5, -0,
     '', 'x', '3', 'float16', 'int32', 'cpu', 'cuda:0', 'cuda:7', null, undefined, true, false, [], {}, 1n, 2n ** 64n,
     [1, 2], [-1, 0], [1n, 2], [NaN], [3, 3, 3], [2 ** 31, 0], [2 ** 31, 2 ** 31], [2 ** 53], { a: 1 },
+    ['a'], [1, '2'], [true, 1], [null], [[1]],
   ),
   fc.integer({ min: -3, max: 70 }),
   fc.constantFrom(-2, -1, 0, 0.5, 1, 1.5, 2, 2.5, 3, 4, 15, 16, 17, 64),
