@@ -29,6 +29,7 @@
 #include "attnkit/attention.h"
 #include "attnkit/dtype.h"
 #include "attnkit/error.h"
+#include "attnkit/mask_block_sparse.h"
 
 namespace attnkit::cuda {
 
@@ -97,6 +98,20 @@ void run_attention_backward(const AttentionBwdParams& p, const DenseMaskOptions&
 // dim the binding accepts, the dtypes the merge family lists.
 void run_merge_forward(const MergeParams& p, void* stream);
 void run_merge_backward(const MergeBwdParams& p, void* stream);
+
+// Block-sparse attention on the device (native/cuda/block_sparse/): the mask's lists as device
+// pointers (`view`), its index lists' capacities, and its device plan buffer (block_sparse/plan.h:
+// plan_ints int32 elements), which the first call on the device builds (`build_plan`) in stream order.
+struct BlockSparseDevice {
+  int64_t full_capacity = 0, partial_capacity = 0;
+  int32_t* plan = nullptr;
+  int64_t plan_ints = 0;
+  bool build_plan = false;
+};
+void run_block_sparse_forward(const AttentionFwdParams& p, const BlockMaskView& view, const BlockSparseDevice& d,
+                              void* stream);
+void run_block_sparse_backward(const AttentionBwdParams& p, const BlockMaskView& view, const BlockSparseDevice& d,
+                               void* stream);
 bool have_attention_kernels();
 
 // ---------------------------------------------------------------- timing events

@@ -42,6 +42,12 @@ void run_attention_forward(const AttentionFwdParams&, const DenseMaskOptions&, v
 void run_attention_backward(const AttentionBwdParams&, const DenseMaskOptions&, void*) { no_cuda("attentionBackward"); }
 void run_merge_forward(const MergeParams&, void*) { no_cuda("mergeAttention"); }
 void run_merge_backward(const MergeBwdParams&, void*) { no_cuda("mergeAttentionBackward"); }
+void run_block_sparse_forward(const AttentionFwdParams&, const BlockMaskView&, const BlockSparseDevice&, void*) {
+  no_cuda("blockSparseAttention");
+}
+void run_block_sparse_backward(const AttentionBwdParams&, const BlockMaskView&, const BlockSparseDevice&, void*) {
+  no_cuda("blockSparseAttentionBackward");
+}
 
 TimingEvent::TimingEvent(int) { no_cuda("recordEvent"); }
 TimingEvent::~TimingEvent() = default;
