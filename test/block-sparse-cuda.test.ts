@@ -20,6 +20,7 @@ import {
   blockSparseAttention,
   blockSparseAttentionBackward,
   cuda,
+  defaultStream,
   randn,
   synchronize,
   type FloatDType,
@@ -125,6 +126,25 @@ describe.skipIf(!HAS_CUDA)(`block-sparse attention on cuda:0${HAS_CUDA ? '' : ' 
     expect(await dev.toDense()).toEqual(await host.toDense());
     host.dispose();
     expect(dev.disposed).toBe(true);
+  });
+
+  it('a mask still being uploaded on another stream is waited for, and so is its plan, built on a third', async () => {
+    const s = { B: 1, Nq: 96, Nk: 96, H: 1, Hkv: 1, D: 32, Dv: 32 };
+    const r = await inputs(s, 'float16', 111);
+    const geometry = { blockQ: 32, blockK: 32 };
+    const first = blockSparseAttention(r.dev.q, r.dev.k, r.dev.v, BlockMask.causal(96, 96, geometry).to('cuda:0'));
+    const want = await keep(first.out).toArray();
+    keep(first.lse);
+    defaultStream('cuda:0').native.sleep(200); // the upload below runs 200 ms later
+    const mask = BlockMask.causal(96, 96, geometry).to('cuda:0');
+    const [B, C] = [new Stream('cuda:0'), new Stream('cuda:0')];
+    B.native.sleep(400); // and the op on B, which builds the plan, later still
+    const a = blockSparseAttention(r.dev.q, r.dev.k, r.dev.v, mask, { stream: B }); // builds the plan on B
+    const b = blockSparseAttention(r.dev.q, r.dev.k, r.dev.v, mask, { stream: C }); // reads it
+    for (const x of [a, b]) {
+      keep(x.lse);
+      expect(await keep(x.out).toArray()).toEqual(want);
+    }
   });
 
   it('inputs are never written (forward and backward)', async () => {

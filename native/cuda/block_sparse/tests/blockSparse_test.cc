@@ -716,13 +716,14 @@ SIMT_TEST(dispatch_errors) {
   CHECK(select_bwd(b).head_dim == 128);
   b.dk = buf + 4;
   expect_error([&] { select_bwd(b); }, "UNSUPPORTED", kBwdOp, "16-byte aligned");
-  // a plan buffer that does not fit the mask
-  HostMask m;
-  build_mask(m, make(1, 100, 100, 1, 1, 1, 1, 16, 16, Pattern::Causal, "plan size"));
-  Plan pl;
-  make_plan(pl, m);
-  pl.dp.ints -= 1;
-  expect_error([&] { mask_of(m.view, pl.dp, 1, 1, kBwdOp, nullptr); }, "ARGUMENT", kBwdOp, "device plan has");
+  // a plan buffer that does not fit the mask (checked before anything is read: host memory only)
+  BlockMaskView view;
+  view.nq = view.nk = 100;
+  view.bq = view.bk = 16;
+  view.qb = view.kb = 7;
+  int32_t plan_buf[1] = {0};
+  const DevicePlan dp{plan_buf, plan_layout(view, 28).ints - 1, true, 28, 0};
+  expect_error([&] { mask_of(view, dp, 1, 1, kBwdOp, nullptr); }, "ARGUMENT", kBwdOp, "device plan has");
 }
 
 }  // namespace
