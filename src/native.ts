@@ -219,6 +219,8 @@ export interface NativeBinding {
   /** Block-sparse attention (src/ops/block-sparse.ts); `mask`: the five BlockMask buffers. */
   bsForward(s: NativeStream, q: NativeStorage, k: NativeStorage, v: NativeStorage, out: NativeStorage, lse: NativeStorage, mask: NativeStorage[], p: object): void;
   bsBackward(s: NativeStream, ...args: [...BackwardTensors, mask: NativeStorage[], p: object]): void;
+  /** Int32 elements of a CUDA BlockMask's device plan (native/cuda/block_sparse/plan.h) for its geometry and list capacity. */
+  bsPlanInts(p: { maskB: number; maskH: number; Nq: number; Nk: number; blockQ: number; blockK: number; listed: number }): number;
   /** Block selection (src/ops/selection.ts): scores, selected blocks and the mask's five buffers. */
   mobaSelect(s: NativeStream, q: NativeStorage, k: NativeStorage, scores: NativeStorage, selected: NativeStorage, mask: NativeStorage[], p: object): void;
   xattnSelect(s: NativeStream, q: NativeStorage, k: NativeStorage, scores: NativeStorage, selected: NativeStorage, mask: NativeStorage[], p: object): void;

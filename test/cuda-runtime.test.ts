@@ -364,15 +364,7 @@ describe('ops without a CUDA implementation say so at the call, before allocatin
         return () => f(q, k, v, { kernelSize: 3 });
       },
     ]),
-    [
-      'blockSparseAttention',
-      () => {
-        const g = BlockMask.causal(32, 32, { blockQ: 16, blockK: 16 }).geometry;
-        const [q, k, v] = [1, 2, 3].map((s) => onCuda([1, 32, 2, 8], s)) as [Tensor, Tensor, Tensor];
-        return () => blockSparseAttention(q, k, v, new BlockMask(g, null, null, 'cuda:0'));
-      },
-    ],
-    // (mobaMask and xattentionMask run on CUDA: test/selection-cuda.test.ts)
+    // (blockSparseAttention, mobaMask and xattentionMask run on CUDA: test/block-sparse-cuda*.test.ts, test/selection-cuda.test.ts)
   ];
 
   for (const [op, make] of cases)
@@ -383,6 +375,25 @@ describe('ops without a CUDA implementation say so at the call, before allocatin
       expectError(call, { code: 'ERR_ATTNKIT_UNSUPPORTED', op, message: notYet(op) });
       expect(memory().cpu).toBe(before);
     });
+
+  it('blockSparseAttention runs on CUDA: float32 and unlisted head dims are refused at the call from the table, before allocating', async () => {
+    const mask = BlockMask.causal(32, 32, { blockQ: 16, blockK: 16 });
+    const [q, k, v] = [1, 2, 3].map((s) => onCuda([1, 32, 2, 8], s)) as [Tensor, Tensor, Tensor];
+    await synchronize();
+    const before = memory().cpu;
+    expectError(() => blockSparseAttention(q, k, v, mask), {
+      code: 'ERR_ATTNKIT_UNSUPPORTED',
+      op: 'blockSparseAttention',
+      message: info().cuda.compiled
+        ? "blockSparseAttention: dtype float32 is not supported on CUDA (the kernels take float16 or bfloat16); convert with .to('bfloat16') or run on the CPU"
+        : 'blockSparseAttention: attnkit was built without CUDA (nvcc was not found or ATTNKIT_CUDA=OFF)',
+    });
+    if (info().cuda.compiled)
+      expect(native.supports('blockSparseAttentionBackward', 0, { dtype: DTYPES.float16.code, D: 96, Dv: 96 })).toBe(
+        'head dim 96 is not supported on CUDA (32, 64 or 128)',
+      );
+    expect(memory().cpu).toBe(before);
+  });
 
   it('mergeAttention runs on CUDA with 1 to 16 parts: 17 are refused at the call, naming the limit, before allocating', async () => {
     const parts = Array.from({ length: 17 }, (_, i) => ({ out: onCuda([1, 4, 2, 8], 2 * i + 1), lse: onCuda([1, 4, 2], 2 * i + 2) }));

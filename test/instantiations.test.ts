@@ -57,7 +57,7 @@ const opOf = (e: Entry) => families.find((f) => f.family === e.family)!.ops[e.di
 const PUBLIC: Record<string, keyof typeof DTYPES> = { f32: 'float32', f16: 'float16', bf16: 'bfloat16' };
 /** A kernel's name in the support table and the dispatch tables. */
 const kernelName = (e: Entry) =>
-  e.family === 'fmha' ? `fmha ${e.direction} ${e.policy} ${e.dtype} d${e.headDim}` : `${e.family} ${e.direction} ${e.dtype}`;
+  e.family === 'fmha' ? `fmha ${e.direction} ${e.policy} ${e.dtype} d${e.headDim}` : `${e.family} ${e.direction} ${e.dtype}${e.headDim ? ` d${e.headDim}` : ''}`;
 // Ops of the backend table that are not a kernel family's: tensor plumbing and a test hook.
 const RUNTIME_OPS = ['toArray', 'to', 'add', 'randn', 'sleep'];
 
@@ -105,7 +105,27 @@ describe('the one list of CUDA kernel instantiations', () => {
     expect(selection.ops).toEqual({ moba: 'mobaMask', xattention: 'xattentionMask' });
     expect(selection.instantiations.map((e) => `${e.direction} ${e.dtype}`).sort()).toEqual(
       ['moba f32', 'moba f16', 'moba bf16', 'xattention f32', 'xattention f16', 'xattention bf16'].sort());
-    for (const f of families.filter((x) => !['fmha', 'merge', 'selection'].includes(x.family))) expect(f.instantiations, f.family).toEqual([]);
+        // blockSparse: the fmha kernels with the block-sparse policy, both directions, two dtypes, three head dims
+    const bs = families.find((f) => f.family === 'blockSparse')!;
+    expect(bs.ops).toEqual({ fwd: 'blockSparseAttention', bwd: 'blockSparseAttentionBackward' });
+    expect(new Set(bs.instantiations.map((e) => `${e.direction} ${e.dtype} ${e.headDim} ${e.policy}`)).size).toBe(12);
+    for (const e of bs.instantiations) expect(e).toMatchObject({ policy: 'blockSparse', tile: { bm: 64, bn: 64, warps: 4 } });
+    for (const f of families.filter((x) => !['fmha', 'merge', 'selection', 'blockSparse'].includes(x.family))) expect(f.instantiations, f.family).toEqual([]);
+  });
+
+  it('blockSparse: a unit per kernel and (dtype, head dim), and the plan kernel; in its CMake list, gate manifest and table', () => {
+    const files = gen.generate(families);
+    const S = 'native/cuda/block_sparse/generated/';
+    const units = [...files.keys()].filter((f) => f.startsWith(S) && f.endsWith('.cu')).sort();
+    const want = ['f16', 'bf16'].flatMap((t) => [32, 64, 128].flatMap((d) => ['fwd', 'prep', 'dkdv', 'dq'].map((k) => `${S}bs_${k}_${t}_d${d}.cu`)));
+    expect(units).toEqual([...want, `${S}bs_plan.cu`].sort());
+    expect([...files.get(`${S}sources.cmake`)!.matchAll(/(native\/cuda\/block_sparse\/generated\/\S+\.cu)/g)].map((m) => m[1]).sort()).toEqual(units);
+    expect(files.get(`${S}sources.cmake`)).toContain('native/cuda/block_sparse/launch.cu');
+    const gate = JSON.parse(files.get(`${S}gate.json`)!) as { entries: { file: string; tensorCore?: boolean }[] };
+    expect(gate.entries.map((e) => S + e.file).sort()).toEqual(units);
+    expect(gate.entries.filter((e) => e.tensorCore).map((e) => S + e.file).sort()).toEqual(units.filter((u) => /bs_(fwd|dkdv|dq)_/.test(u)));
+    expect(files.get(`${S}dispatch.h`)).toContain('{DType::BFloat16, 128, "blockSparse bwd bf16 d128", &prep_bf16_d128, &dkdv_bf16_d128, &dq_bf16_d128},');
+    expect(files.get('native/cuda/generated/sources.cmake')).toContain('include(${CMAKE_SOURCE_DIR}/native/cuda/block_sparse/generated/sources.cmake)');
   });
 
   it('one translation unit per kernel, listed for CMake and in the gate manifest; one dispatch row per instantiation', () => {
@@ -114,7 +134,7 @@ describe('the one list of CUDA kernel instantiations', () => {
     const M = 'native/cuda/merge/generated/';
     const mergeUnits = [...files.keys()].filter((f) => f.startsWith(M) && f.endsWith('.cu')).sort();
     const S = 'native/cuda/selection/generated/';
-    const units = [...files.keys()].filter((f) => f.endsWith('.cu') && !f.startsWith(M) && !f.startsWith(S)).sort();
+    const units = [...files.keys()].filter((f) => f.endsWith('.cu') && !f.startsWith(M) && !f.startsWith(S) && !f.startsWith('native/cuda/block_sparse/')).sort();
     // selection: one unit per kernel (per dtype those reading q and k; the selections, mask lists and scan once)
     const selectionUnits = [...files.keys()].filter((f) => f.startsWith(S) && f.endsWith('.cu')).sort();
     expect(selectionUnits).toEqual([
@@ -253,8 +273,10 @@ describe('supports.h, kernels.json and the built addon agree with the list', () 
     const rows = doc.families.flatMap((f) => f.ops.flatMap((o) => o.kernels.map((k) => ({ ...k, op: o.op }))));
     expect(rows.map(key).sort()).toEqual(expectedRows.map(key).sort());
     for (const r of rows) {
-      // fmha bwd: pre-pass, dK/dV, dQ; selection: its typed kernels (pool and gate, or score), the shared ones and the scan
-      expect(r.units.length, r.kernel).toBe(r.kernel.startsWith('fmha bwd') ? 3 : r.kernel.startsWith('selection') ? 4 : 1);
+      // fmha bwd: pre-pass, dK/dV, dQ; selection: its typed kernels (pool and gate, or score), the shared ones and the scan;
+      // blockSparse adds its plan kernel to each direction
+      const units = { 'fmha bwd': 3, 'blockSparse fwd': 2, 'blockSparse bwd': 4 }[r.kernel.split(' ').slice(0, 2).join(' ')] ?? (r.kernel.startsWith('selection') ? 4 : 1);
+      expect(r.units.length, r.kernel).toBe(units);
       for (const u of r.units) expect(readFileSync(join(root, u.file), 'utf8'), u.file).toContain('Generated by scripts/gen-instantiations.mjs');
     }
   });

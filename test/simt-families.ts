@@ -203,4 +203,14 @@ export const FAMILIES: EmulatedFamily[] = [
     // the program's own shapes (tails, Nq != Nk, GQA, ties, thresholds 0 and 1) cover it: no dense mask edges
     shapes: () => [],
   },
+  {
+    family: 'blockSparse',
+    program: 'native/cuda/block_sparse/tests/blockSparse_test.cc',
+    reference: 'native/cuda/block_sparse/tests/blockSparse_test.cc (reference, from the decoded mask)',
+    tolerance: 'per tensor, max error <= 2x (3x for gradients) that of a naive low-precision implementation, + 1e-5 max(|ref|, 1); the device plan equal to the host plan',
+    units: generatedUnits,
+    caseName: (e) => `${e.family}_${e.direction}_${e.dtype}_d${e.headDim}`,
+    // the masks (causal, window, documents, neighborhood, random; every block geometry) are the program's own
+    shapes: () => [],
+  },
 ];

@@ -30,6 +30,7 @@
 #include "attnkit/dtype.h"
 #include "attnkit/error.h"
 #include "attnkit/selection.h"
+#include "attnkit/mask_block_sparse.h"
 
 namespace attnkit::cuda {
 
@@ -102,6 +103,20 @@ void run_merge_backward(const MergeBwdParams& p, void* stream);
 // the BlockMask lists, all in device memory, in stream order.
 void run_moba_select(const MobaParams& p, void* stream);
 void run_xattention_select(const XattnParams& p, void* stream);
+
+// Block-sparse attention on the device (native/cuda/block_sparse/): the mask's lists as device
+// pointers (`view`), its index lists' capacities, and its device plan buffer (block_sparse/plan.h:
+// plan_ints int32 elements), which the first call on the device builds (`build_plan`) in stream order.
+struct BlockSparseDevice {
+  int64_t full_capacity = 0, partial_capacity = 0;
+  int32_t* plan = nullptr;
+  int64_t plan_ints = 0;
+  bool build_plan = false;
+};
+void run_block_sparse_forward(const AttentionFwdParams& p, const BlockMaskView& view, const BlockSparseDevice& d,
+                              void* stream);
+void run_block_sparse_backward(const AttentionBwdParams& p, const BlockMaskView& view, const BlockSparseDevice& d,
+                               void* stream);
 bool have_attention_kernels();
 
 // ---------------------------------------------------------------- timing events

@@ -44,6 +44,12 @@ void run_merge_forward(const MergeParams&, void*) { no_cuda("mergeAttention"); }
 void run_merge_backward(const MergeBwdParams&, void*) { no_cuda("mergeAttentionBackward"); }
 void run_moba_select(const MobaParams&, void*) { no_cuda("mobaMask"); }
 void run_xattention_select(const XattnParams&, void*) { no_cuda("xattentionMask"); }
+void run_block_sparse_forward(const AttentionFwdParams&, const BlockMaskView&, const BlockSparseDevice&, void*) {
+  no_cuda("blockSparseAttention");
+}
+void run_block_sparse_backward(const AttentionBwdParams&, const BlockMaskView&, const BlockSparseDevice&, void*) {
+  no_cuda("blockSparseAttentionBackward");
+}
 
 TimingEvent::TimingEvent(int) { no_cuda("recordEvent"); }
 TimingEvent::~TimingEvent() = default;

@@ -1,8 +1,11 @@
-// Binding of block-sparse attention: bsForward / bsBackward. The BlockMask arrives as five int32
-// buffers (full offsets/indices, partial offsets/indices, partial bitmaps); they are checked here
-// completely (offsets monotone, indices in range and strictly increasing per row, bitmap size),
-// because the kernels index with them.
+// Binding of block-sparse attention: bsForward / bsBackward, and bsPlanInts (the size of a CUDA
+// mask's device plan). The BlockMask arrives as five int32 buffers (full offsets/indices, partial
+// offsets/indices, partial bitmaps): their sizes are checked here, their lists when the work runs on
+// the CPU (ops.cc); on CUDA the lists come from a validated host mask (uploaded by BlockMask.to) or
+// a selection kernel, and the plan kernel clamps what it reads to the buffers.
 #include "binding.h"
+
+#include "../cuda/block_sparse/plan.h"
 
 
 namespace attnkit::napi {
@@ -53,6 +56,34 @@ std::vector<runtime::StoragePtr> mask_inputs(const MaskIO& io) {
   return {io.full_off, io.full_idx, io.part_off, io.part_idx, io.part_bits};
 }
 
+// A CUDA mask's device plan, params.plan (an int32 buffer cached with the mask, sized by
+// plan_layout for its geometry and list capacities): built by this task when params.buildPlan (an
+// output: later ops on any stream wait for it), read otherwise. Nothing on the CPU.
+void bind_plan(ops::BlockSparsePlanBuffer& pb, runtime::Task& task, const Napi::Object& o, const BlockMaskView& m,
+               const ops::BlockMaskCheck& c, int device, const char* op) {
+  if (device < 0) return;
+  if (!o.Has("plan")) fail("ARGUMENT", op, "a mask on CUDA needs its device plan");
+  runtime::StoragePtr s = unwrap(o.Get("plan"), op, "mask plan", device);
+  expect_numel(s, cuda::block_sparse::plan_layout(m, c.full_capacity + c.partial_capacity).ints, DType::Int32, op,
+               "mask plan");
+  pb.data = static_cast<int32_t*>(s->data);
+  pb.ints = s->numel;
+  pb.build = get_bool(o, "buildPlan");
+  (pb.build ? task.outputs : task.inputs).push_back(s);
+}
+
+// bsPlanInts({maskB, maskH, Nq, Nk, blockQ, blockK, listed}): the plan buffer's int32 elements.
+Napi::Value BsPlanInts(const Napi::CallbackInfo& info) {
+  return boundary(info.Env(), [&] {
+    Napi::Object o = get_obj(info[0]);
+    const int64_t ints = cuda::block_sparse::plan_layout(get_int(o, "maskB") * get_int(o, "maskH"), get_int(o, "Nq"),
+                                                         get_int(o, "Nk"), get_int(o, "blockQ"), get_int(o, "blockK"),
+                                                         get_int(o, "listed"))
+                             .ints;
+    return Napi::Number::New(info.Env(), double(ints));
+  });
+}
+
 // bsForward(stream, q, k, v, out, lse, maskBuffers[5], params)
 Napi::Value BsForward(const Napi::CallbackInfo& info) {
   return boundary(info.Env(), [&] {
@@ -68,6 +99,7 @@ Napi::Value BsForward(const Napi::CallbackInfo& info) {
     a.mask = view_of(mio, o, a.p.shape, op);
     a.check = check_of(mio);
     runtime::Task task = fwd_task(io, a.p, mask_inputs(mio));
+    bind_plan(a.plan, task, o, a.mask, a.check, stream.device(), op);
     ops::enqueue(ops::kBlockSparseForward, stream, request(a.p.shape, a.p.dtype, stream.device()), a, std::move(task));
     return info.Env().Undefined();
   });
@@ -88,6 +120,7 @@ Napi::Value BsBackward(const Napi::CallbackInfo& info) {
     a.mask = view_of(mio, o, a.p.shape, op);
     a.check = check_of(mio);
     runtime::Task task = bwd_task(io, a.p, mask_inputs(mio));
+    bind_plan(a.plan, task, o, a.mask, a.check, stream.device(), op);
     ops::enqueue(ops::kBlockSparseBackward, stream, request(a.p.shape, a.p.dtype, stream.device()), a, std::move(task));
     return info.Env().Undefined();
   });
@@ -98,6 +131,7 @@ Napi::Value BsBackward(const Napi::CallbackInfo& info) {
 void register_block_sparse(Napi::Env env, Napi::Object exports) {
   exports.Set("bsForward", Napi::Function::New(env, BsForward));
   exports.Set("bsBackward", Napi::Function::New(env, BsBackward));
+  exports.Set("bsPlanInts", Napi::Function::New(env, BsPlanInts));
 }
 
 }  // namespace attnkit::napi

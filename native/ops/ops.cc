@@ -131,6 +131,15 @@ std::string cuda_merge_support(const Request& r) {
           " per call; merging is associative, so merge larger sets in groups)";
   return why;
 }
+cuda::BlockSparseDevice bs_device(const BlockMaskCheck& c, const BlockSparsePlanBuffer& plan) {
+  return {c.full_capacity, c.partial_capacity, plan.data, plan.ints, plan.build};
+}
+void cuda_bs_fwd(const BlockSparseFwdArgs& a, void* stream) {
+  cuda::run_block_sparse_forward(a.p, a.mask, bs_device(a.check, a.plan), stream);
+}
+void cuda_bs_bwd(const BlockSparseBwdArgs& a, void* stream) {
+  cuda::run_block_sparse_backward(a.p, a.mask, bs_device(a.check, a.plan), stream);
+}
 void cuda_merge_fwd(const MergeFwdArgs& a, void* stream) { cuda::run_merge_forward(a.p, stream); }
 void cuda_merge_bwd(const MergeBwdArgs& a, void* stream) { cuda::run_merge_backward(a.p, stream); }
 void cuda_moba(const MobaParams& p, void* stream) { cuda::run_moba_select(p, stream); }
@@ -152,9 +161,9 @@ const Op<NeighborhoodFwdArgs> kNeighborhoodForward{"neighborhood", {{cpu_na_fwd}
 const Op<NeighborhoodBwdArgs> kNeighborhoodBackward{"neighborhoodBackward",
                                                     {{cpu_na_bwd}, no_cuda_kernel<cs::neighborhoodBackward>}};
 const Op<BlockSparseFwdArgs> kBlockSparseForward{"blockSparseAttention",
-                                                 {{cpu_bs_fwd}, no_cuda_kernel<cs::blockSparseAttention>}};
+                                                 {{cpu_bs_fwd}, cuda_kernel<cs::blockSparseAttention>(cuda_bs_fwd)}};
 const Op<BlockSparseBwdArgs> kBlockSparseBackward{"blockSparseAttentionBackward",
-                                                  {{cpu_bs_bwd}, no_cuda_kernel<cs::blockSparseAttentionBackward>}};
+                                                  {{cpu_bs_bwd}, cuda_kernel<cs::blockSparseAttentionBackward>(cuda_bs_bwd)}};
 const Op<MergeFwdArgs> kMergeForward{"mergeAttention", {{cpu_merge_fwd}, cuda_kernel<cs::mergeAttention>(cuda_merge_fwd, cuda_merge_support<cs::mergeAttention>)}};
 const Op<MergeBwdArgs> kMergeBackward{"mergeAttentionBackward",
                                       {{cpu_merge_bwd}, cuda_kernel<cs::mergeAttentionBackward>(cuda_merge_bwd,

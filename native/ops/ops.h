@@ -77,15 +77,24 @@ struct NeighborhoodBwdArgs {
 struct BlockMaskCheck {
   int64_t full_capacity = 0, partial_capacity = 0;  // elements of the index buffers
 };
+// A device mask's plan buffer (native/cuda/block_sparse/plan.h), cached with the mask; the first op
+// on the device builds it (`build`).
+struct BlockSparsePlanBuffer {
+  int32_t* data = nullptr;
+  int64_t ints = 0;
+  bool build = false;
+};
 struct BlockSparseFwdArgs {
   AttentionFwdParams p;
   BlockMaskView mask;
   BlockMaskCheck check;
+  BlockSparsePlanBuffer plan;  // CUDA only
 };
 struct BlockSparseBwdArgs {
   AttentionBwdParams p;
   BlockMaskView mask;
   BlockMaskCheck check;
+  BlockSparsePlanBuffer plan;  // CUDA only
 };
 // Merge: the parts' pointer arrays live in the descriptor (p.outs = outs->data(), ...).
 struct MergeFwdArgs {

@@ -11,9 +11,10 @@
  * arrays so that inspection (`toDense`, `density`) and set operations (`and`, `or`) are immediate.
  * Masks produced by enqueued work (mobaMask, xattentionMask) fetch theirs with `await mask.host()`.
  */
-import { AttnkitError, argError, checkKnownOptions, show } from '../errors.js';
-import { tensor, type Tensor } from '../tensor.js';
-import type { Device } from '../stream.js';
+import { AttnkitError, argError, callNative, checkKnownOptions, show } from '../errors.js';
+import { native } from '../native.js';
+import { empty, tensor, type Tensor } from '../tensor.js';
+import { parseDevice, type Device } from '../stream.js';
 import * as builders from './builders.js';
 import {
   appendBlock,
@@ -65,6 +66,12 @@ export class BlockMask {
   readonly kBlocks: number;
   #buffers: Tensor[] | null = null;
   #host: BlockMaskData | null;
+  #disposed = false;
+  // This mask's copies on other devices (`to`), made once per device.
+  #copies = new Map<Device, BlockMask>();
+  // The kernels' tile plan on a CUDA device (native/cuda/block_sparse/plan.h), built by the first op
+  // that uses the mask there and read by every later one.
+  #plan: { tensor: Tensor; built: boolean } | null = null;
 
   /** @internal Use the builders, or `BlockMask.fromData`. */
   constructor(g: BlockMaskGeometry, host: BlockMaskData | null, buffers: Tensor[] | null, device: Device = 'cpu') {
@@ -219,8 +226,68 @@ export class BlockMask {
     return m;
   }
 
+  /**
+   * This mask on `device`: itself when it is there already, else a copy whose buffers are uploaded
+   * (or copied between devices) once and cached with this mask, so every later `to(device)` and every
+   * op that meets this mask with tensors on `device` reuses them. A host mask's copy keeps its host
+   * lists (inspection stays immediate). Disposing this mask disposes its copies.
+   *
+   * @example
+   * ```ts
+   * const mask = BlockMask.causal(8192, 8192).to('cuda:0'); // uploaded once
+   * const { out } = blockSparseAttention(q, k, v, mask); // q, k, v on cuda:0
+   * ```
+   */
+  to(device: Device): BlockMask {
+    const op = 'BlockMask.to';
+    const d = parseDevice(op, 'device', device);
+    this._checkLive(op, 'mask');
+    if (d === this.device) return this;
+    let m = this.#copies.get(d);
+    if (!m) {
+      m = this.#host
+        ? new BlockMask(this.geometry, this.#host, null, d)
+        : new BlockMask(this.geometry, null, this.#buffers!.map((t) => t.to(d)), d);
+      m.buffers(); // the upload, enqueued now
+      this.#copies.set(d, m);
+    }
+    return m;
+  }
+
+  /** Whether `dispose()` was called (a disposed mask cannot be used by ops or copied). */
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+
+  /** @internal Throws ERR_ATTNKIT_DISPOSED naming `op` and `arg` once this mask is disposed. */
+  _checkLive(op: string, arg: string): void {
+    if (this.#disposed) throw new AttnkitError('ERR_ATTNKIT_DISPOSED', op, `${op}: '${arg}' was disposed and cannot be used`, arg);
+  }
+
+  /**
+   * @internal The device plan of this (CUDA) mask: its int32 buffer, sized by the native layout for
+   * the mask's geometry and list capacities, and whether an op still has to build it. `_planBuilt`
+   * records that an op was enqueued that builds it (later ops on any stream wait for that one).
+   */
+  _devicePlan(op: string): { tensor: Tensor; build: boolean } {
+    if (!this.#plan) {
+      const b = this.buffers();
+      const ints = callNative(op, () =>
+        native.bsPlanInts({ maskB: this.B, maskH: this.H, Nq: this.Nq, Nk: this.Nk, blockQ: this.blockQ, blockK: this.blockK, listed: b[1]!.size + b[3]!.size }),
+      );
+      this.#plan = { tensor: empty([ints], { dtype: 'int32', device: this.device }), built: false };
+    }
+    return { tensor: this.#plan.tensor, build: !this.#plan.built };
+  }
+
+  /** @internal See `_devicePlan`. */
+  _planBuilt(): void {
+    if (this.#plan) this.#plan.built = true;
+  }
+
   /** The five int32 tensors the kernels read: full offsets/indices, partial offsets/indices, bitmaps. */
   buffers(): Tensor[] {
+    this._checkLive('BlockMask.buffers', 'mask');
     if (!this.#buffers) {
       const d = this.#host!;
       const i32 = (a: Int32Array | Uint32Array) => tensor(new Int32Array(a.buffer, a.byteOffset, a.length), [a.length], { dtype: 'int32', device: this.device });
@@ -232,6 +299,7 @@ export class BlockMask {
   /** The host lists (reads them back once when the mask was produced by enqueued work). */
   async host(): Promise<BlockMaskData> {
     if (!this.#host) {
+      this._checkLive('BlockMask.host', 'mask');
       const [fo, fi, po, pi, pb] = await Promise.all(this.#buffers!.map((t) => t.toArray() as Promise<Int32Array>));
       // Selection ops allocate index lists for the worst case; the offsets say how much is used.
       const rows = this.B * this.H * this.qBlocks;
@@ -316,10 +384,19 @@ export class BlockMask {
     return this.#requireHost(op);
   }
 
-  /** Releases the device buffers (idempotent). */
+  /**
+   * Releases the buffers, the device plan and every copy made by `to` (idempotent). Work already
+   * enqueued on them completes safely; ops given the mask afterwards throw ERR_ATTNKIT_DISPOSED. The
+   * host lists of a mask built on the host stay readable (`toDense`, `density`, `and`, `or`).
+   */
   dispose(): void {
     this.#buffers?.forEach((t) => t.dispose());
     this.#buffers = null;
+    this.#plan?.tensor.dispose();
+    this.#plan = null;
+    this.#copies.forEach((m) => m.dispose());
+    this.#copies.clear();
+    this.#disposed = true;
   }
 }
 

@@ -3,8 +3,11 @@
  * partial blocks). Layout [B, N, H, D]; GQA; Nq != Nk; float32/float16/bfloat16. The CPU kernel is
  * the fused attention driver with the block-sparse tile policy
  * (native/include/attnkit/mask_block_sparse.h); it visits only tiles holding listed blocks, skips
- * element masking on full tiles, and schedules query tiles longest-first. Rows with no visible key
- * give out 0 and LSE -Infinity. See docs/block-sparse.md.
+ * element masking on full tiles, and schedules query tiles longest-first. On CUDA (float16,
+ * bfloat16; the compiled head dims) the fmha kernels run with the same policy over the mask's device
+ * plan, built by the first op on the device and cached with the mask (docs/cuda-kernels.md); a host
+ * mask is uploaded once per device (`mask.to`). Rows with no visible key give out 0 and LSE
+ * -Infinity. See docs/block-sparse.md.
  */
 import { AttnkitError, callNative } from '../errors.js';
 import { native, type ShapeParams } from '../native.js';
@@ -52,7 +55,10 @@ function parse(op: string, q: unknown, k: unknown, v: unknown, mask: unknown, op
   const o = checkOptions(op, options, known);
   if (!(mask instanceof BlockMask))
     throw new AttnkitError('ERR_ATTNKIT_ARGUMENT', op, `${op}: expected 'mask' to be a BlockMask, received ${mask === null ? 'null' : typeof mask}`, 'mask');
-  if (mask.device !== Q.device)
+  mask._checkLive(op, 'mask');
+  // A host mask meets CUDA tensors through its copy on their device (uploaded once, cached with it,
+  // below); a mask on another device is refused rather than copied behind the caller's back.
+  if (mask.device !== Q.device && mask.device !== 'cpu')
     throw new AttnkitError('ERR_ATTNKIT_DEVICE', op, `${op}: expected 'mask' to be on the device of 'q' (${Q.device}), received ${mask.device}`, 'mask');
   if (mask.Nq !== Nq || mask.Nk !== Nk)
     throw new AttnkitError('ERR_ATTNKIT_SHAPE', op, `${op}: expected 'mask' to cover Nq = ${Nq} and Nk = ${Nk} tokens, received Nq = ${mask.Nq}, Nk = ${mask.Nk}`, 'mask');
@@ -60,11 +66,21 @@ function parse(op: string, q: unknown, k: unknown, v: unknown, mask: unknown, op
     throw new AttnkitError('ERR_ATTNKIT_SHAPE', op, `${op}: expected 'mask' to have B = 1 or ${B} and H = 1 or ${H} (query heads), received B = ${mask.B}, H = ${mask.H}`, 'mask');
   const scale = checkScale(op, o.scale, 1 / Math.sqrt(D));
   const stream = checkStream(op, o.stream, Q, { B, Nq, Nk, H, Hkv, D, Dv });
-  return { shape: { B, Nq, Nk, H, Hkv, D, Dv }, scale, dtype, stream, mask };
+  return { shape: { B, Nq, Nk, H, Hkv, D, Dv }, scale, dtype, stream, mask: mask.to(Q.device) };
 }
 
-const params = (p: Problem) => ({ ...p.shape, scale: p.scale, maskB: p.mask.B, maskH: p.mask.H, blockQ: p.mask.blockQ, blockK: p.mask.blockK });
+// The problem, the mask's geometry and, on CUDA, the mask's device plan (built by the first op there).
+const params = (op: string, p: Problem, plan: { tensor: Tensor; build: boolean } | null) => ({
+  ...p.shape, scale: p.scale, maskB: p.mask.B, maskH: p.mask.H, blockQ: p.mask.blockQ, blockK: p.mask.blockK,
+  ...(plan ? { plan: plan.tensor._native(op, 'mask plan'), buildPlan: plan.build } : {}),
+});
 const maskStorages = (op: string, m: BlockMask) => m.buffers().map((t, i) => t._native(op, `mask.buffers[${i}]`));
+// Runs the native call with the mask's plan, and records that the plan's build is enqueued.
+function withPlan(op: string, m: BlockMask, call: (plan: { tensor: Tensor; build: boolean } | null) => void): void {
+  const plan = m.device === 'cpu' ? null : m._devicePlan(op);
+  callNative(op, () => call(plan));
+  if (plan?.build) m._planBuilt();
+}
 
 /**
  * Attention of q [B, Nq, H, D] over k, v [B, Nk, Hkv, D|Dv] restricted to `mask`: only the
@@ -82,8 +98,8 @@ export function blockSparseAttention(q: Tensor, k: Tensor, v: Tensor, mask: Bloc
   const { B, Nq, H, Dv } = p.shape;
   const out = empty([B, Nq, H, Dv], { dtype: p.dtype, device: q.device });
   const lse = empty([B, Nq, H], { dtype: 'float32', device: q.device });
-  callNative(op, () =>
-    native.bsForward(p.stream.native, q._native(op, 'q'), k._native(op, 'k'), v._native(op, 'v'), out._native(op, 'out'), lse._native(op, 'lse'), maskStorages(op, mask), params(p)),
+  withPlan(op, p.mask, (plan) =>
+    native.bsForward(p.stream.native, q._native(op, 'q'), k._native(op, 'k'), v._native(op, 'v'), out._native(op, 'out'), lse._native(op, 'lse'), maskStorages(op, p.mask), params(op, p, plan)),
   );
   out._setStream(p.stream);
   lse._setStream(p.stream);
@@ -122,7 +138,7 @@ export function blockSparseAttentionBackward(
   const dq = empty(q.shape, { dtype: p.dtype, device: q.device });
   const dk = empty(k.shape, { dtype: p.dtype, device: q.device });
   const dv = empty(v.shape, { dtype: p.dtype, device: q.device });
-  callNative(op, () =>
+  withPlan(op, p.mask, (plan) =>
     native.bsBackward(
       p.stream.native,
       q._native(op, 'q'),
@@ -135,8 +151,8 @@ export function blockSparseAttentionBackward(
       dq._native(op, 'dq'),
       dk._native(op, 'dk'),
       dv._native(op, 'dv'),
-      maskStorages(op, mask),
-      params(p),
+      maskStorages(op, p.mask),
+      params(op, p, plan),
     ),
   );
   for (const t of [dq, dk, dv]) t._setStream(p.stream);

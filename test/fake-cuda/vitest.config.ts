@@ -17,7 +17,7 @@ const addon =
 export default defineConfig({
   test: {
     root: new URL('../..', import.meta.url).pathname,
-    include: ['test/cuda-runtime.test.ts', 'test/conformance.test.ts'],
+    include: ['test/cuda-runtime.test.ts', 'test/conformance.test.ts', 'test/block-sparse-cuda.test.ts'],
     env: { ATTNKIT_ADDON: await addon },
     reporters: process.env.ATTNKIT_FAKE_REPORT ? [['json', { outputFile: process.env.ATTNKIT_FAKE_REPORT }]] : ['default'],
     testTimeout: 120_000,

@@ -54,11 +54,27 @@ inline constexpr OpTable neighborhood{"neighborhood", "neighborhood", "neighborh
 // neighborhoodBackward: family neighborhood, 0 kernels
 inline constexpr OpTable neighborhoodBackward{"neighborhoodBackward", "neighborhood", "neighborhood attention", nullptr, 0};
 
-// blockSparseAttention: family blockSparse, 0 kernels
-inline constexpr OpTable blockSparseAttention{"blockSparseAttention", "blockSparse", "block-sparse attention", nullptr, 0};
+// blockSparseAttention: family blockSparse, 6 kernels
+inline constexpr Row blockSparseAttention_rows[] = {
+    {DType::Float16, 32, 32, "blockSparse", "blockSparse fwd f16 d32"},
+    {DType::Float16, 64, 64, "blockSparse", "blockSparse fwd f16 d64"},
+    {DType::Float16, 128, 128, "blockSparse", "blockSparse fwd f16 d128"},
+    {DType::BFloat16, 32, 32, "blockSparse", "blockSparse fwd bf16 d32"},
+    {DType::BFloat16, 64, 64, "blockSparse", "blockSparse fwd bf16 d64"},
+    {DType::BFloat16, 128, 128, "blockSparse", "blockSparse fwd bf16 d128"},
+};
+inline constexpr OpTable blockSparseAttention{"blockSparseAttention", "blockSparse", "block-sparse attention", blockSparseAttention_rows, 6};
 
-// blockSparseAttentionBackward: family blockSparse, 0 kernels
-inline constexpr OpTable blockSparseAttentionBackward{"blockSparseAttentionBackward", "blockSparse", "block-sparse attention", nullptr, 0};
+// blockSparseAttentionBackward: family blockSparse, 6 kernels
+inline constexpr Row blockSparseAttentionBackward_rows[] = {
+    {DType::Float16, 32, 32, "blockSparse", "blockSparse bwd f16 d32"},
+    {DType::Float16, 64, 64, "blockSparse", "blockSparse bwd f16 d64"},
+    {DType::Float16, 128, 128, "blockSparse", "blockSparse bwd f16 d128"},
+    {DType::BFloat16, 32, 32, "blockSparse", "blockSparse bwd bf16 d32"},
+    {DType::BFloat16, 64, 64, "blockSparse", "blockSparse bwd bf16 d64"},
+    {DType::BFloat16, 128, 128, "blockSparse", "blockSparse bwd bf16 d128"},
+};
+inline constexpr OpTable blockSparseAttentionBackward{"blockSparseAttentionBackward", "blockSparse", "block-sparse attention", blockSparseAttentionBackward_rows, 6};
 
 // mobaMask: family selection, 3 kernels
 inline constexpr Row mobaMask_rows[] = {

@@ -25,6 +25,7 @@
 
 #include "../../../simt/tests/harness.h"
 #include "../dispatch.h"
+#include "checks.h"
 #include "reference.h"
 
 namespace {
@@ -32,23 +33,7 @@ namespace {
 using namespace attnkit;
 using namespace attnkit::cuda::fmha;
 using fmha_ref::Problem;
-
-float to_f(__half x) { return __half2float(x); }
-float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <typename T>
-T from_f(float f);
-template <>
-__half from_f<__half>(float f) {
-  return __float2half_rn(f);
-}
-template <>
-__nv_bfloat16 from_f<__nv_bfloat16>(float f) {
-  return __float2bfloat16_rn(f);
-}
-template <typename T>
-double round_t(double x) {
-  return to_f(from_f<T>(static_cast<float>(x)));
-}
+using namespace attn_check;
 
 struct Shape {
   int64_t B, Nq, Nk, H, Hkv;
@@ -121,39 +106,6 @@ DenseMaskOptions options(const Shape& s) {
   o.left = s.left;
   o.right = s.right;
   return o;
-}
-
-// Random values already representable in T, as T and as double.
-template <typename T>
-void fill(simt_test::Buffer<T>& t, std::vector<double>& d, size_t n, double amp, std::mt19937& rng) {
-  std::uniform_real_distribution<double> u(-amp, amp);
-  t.resize(n);
-  d.resize(n);
-  for (size_t i = 0; i < n; ++i) {
-    t[i] = from_f<T>(static_cast<float>(u(rng)));
-    d[i] = to_f(t[i]);
-  }
-}
-
-// Largest |a - b| and largest |b| of a tensor; NaN anywhere counts as infinite error.
-struct Err {
-  double err = 0, mag = 0;
-  void add(double got, double want) {
-    const double e = std::fabs(got - want);
-    err = std::isnan(e) ? std::numeric_limits<double>::infinity() : std::max(err, e);
-    mag = std::max(mag, std::fabs(want));
-  }
-};
-
-void judge(const std::string& tensor, const std::string& where, const Err& kernel, const Err& naive, double factor) {
-  // The floor covers exact cases (a one-token row reproduces v; a gradient that vanishes in exact
-  // arithmetic), where the naive error is 0 and float32 sums still leave ~1e-7.
-  const double bound = factor * naive.err + 1e-5 * std::max(kernel.mag, 1.0);
-  simt_test::record_error(tensor, kernel.err, naive.err);
-  char msg[512];
-  std::snprintf(msg, sizeof msg, "%s: %s error %.3g exceeds %.3g (naive low-precision error %.3g, max |ref| %.3g)",
-                where.c_str(), tensor.c_str(), kernel.err, bound, naive.err, kernel.mag);
-  CHECK_MSG(kernel.err <= bound, msg);
 }
 
 // ---- forward
@@ -385,13 +337,6 @@ void bwd_case() {
     bwd_entry<__half>(e);
   else
     bwd_entry<__nv_bfloat16>(e);
-}
-
-std::string case_name(const char* entry) {
-  std::string s(entry);
-  for (char& c : s)
-    if (c == ' ') c = '_';
-  return s;
 }
 
 template <size_t... I, size_t... J>
