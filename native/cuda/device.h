@@ -29,6 +29,7 @@
 #include "attnkit/attention.h"
 #include "attnkit/dtype.h"
 #include "attnkit/error.h"
+#include "attnkit/neighborhood.h"
 
 namespace attnkit::cuda {
 
@@ -79,6 +80,8 @@ void copy(const runtime::StoragePtr& dst, const runtime::StoragePtr& src, void* 
 void copy_to_host(void* dst, const void* src, size_t bytes, void* stream, const char* op);
 // Elementwise dtype conversion on the device (round to nearest even, as the CPU conversion).
 void convert(const void* src, DType from, void* dst, DType to, int64_t n, void* stream, const char* op);
+// out = a + b elementwise in float32 arithmetic, rounded to `dtype` (the CPU's `add`).
+void add(const void* a, const void* b, void* out, DType dtype, int64_t n, void* stream, const char* op);
 // Keeps the stream busy on the device for about `ms` milliseconds (a test hook).
 void spin(double ms, void* stream);
 // Launches a kernel that makes an illegal memory access (a test hook, for child processes: the
@@ -97,6 +100,11 @@ void run_attention_backward(const AttentionBwdParams& p, const DenseMaskOptions&
 // dim the binding accepts, the dtypes the merge family lists.
 void run_merge_forward(const MergeParams& p, void* stream);
 void run_merge_backward(const MergeBwdParams& p, void* stream);
+
+// Neighborhood attention on the device (native/cuda/neighborhood/): the fused attention kernels with
+// the neighborhood policy, for the ranks, dtypes, head dims and tile shapes the family lists.
+void run_neighborhood_forward(const AttentionFwdParams& p, const NeighborhoodOptions& o, void* stream);
+void run_neighborhood_backward(const AttentionBwdParams& p, const NeighborhoodOptions& o, void* stream);
 bool have_attention_kernels();
 
 // ---------------------------------------------------------------- timing events

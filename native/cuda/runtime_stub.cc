@@ -33,6 +33,7 @@ bool pool_stats(int, PoolStats*) { return false; }
 void copy(const runtime::StoragePtr&, const runtime::StoragePtr&, void*, const char* op) { no_cuda(op); }
 void copy_to_host(void*, const void*, size_t, void*, const char* op) { no_cuda(op); }
 void convert(const void*, DType, void*, DType, int64_t, void*, const char* op) { no_cuda(op); }
+void add(const void*, const void*, void*, DType, int64_t, void*, const char* op) { no_cuda(op); }
 void spin(double, void*) { no_cuda("test"); }
 void fault(void*) { no_cuda("test"); }
 
@@ -42,6 +43,10 @@ void run_attention_forward(const AttentionFwdParams&, const DenseMaskOptions&, v
 void run_attention_backward(const AttentionBwdParams&, const DenseMaskOptions&, void*) { no_cuda("attentionBackward"); }
 void run_merge_forward(const MergeParams&, void*) { no_cuda("mergeAttention"); }
 void run_merge_backward(const MergeBwdParams&, void*) { no_cuda("mergeAttentionBackward"); }
+void run_neighborhood_forward(const AttentionFwdParams&, const NeighborhoodOptions&, void*) { no_cuda("neighborhood"); }
+void run_neighborhood_backward(const AttentionBwdParams&, const NeighborhoodOptions&, void*) {
+  no_cuda("neighborhoodBackward");
+}
 
 TimingEvent::TimingEvent(int) { no_cuda("recordEvent"); }
 TimingEvent::~TimingEvent() = default;
