@@ -26,6 +26,7 @@ import {
   na2d,
   na3d,
   neighborhoodPlan,
+  randn,
   synchronize,
   type FloatDType,
   type NeighborhoodOptions,
@@ -121,7 +122,7 @@ const CASES: Case[] = [
   { name: '1-D 37, k5 stride 2 dilation 2 (37 % 2 = 1), GQA', size: [37], opts: { kernelSize: 5, stride: 2, dilation: 2 }, B: 1, H: 2, Hkv: 1, D: 32, M: 0, dLse: true },
   { name: '1-D 70 causal k9, 3 additional keys', size: [70], opts: { kernelSize: 9, causal: true }, B: 2, H: 2, Hkv: 2, D: 64, M: 3, dLse: false },
   { name: '2-D 13x17 k(3,5) s(1,2), causal on Y, 4 additional keys, GQA', size: [13, 17], opts: { kernelSize: [3, 5], stride: [1, 2], causal: [false, true] }, B: 1, H: 2, Hkv: 1, D: 32, M: 4, dLse: true },
-  { name: '2-D 9x10 dilation (2,3), causal on X, tile 4x16', size: [9, 10], opts: { kernelSize: 3, dilation: [2, 3], causal: [true, false], tileShape: [4, 16] }, B: 1, H: 1, Hkv: 1, D: 128, M: 0, dLse: false },
+  { name: '2-D 9x10 dilation (2,3), causal on X, tile 4x16', size: [9, 10], opts: { kernelSize: 3, dilation: [2, 3], causal: [true, false], tileShape: [4, 16] }, B: 1, H: 1, Hkv: 1, D: 64, M: 0, dLse: false },
   { name: '3-D 5x7x9 k(3,3,5), causal in time, dilation 2 on Z', size: [5, 7, 9], opts: { kernelSize: [3, 3, 3], dilation: [1, 1, 2], causal: [true, false, false] }, B: 1, H: 2, Hkv: 2, D: 64, M: 2, dLse: true },
 ];
 const DTYPES: FloatDType[] = ['float16', 'bfloat16'];
@@ -204,6 +205,17 @@ describe.skipIf(!on)(`neighborhood attention on cuda:0${on ? '' : ' (skipped: no
           expect(maxAbsErr(dev.got[name]!, host.got[name]!), `${name} vs the CPU backend`).toBeLessThanOrEqual(2 * bound);
         }
       });
+
+  it('D = 128: the forward runs; the backward is refused before anything runs, naming the compiled head dims', { timeout: 600_000 }, async () => {
+    const x = randn([1, 9, 10, 1, 128], { seed: 5, dtype: 'float16' });
+    owned.push(x);
+    const q = x.to('cuda:0');
+    owned.push(q);
+    const r = na2d(q, q, q, { kernelSize: 3 });
+    const cpuOut = await read64(na2d(x, x, x, { kernelSize: 3 }).out);
+    expect(maxAbsErr(await read64(r.out), cpuOut)).toBeLessThan(4e-3);
+    expect(() => r.backward(q)).toThrow(/na2dBackward: head dim 128 is not supported on CUDA .*\(32 or 64\)/);
+  });
 
   it('the backward is bitwise repeatable (dq, dk, dv, and the additional keys and values)', { timeout: 600_000 }, async () => {
     const c = CASES[2]!;

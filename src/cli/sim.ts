@@ -4,13 +4,13 @@
  * the CPU kernel's tile choice and, next to it, the CUDA kernel's (the same planner over the tile
  * shapes the CUDA kernels are built for: chooseTileShape(…, 'cuda')).
  */
-import { chooseTileShape } from '../index.js';
 import { fmt, formatTable } from '../bench/common.js';
 import { axesStr, naProblem, type NaCliOpts } from './options.js';
 
 export async function simCommand(opts: NaCliOpts & { json?: boolean }): Promise<void> {
   const p = naProblem(opts);
   const { simulate, simulateTile } = await import('../bench/neighborhood.js');
+  const { chooseTileShape } = await import('../index.js');  // dynamic: the addon loads after --threads
   const r = simulate(p, opts.tile);
   const cudaTile = opts.tile ?? chooseTileShape(
     { rank: p.input.length, size: p.input, kernel: p.kernel, stride: p.stride, dilation: p.dilation, causal: p.causal }, 'cuda');

@@ -377,6 +377,8 @@ function neighborhoodBackwardImpl(
   saved: { partials: { na: { out: Tensor; lse: Tensor }; x: { out: Tensor; lse: Tensor } }; merged: ReturnType<typeof mergeAttention> } | null,
 ): NeighborhoodGrads {
   const bop = `${op}Backward`;
+  // the backward kernel's own support (CUDA lists fewer head dims for it), before anything is allocated
+  checkStream(bop, p.stream, q, { D: p.D, Dv: p.Dv }, 'neighborhoodBackward');
   const { O, L, dO, dL } = checkBackwardTensors(bop, q, out, lse, dOut, dLse, [p.B, ...p.spatial, p.H, p.Dv], [p.B, ...p.spatial, p.H]);
   if (!p.addK) return naBackward(bop, p, q, k, v, O, L, dO, dL);
   // With additional keys: backward through the merge into both partials (their LSE gradients
