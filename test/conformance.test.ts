@@ -121,12 +121,16 @@ const neighborhood: Case = async (device, dtype, D) => {
   const { dev, vals } = await inputs(device, dtype, [[2, L, 2, D], [2, L, 2, D], [2, L, 2, D], [2, L, 2, D]], 21);
   const [q, k, v, dO] = dev as [Tensor, Tensor, Tensor, Tensor];
   const r = na1d(q, k, v, { kernelSize: 5, stride: 2, dilation: 2 });
-  const g = r.backward(dO);
   const prob = { B: 2, H: 2, Hkv: 2, D, Dv: D, q: vals[0]!, k: vals[1]!, v: vals[2]! };
   const ref = reference.referenceNeighborhood(prob, na);
+  const out = { name: 'out', got: await arr(r.out), want: ref.out };
+  // a backend may run the forward at a head dim its backward lacks (CUDA: D = 128)
+  const ordinal = device === 'cpu' ? -1 : 0;
+  if (native.supports('neighborhoodBackward', ordinal, { dtype: DTYPES[dtype].code, B: 2, Nq: L, Nk: L, H: 2, Hkv: 2, D, Dv: D }) !== '') return [out];
+  const g = r.backward(dO);
   const rg = reference.referenceNeighborhoodBackward(prob, na, vals[3]!);
   return [
-    { name: 'out', got: await arr(r.out), want: ref.out },
+    out,
     { name: 'dq', got: await arr(g.dq), want: rg.dq, grad: true },
     { name: 'dk', got: await arr(g.dk), want: rg.dk, grad: true },
     { name: 'dv', got: await arr(g.dv), want: rg.dv, grad: true },

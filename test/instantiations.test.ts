@@ -57,7 +57,7 @@ const opOf = (e: Entry) => families.find((f) => f.family === e.family)!.ops[e.di
 const PUBLIC: Record<string, keyof typeof DTYPES> = { f32: 'float32', f16: 'float16', bf16: 'bfloat16' };
 /** A kernel's name in the support table and the dispatch tables. */
 const kernelName = (e: Entry) =>
-  e.family === 'fmha' ? `fmha ${e.direction} ${e.policy} ${e.dtype} d${e.headDim}` : `${e.family} ${e.direction} ${e.dtype}${e.headDim ? ` d${e.headDim}` : ''}`;
+  e.family === 'fmha' || e.family === 'neighborhood' ? `${e.family} ${e.direction} ${e.policy} ${e.dtype} d${e.headDim}` : `${e.family} ${e.direction} ${e.dtype}${e.headDim ? ` d${e.headDim}` : ''}`;
 // Ops of the backend table that are not a kernel family's: tensor plumbing and a test hook.
 const RUNTIME_OPS = ['toArray', 'to', 'add', 'randn', 'sleep'];
 
@@ -105,12 +105,19 @@ describe('the one list of CUDA kernel instantiations', () => {
     expect(selection.ops).toEqual({ moba: 'mobaMask', xattention: 'xattentionMask' });
     expect(selection.instantiations.map((e) => `${e.direction} ${e.dtype}`).sort()).toEqual(
       ['moba f32', 'moba f16', 'moba bf16', 'xattention f32', 'xattention f16', 'xattention bf16'].sort());
-        // blockSparse: the fmha kernels with the block-sparse policy, both directions, two dtypes, three head dims
+    // blockSparse: the fmha kernels with the block-sparse policy, both directions, two dtypes, three head dims
     const bs = families.find((f) => f.family === 'blockSparse')!;
     expect(bs.ops).toEqual({ fwd: 'blockSparseAttention', bwd: 'blockSparseAttentionBackward' });
     expect(new Set(bs.instantiations.map((e) => `${e.direction} ${e.dtype} ${e.headDim} ${e.policy}`)).size).toBe(12);
     for (const e of bs.instantiations) expect(e).toMatchObject({ policy: 'blockSparse', tile: { bm: 64, bn: 64, warps: 4 } });
-    for (const f of families.filter((x) => !['fmha', 'merge', 'selection', 'blockSparse'].includes(x.family))) expect(f.instantiations, f.family).toEqual([]);
+    // neighborhood: ranks 1-3 (policies na1-na3), two dtypes; forward at three head dims, backward at
+    // 32 and 64 (docs/cuda-kernels.md: the D = 128 backward does not fit the registers yet)
+    const na = families.find((f) => f.family === 'neighborhood')!;
+    expect(na.ops).toEqual({ fwd: 'neighborhood', bwd: 'neighborhoodBackward' });
+    expect(new Set(na.instantiations.map((e) => `${e.direction} ${e.dtype} ${e.headDim} ${e.policy}`)).size).toBe(30);
+    for (const e of na.instantiations) expect(e.tile).toEqual({ bm: 64, bn: 64, warps: 4 });
+    const withKernels = ['fmha', 'merge', 'selection', 'blockSparse', 'neighborhood'];
+    for (const f of families.filter((x) => !withKernels.includes(x.family))) expect(f.instantiations, f.family).toEqual([]);
   });
 
   it('blockSparse: a unit per kernel and (dtype, head dim), and the plan kernel; in its CMake list, gate manifest and table', () => {
@@ -132,9 +139,10 @@ describe('the one list of CUDA kernel instantiations', () => {
     const files = gen.generate(families);
     const G = 'native/cuda/fmha/generated/';
     const M = 'native/cuda/merge/generated/';
+    const N = 'native/cuda/neighborhood/generated/';
     const mergeUnits = [...files.keys()].filter((f) => f.startsWith(M) && f.endsWith('.cu')).sort();
     const S = 'native/cuda/selection/generated/';
-    const units = [...files.keys()].filter((f) => f.endsWith('.cu') && !f.startsWith(M) && !f.startsWith(S) && !f.startsWith('native/cuda/block_sparse/')).sort();
+    const units = [...files.keys()].filter((f) => f.endsWith('.cu') && !f.startsWith(M) && !f.startsWith(S) && !f.startsWith('native/cuda/block_sparse/') && !f.startsWith(N)).sort();
     // selection: one unit per kernel (per dtype those reading q and k; the selections, mask lists and scan once)
     const selectionUnits = [...files.keys()].filter((f) => f.startsWith(S) && f.endsWith('.cu')).sort();
     expect(selectionUnits).toEqual([
@@ -144,6 +152,10 @@ describe('the one list of CUDA kernel instantiations', () => {
     const selectionGate = JSON.parse(files.get(`${S}gate.json`)!) as { entries: { file: string }[] };
     expect(selectionGate.entries.map((e) => S + e.file).sort()).toEqual(selectionUnits);
     expect([...files.get(`${S}sources.cmake`)!.matchAll(/(native\/cuda\/selection\/generated\/\S+\.cu)/g)].map((m) => m[1]).sort()).toEqual(selectionUnits);
+    // neighborhood: forward; pre-pass per (dtype, head dim) of the backward; dK/dV and dQ
+    const naUnits = [...files.keys()].filter((f) => f.startsWith(N) && f.endsWith('.cu'));
+    expect(naUnits).toHaveLength(18 + 4 + 12 + 12);
+    expect(JSON.parse(files.get(`${N}gate.json`)!).entries.map((e: { file: string }) => N + e.file).sort()).toEqual(naUnits.sort());
     expect(units.every((u) => u.startsWith(G))).toBe(true);
     // merge: one unit per (direction, dtype), in its CMake list and gate manifest, one table row per dtype
     expect(mergeUnits).toEqual(['bf16', 'f16', 'f32'].flatMap((d) => [`${M}merge_bwd_${d}.cu`, `${M}merge_fwd_${d}.cu`]).sort());
@@ -273,9 +285,10 @@ describe('supports.h, kernels.json and the built addon agree with the list', () 
     const rows = doc.families.flatMap((f) => f.ops.flatMap((o) => o.kernels.map((k) => ({ ...k, op: o.op }))));
     expect(rows.map(key).sort()).toEqual(expectedRows.map(key).sort());
     for (const r of rows) {
-      // fmha bwd: pre-pass, dK/dV, dQ; selection: its typed kernels (pool and gate, or score), the shared ones and the scan;
-      // blockSparse adds its plan kernel to each direction
-      const units = { 'fmha bwd': 3, 'blockSparse fwd': 2, 'blockSparse bwd': 4 }[r.kernel.split(' ').slice(0, 2).join(' ')] ?? (r.kernel.startsWith('selection') ? 4 : 1);
+      // fmha and neighborhood bwd: pre-pass, dK/dV, dQ; selection: its typed kernels (pool and gate, or score), the
+      // shared ones and the scan; blockSparse adds its plan kernel to each direction
+      const units = { 'fmha bwd': 3, 'neighborhood bwd': 3, 'blockSparse fwd': 2, 'blockSparse bwd': 4 }[r.kernel.split(' ').slice(0, 2).join(' ')] ??
+        (r.kernel.startsWith('selection') ? 4 : 1);
       expect(r.units.length, r.kernel).toBe(units);
       for (const u of r.units) expect(readFileSync(join(root, u.file), 'utf8'), u.file).toContain('Generated by scripts/gen-instantiations.mjs');
     }

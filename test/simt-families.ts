@@ -213,4 +213,15 @@ export const FAMILIES: EmulatedFamily[] = [
     // the masks (causal, window, documents, neighborhood, random; every block geometry) are the program's own
     shapes: () => [],
   },
+  {
+    family: 'neighborhood',
+    program: 'native/cuda/neighborhood/tests/neighborhood_test.cc',
+    reference: 'native/cuda/neighborhood/tests/neighborhood_test.cc (axis_visible, forward_ref, backward_ref)',
+    tolerance: 'per tensor, max error <= 2x (3x for gradients) that of a naive low-precision implementation, + 1e-5 max(|ref|, 1)',
+    units: generatedUnits,
+    caseName: (e) => `${e.family}_${e.direction}_${e.policy}_${e.dtype}_d${e.headDim}`,
+    // the problems are spatial grids, not (Nq, Nk) windows: the program's own per-rank shapes cover the
+    // boundaries (odd extents, tile and dilation tails, kernel = extent, strides, causal axes, GQA)
+    shapes: () => [],
+  },
 ];

@@ -31,6 +31,7 @@
 #include "attnkit/error.h"
 #include "attnkit/selection.h"
 #include "attnkit/mask_block_sparse.h"
+#include "attnkit/neighborhood.h"
 
 namespace attnkit::cuda {
 
@@ -81,6 +82,8 @@ void copy(const runtime::StoragePtr& dst, const runtime::StoragePtr& src, void* 
 void copy_to_host(void* dst, const void* src, size_t bytes, void* stream, const char* op);
 // Elementwise dtype conversion on the device (round to nearest even, as the CPU conversion).
 void convert(const void* src, DType from, void* dst, DType to, int64_t n, void* stream, const char* op);
+// out = a + b elementwise in float32 arithmetic, rounded to `dtype` (the CPU's `add`).
+void add(const void* a, const void* b, void* out, DType dtype, int64_t n, void* stream, const char* op);
 // Keeps the stream busy on the device for about `ms` milliseconds (a test hook).
 void spin(double ms, void* stream);
 // Launches a kernel that makes an illegal memory access (a test hook, for child processes: the
@@ -117,6 +120,11 @@ void run_block_sparse_forward(const AttentionFwdParams& p, const BlockMaskView& 
                               void* stream);
 void run_block_sparse_backward(const AttentionBwdParams& p, const BlockMaskView& view, const BlockSparseDevice& d,
                                void* stream);
+
+// Neighborhood attention on the device (native/cuda/neighborhood/): the fused attention kernels with
+// the neighborhood policy, for the ranks, dtypes, head dims and tile shapes the family lists.
+void run_neighborhood_forward(const AttentionFwdParams& p, const NeighborhoodOptions& o, void* stream);
+void run_neighborhood_backward(const AttentionBwdParams& p, const NeighborhoodOptions& o, void* stream);
 bool have_attention_kernels();
 
 // ---------------------------------------------------------------- timing events

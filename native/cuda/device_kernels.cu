@@ -1,5 +1,6 @@
 // The runtime's own small kernels: elementwise dtype conversion (Tensor.to(dtype) on a CUDA tensor),
-// and two test hooks: a spin kernel that keeps a stream busy and a kernel that faults. The conversions use the
+// the elementwise sum of two tensors in float32 arithmetic (the `add` op: gradient accumulation, e.g.
+// neighborhood attention's dq with additional keys), and two test hooks: a spin kernel that keeps a stream busy and a kernel that faults. The conversions use the
 // host+device functions of attnkit/dtype.h, so a CUDA conversion is bit-identical to the CPU's.
 // Compiled by nvcc for the GPU, and by g++ for the fake CUDA device (test/fake-cuda/), where the
 // kernels run on the SIMT emulator: launches go through ATTNKIT_LAUNCH (cuda_compat.cuh).
@@ -42,11 +43,24 @@ __global__ void convert_kernel(const void* src, DType from, void* dst, DType to,
     store_element(dst, to, i, load_element(src, from, i));
 }
 
+__global__ void add_kernel(const void* a, const void* b, void* out, DType t, int64_t n) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    store_element(out, t, i, load_element(a, t, i) + load_element(b, t, i));
+}
+
 __global__ void fault_kernel(int* p) { *p = 1; }
 
 __global__ void spin_kernel(long long cycles) {
   const long long start = clock64();
   while (clock64() - start < cycles) __nanosleep(1000);
+}
+
+constexpr int kThreads = 256;
+// Blocks of an elementwise grid-stride kernel over n elements.
+dim3 elementwise_grid(int64_t n) {
+  const int64_t blocks = (n + kThreads - 1) / kThreads;
+  return dim3(unsigned(blocks < 65535 * 8 ? blocks : 65535 * 8));
 }
 
 }  // namespace
@@ -58,11 +72,14 @@ void convert(const void* src, DType from, void* dst, DType to, int64_t n, void* 
     check(cudaMemcpyAsync(dst, src, size_t(n * dtype_size(from)), cudaMemcpyDeviceToDevice, s), op, "cudaMemcpyAsync");
     return;
   }
-  constexpr int kThreads = 256;
-  const int64_t blocks = (n + kThreads - 1) / kThreads;
-  const dim3 grid(unsigned(blocks < 65535 * 8 ? blocks : 65535 * 8));
-  ATTNKIT_LAUNCH(convert_kernel, grid, dim3(kThreads), 0, s, src, from, dst, to, n);
+  ATTNKIT_LAUNCH(convert_kernel, elementwise_grid(n), dim3(kThreads), 0, s, src, from, dst, to, n);
   check(cudaGetLastError(), op, "the conversion kernel launch");
+}
+
+void add(const void* a, const void* b, void* out, DType t, int64_t n, void* h, const char* op) {
+  if (n == 0) return;
+  ATTNKIT_LAUNCH(add_kernel, elementwise_grid(n), dim3(kThreads), 0, static_cast<cudaStream_t>(h), a, b, out, t, n);
+  check(cudaGetLastError(), op, "the add kernel launch");
 }
 
 void spin(double ms, void* h) {

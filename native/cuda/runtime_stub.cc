@@ -33,6 +33,7 @@ bool pool_stats(int, PoolStats*) { return false; }
 void copy(const runtime::StoragePtr&, const runtime::StoragePtr&, void*, const char* op) { no_cuda(op); }
 void copy_to_host(void*, const void*, size_t, void*, const char* op) { no_cuda(op); }
 void convert(const void*, DType, void*, DType, int64_t, void*, const char* op) { no_cuda(op); }
+void add(const void*, const void*, void*, DType, int64_t, void*, const char* op) { no_cuda(op); }
 void spin(double, void*) { no_cuda("test"); }
 void fault(void*) { no_cuda("test"); }
 
@@ -49,6 +50,10 @@ void run_block_sparse_forward(const AttentionFwdParams&, const BlockMaskView&, c
 }
 void run_block_sparse_backward(const AttentionBwdParams&, const BlockMaskView&, const BlockSparseDevice&, void*) {
   no_cuda("blockSparseAttentionBackward");
+}
+void run_neighborhood_forward(const AttentionFwdParams&, const NeighborhoodOptions&, void*) { no_cuda("neighborhood"); }
+void run_neighborhood_backward(const AttentionBwdParams&, const NeighborhoodOptions&, void*) {
+  no_cuda("neighborhoodBackward");
 }
 
 TimingEvent::TimingEvent(int) { no_cuda("recordEvent"); }

@@ -89,6 +89,7 @@ void cuda_read(const ReadArgs& a, void* stream) {
 void cuda_convert(const ConvertArgs& a, void* stream) {
   cuda::convert(a.src, a.from, a.dst, a.to, a.numel, stream, "to");
 }
+void cuda_add(const AddArgs& a, void* stream) { cuda::add(a.a, a.b, a.out, a.dtype, a.numel, stream, "add"); }
 void cuda_sleep(const SleepArgs& a, void* stream) { cuda::spin(double(a.ms), stream); }
 
 void cuda_dense_fwd(const DenseFwdArgs& a, void* stream) { cuda::run_attention_forward(a.p, a.mask, stream); }
@@ -140,6 +141,8 @@ void cuda_bs_fwd(const BlockSparseFwdArgs& a, void* stream) {
 void cuda_bs_bwd(const BlockSparseBwdArgs& a, void* stream) {
   cuda::run_block_sparse_backward(a.p, a.mask, bs_device(a.check, a.plan), stream);
 }
+void cuda_na_fwd(const NeighborhoodFwdArgs& a, void* stream) { cuda::run_neighborhood_forward(a.p, a.na, stream); }
+void cuda_na_bwd(const NeighborhoodBwdArgs& a, void* stream) { cuda::run_neighborhood_backward(a.p, a.na, stream); }
 void cuda_merge_fwd(const MergeFwdArgs& a, void* stream) { cuda::run_merge_forward(a.p, stream); }
 void cuda_merge_bwd(const MergeBwdArgs& a, void* stream) { cuda::run_merge_backward(a.p, stream); }
 void cuda_moba(const MobaParams& p, void* stream) { cuda::run_moba_select(p, stream); }
@@ -151,15 +154,15 @@ void cuda_xattn(const XattnParams& p, void* stream) { cuda::run_xattention_selec
 //                                      cpu                          cuda
 const Op<ReadArgs> kRead{"toArray", {{cpu_read}, {cuda_read}}};
 const Op<ConvertArgs> kConvert{"to", {{cpu_convert}, {cuda_convert}}};
-const Op<AddArgs> kAdd{"add", {{cpu_add}, {}}};
+const Op<AddArgs> kAdd{"add", {{cpu_add}, {cuda_add}}};
 const Op<RandnArgs> kRandn{"randn", {{cpu_randn}, {}}};
 const Op<SleepArgs> kSleep{"sleep", {{cpu_sleep}, {cuda_sleep}}};
 const Op<DenseFwdArgs> kAttentionForward{"attention", {{cpu_dense_fwd}, cuda_kernel<cs::attention>(cuda_dense_fwd)}};
 const Op<DenseBwdArgs> kAttentionBackward{"attentionBackward",
                                           {{cpu_dense_bwd}, cuda_kernel<cs::attentionBackward>(cuda_dense_bwd)}};
-const Op<NeighborhoodFwdArgs> kNeighborhoodForward{"neighborhood", {{cpu_na_fwd}, no_cuda_kernel<cs::neighborhood>}};
+const Op<NeighborhoodFwdArgs> kNeighborhoodForward{"neighborhood", {{cpu_na_fwd}, cuda_kernel<cs::neighborhood>(cuda_na_fwd)}};
 const Op<NeighborhoodBwdArgs> kNeighborhoodBackward{"neighborhoodBackward",
-                                                    {{cpu_na_bwd}, no_cuda_kernel<cs::neighborhoodBackward>}};
+                                                    {{cpu_na_bwd}, cuda_kernel<cs::neighborhoodBackward>(cuda_na_bwd)}};
 const Op<BlockSparseFwdArgs> kBlockSparseForward{"blockSparseAttention",
                                                  {{cpu_bs_fwd}, cuda_kernel<cs::blockSparseAttention>(cuda_bs_fwd)}};
 const Op<BlockSparseBwdArgs> kBlockSparseBackward{"blockSparseAttentionBackward",

@@ -5,10 +5,12 @@
  * neighborhood tile policy (native/include/attnkit/mask_neighborhood.h); additional keys run as a
  * dense attention merged by LSE (mergeAttention). See docs/neighborhood.md.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { FloatDType } from '../dtype.js';
 import { AttnkitError, argError, callNative, checkPerAxis, show } from '../errors.js';
 import { checkGridRules } from '../masks/na-window.js';
-import { native, type NaParams, type NeighborhoodPlan } from '../native.js';
+import { native, packageRoot, type NaParams, type NeighborhoodPlan } from '../native.js';
 
 export type { NaParams, NeighborhoodPlan } from '../native.js';
 import { empty, type Tensor } from '../tensor.js';
@@ -105,6 +107,22 @@ function tileCandidates(size: readonly number[]): number[][] {
 
 const planCache = new Map<string, number[]>();
 
+let cudaShapes: Record<string, number[][]> | undefined;
+/**
+ * The tile shapes the CUDA kernels of this package are built for, for a rank (the neighborhood
+ * family's `tileShapes` in native/cuda/instantiations.json, via the generated kernels.json).
+ */
+function cudaTileShapes(rank: number): number[][] {
+  if (!cudaShapes) {
+    const doc = JSON.parse(readFileSync(join(packageRoot(), 'native', 'cuda', 'generated', 'kernels.json'), 'utf8')) as {
+      families: { family: string; tileShapes?: Record<string, number[][]> }[];
+    };
+    cudaShapes = doc.families.find((f) => f.family === 'neighborhood')?.tileShapes ?? {};
+  }
+  return cudaShapes[`na${rank}`] ?? [];
+}
+const shapeText = (t: readonly number[]) => t.join('x');
+
 /**
  * Tile-level statistics of a neighborhood problem for a given tile shape (what `attnkit sim`
  * prints): the tile pairs a dense kernel visits, the Full and Partial pairs the neighborhood kernel
@@ -156,22 +174,31 @@ function checkNaParams(op: string, p: unknown, withTile: boolean): NaParams {
 
 /**
  * The tile shape (tokens per axis, product 64) that visits the fewest tiles, Partial tiles
- * counting a little more (masking): what na2d/na3d use without `tileShape`.
+ * counting a little more (masking): what na2d/na3d use without `tileShape`. On `'cuda'` the same
+ * rule over the shapes the CUDA kernels are built for (both backends run 64 x 64-position tiles, so
+ * the statistics of a shape are the same on both; docs/cuda-kernels.md, "Neighborhood attention").
  *
  * @example
  * ```ts
  * chooseTileShape({ rank: 2, size: [56, 56], kernel: [7, 7], stride: [1, 1], dilation: [1, 1], causal: [false, false] }); // [8, 8]
+ * chooseTileShape({ rank: 3, size: [16, 32, 32], kernel: [3, 7, 7], stride: [1, 1, 1], dilation: [1, 1, 1], causal: [false, false, false] }, 'cuda');
  * ```
  */
-export function chooseTileShape(p: Omit<NaParams, 'tile'>): number[] {
+export function chooseTileShape(p: Omit<NaParams, 'tile'>, backend: 'cpu' | 'cuda' = 'cpu'): number[] {
   const { tile: _, ...checked } = checkNaParams('chooseTileShape', p, false);
   p = checked;
-  const key = JSON.stringify(p);
+  if (backend !== 'cpu' && backend !== 'cuda')
+    throw argError('ERR_ATTNKIT_ARGUMENT', 'chooseTileShape', 'backend', "to be 'cpu' or 'cuda'", show(backend));
+  const key = JSON.stringify([p, backend]);
   const cached = planCache.get(key);
   if (cached) return cached;
   let best: number[] = [];
   let bestCost = Infinity;
-  for (const tile of tileCandidates(p.size)) {
+  const compiled = backend === 'cuda' ? new Set(cudaTileShapes(p.rank).map(shapeText)) : undefined;
+  const all = tileCandidates(p.size).filter((t) => !compiled || compiled.has(shapeText(t)));
+  // a grid where every fitting shape is left out of the CUDA list: any compiled one
+  const candidates = all.length > 0 ? all : compiled ? cudaTileShapes(p.rank) : [];
+  for (const tile of candidates) {
     const plan = neighborhoodPlan({ ...p, tile });
     const cost = plan.fullPairs + 1.15 * plan.partialPairs;
     if (cost < bestCost) {
@@ -243,12 +270,21 @@ function parse(op: string, rank: number, q: unknown, k: unknown, v: unknown, opt
   const stream = checkStream(op, o.stream, Q, { D, Dv }, op.endsWith('Backward') ? 'neighborhoodBackward' : 'neighborhood');
   const base = { rank, size: spatial, kernel, stride, dilation, causal };
   let tile: number[];
+  const onCuda = Q.device !== 'cpu';
   if (o.tileShape !== undefined) {
     tile = checkPerAxis(op, 'tileShape', o.tileShape as readonly number[], 0, rank, isPosInt, 'a positive integer');
     if (tile.reduce((x, y) => x * y, 1) !== 64)
       throw argError('ERR_ATTNKIT_ARGUMENT', op, 'tileShape', 'to hold 64 tokens (the product of its entries)', show(tile));
+    const compiled = cudaTileShapes(rank).map(shapeText);
+    if (onCuda && !compiled.includes(shapeText(tile)))
+      throw new AttnkitError(
+        'ERR_ATTNKIT_UNSUPPORTED',
+        op,
+        `${op}: tile shape ${shapeText(tile)} is not compiled into the CUDA kernels (compiled for rank ${rank}: ${compiled.join(', ') || 'none'})`,
+        'tileShape',
+      );
   } else {
-    tile = chooseTileShape(base);
+    tile = chooseTileShape(base, onCuda ? 'cuda' : 'cpu');
   }
   let addK: Tensor | undefined;
   let addV: Tensor | undefined;
@@ -356,6 +392,8 @@ function neighborhoodBackwardImpl(
   saved: { partials: { na: { out: Tensor; lse: Tensor }; x: { out: Tensor; lse: Tensor } }; merged: ReturnType<typeof mergeAttention> } | null,
 ): NeighborhoodGrads {
   const bop = `${op}Backward`;
+  // the backward kernel's own support (CUDA lists fewer head dims for it), before anything is allocated
+  checkStream(bop, p.stream, q, { D: p.D, Dv: p.Dv }, 'neighborhoodBackward');
   const { O, L, dO, dL } = checkBackwardTensors(bop, q, out, lse, dOut, dLse, [p.B, ...p.spatial, p.H, p.Dv], [p.B, ...p.spatial, p.H]);
   if (!p.addK) return naBackward(bop, p, q, k, v, O, L, dO, dL);
   // With additional keys: backward through the merge into both partials (their LSE gradients

@@ -1,8 +1,10 @@
 // Fused attention backward (FlashAttention-2 structure) for one mask policy, in three deterministic
 // kernels (no atomics: every output element is written by exactly one CTA, in a fixed order):
 //   prep  per query row: delta = rowsum(dO * O) - dLSE and LSE * log2(e) into a float32 workspace
-//         laid out per (b, h) over tile-padded positions (+inf LSE where a row sees no key and on
-//         padding, so that P = exp2(S - LSE) is 0 there without a test);
+//         laid out per (b, h) over the query tokens, tile-padded (+inf LSE where a row sees no key,
+//         so that P = exp2(S - LSE) is 0 there without a test); the kernels below read it through
+//         the policy's q_token (padding positions: +inf and 0), so a permuting policy reads the
+//         rows of its own positions;
 //   dK/dV one CTA per (key tile, kv head, batch), 4 warps of 16 keys: K and V stay in shared memory,
 //         Q, dO, LSE, delta and the row masks of the query tiles that see the key tile (the policy's
 //         inverse list q_count/q_at, for every query head of the kv head) stream through a 2-stage
@@ -10,7 +12,8 @@
 //         dS^T = P^T * (V dO^T - delta), dK += dS^T Q;
 //   dQ    one CTA per (query tile, head, batch), 4 warps of 16 queries: Q and dO stay, K and V
 //         stream over the policy's key-tile list; dS = P * (dO V^T - delta), dQ += dS K.
-// P and dS are rounded to the input type before their products, as FlashAttention 2 does.
+// P and dS are rounded to the input type before their products, as FlashAttention 2 does. The grid's
+// z is batch x group (fwd.cuh), for policies with several groups.
 #pragma once
 #include "check.h"
 #include "fwd.cuh"
@@ -52,15 +55,35 @@ __global__ void __launch_bounds__(128) fmha_bwd_prep_kernel(const BwdArgs a) {
   }
 }
 
+// LSE * log2(e) and delta of query token n (< 0: padding) for (b, h): its workspace row, +inf and 0
+// on padding (what the pre-pass writes past Nq, so the identity map reads the same).
+ATTNKIT_DEVICE void row_stats(const BwdArgs& a, int64_t n, int64_t b, int64_t h, float* lse2, float* delta) {
+  const int64_t rows = bwd_padded_rows(a.Nq);
+  const int64_t at = (b * a.H + h) * rows + n;
+  *lse2 = n >= 0 ? a.workspace[at] : INFINITY;
+  *delta = n >= 0 ? a.workspace[a.B * a.H * rows + at] : 0.f;
+}
+
 // ---- dK/dV
+
+// The view of head h: the CTA's view0 when the policy's views do not depend on the head.
+template <typename Mask, typename View>
+ATTNKIT_DEVICE decltype(auto) head_view(const Mask& mask, const View& view0, int64_t grp, int64_t b, int64_t h) {
+  if constexpr (head_invariant_views<Mask>::value) {
+    (void)mask, (void)grp, (void)b, (void)h;
+    return view0;
+  } else {
+    return mask.group(grp, b, h);
+  }
+}
 
 // The first work item at or after (h, i) for key tile kt: query head h in [h, h_end), position i of
 // its inverse list, not Skip. Returns false when none is left.
-template <typename Mask>
-ATTNKIT_DEVICE bool next_q(const Mask& mask, int64_t b, int64_t kt, int64_t h_end, int64_t& h, int64_t& i,
-                           TileClass& cls) {
+template <typename Mask, typename View>
+ATTNKIT_DEVICE bool next_q(const Mask& mask, const View& view0, int64_t grp, int64_t b, int64_t kt, int64_t h_end,
+                           int64_t& h, int64_t& i, TileClass& cls) {
   for (; h < h_end; ++h, i = 0) {
-    const auto& vh = mask.group(0, b, h);
+    const auto& vh = head_view(mask, view0, grp, b, h);
     for (const int64_t count = vh.q_count(kt); i < count; ++i) {
       cls = vh.classify(vh.q_at(kt, i), kt);
       if (cls != TileClass::Skip) return true;
@@ -72,22 +95,22 @@ ATTNKIT_DEVICE bool next_q(const Mask& mask, int64_t b, int64_t kt, int64_t h_en
 template <typename Tr, typename Mask>
 __global__ void __launch_bounds__(Tr::kThreads, 1) fmha_bwd_dkdv_kernel(const BwdArgs a, const Mask mask) {
   using T = typename Tr::T;
-  constexpr int D = Tr::kD, BM = Tr::kBlockM, QS = Tr::kQSub, TE = Tr::kTileElems;
-  const int64_t kt = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
+  constexpr int D = Tr::kD, BM = Tr::kBlockM, QS = dkdv_qsub<Tr, Mask>, TE = Tr::kTileElems;
+  const int64_t groups = mask.groups();
+  const int64_t kt = blockIdx.x, hk = blockIdx.y, b = blockIdx.z / groups, grp = blockIdx.z % groups;
   const int64_t group = a.H / a.Hkv, h_end = (hk + 1) * group;
-  const auto& view0 = mask.group(0, b, hk * group);
+  const auto& view0 = cta_view(mask, grp, b, hk * group);
   if (kt >= view0.k_tiles()) return;
 
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
   const int64_t q_stride = a.H * D, kv_stride = a.Hkv * D, k0 = kt * Tr::kBlockN;
-  const int64_t Nqp = bwd_padded_rows(a.Nq);
   const auto k_tok = [&](int64_t p) { return view0.k_token(p); };
   T* dk = static_cast<T*>(a.dk) + b * a.Nk * kv_stride + hk * D;
   T* dv = static_cast<T*>(a.dv) + b * a.Nk * kv_stride + hk * D;
 
   int64_t h = hk * group, i = 0;
   TileClass cls = TileClass::Skip;
-  if (!next_q(mask, b, kt, h_end, h, i, cls)) {  // no query sees this key tile: zero gradients
+  if (!next_q(mask, view0, grp, b, kt, h_end, h, i, cls)) {  // no query sees this key tile: zero gradients
     zero_rows<Tr>(dk, kv_stride, k0, k_tok);
     zero_rows<Tr>(dv, kv_stride, k0, k_tok);
     return;
@@ -99,24 +122,37 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) fmha_bwd_dkdv_kernel(const Bw
   T* const sStages = smem + 2 * TE;  // stage s: Q at 2s * TE, dO at (2s + 1) * TE
   unsigned char* const sExtra = reinterpret_cast<unsigned char*>(smem + 6 * TE);  // stage s at s * kStageExtra
 
-  // Copies of work item (h, i) into stage st: Q and dO rows, LSE*log2e and delta (16 chunks each),
-  // and on a Partial tile the 64 row masks (plain stores, published by the barrier after the wait).
+  // Copies of work item (h, i) into stage st: Q and dO rows (cp.async), and with plain stores
+  // (published by the barrier after the wait) each row's LSE*log2e and delta, gathered through the
+  // policy's token map, and on a Partial tile the 64 row masks. A policy that builds its views
+  // computes each row's token once, into a table (one thread per row, then a barrier), instead of in
+  // every thread that copies a chunk of the row: its int64 window arithmetic, inlined per chunk next
+  // to the dK/dV accumulators, spilled at D >= 64.
   const auto issue = [&](int64_t hh, int64_t ii, TileClass cc, int st) {
-    const auto& vh = mask.group(0, b, hh);
+    const auto& vh = head_view(mask, view0, grp, b, hh);
     const int64_t q0 = vh.q_at(kt, ii) * BM;
-    const auto q_tok = [&](int64_t p) { return vh.q_token(p); };
-    load_tile<Tr>(sStages + 2 * st * TE, static_cast<const T*>(a.q) + b * a.Nq * q_stride + hh * D, q_stride, q0,
-                  q_tok);
-    load_tile<Tr>(sStages + (2 * st + 1) * TE, static_cast<const T*>(a.dout) + b * a.Nq * q_stride + hh * D,
-                  q_stride, q0, q_tok);
     unsigned char* extra = sExtra + st * Tr::kStageExtra;
-    const int64_t row0 = (b * a.H + hh) * Nqp + q0;
-    if (threadIdx.x < 32) {
-      const int part = threadIdx.x / 16, c4 = (threadIdx.x % 16) * 4;
-      ptx::cp_async_16(extra + part * BM * 4 + c4 * 4, a.workspace + part * a.B * a.H * Nqp + row0 + c4);
+    const auto row_data = [&](int64_t n) {  // thread r < BM: row q0 + r, its token n
+      float* lse2 = reinterpret_cast<float*>(extra);
+      row_stats(a, n, b, hh, &lse2[threadIdx.x], &lse2[BM + threadIdx.x]);
+      if (cc == TileClass::Partial)
+        reinterpret_cast<uint64_t*>(extra + 8 * BM)[threadIdx.x] = vh.row_mask(q0 + threadIdx.x, kt);
+    };
+    const auto load = [&](auto q_tok) {
+      load_tile<Tr>(sStages + 2 * st * TE, static_cast<const T*>(a.q) + b * a.Nq * q_stride + hh * D, q_stride, q0,
+                    q_tok);
+      load_tile<Tr>(sStages + (2 * st + 1) * TE, static_cast<const T*>(a.dout) + b * a.Nq * q_stride + hh * D,
+                    q_stride, q0, q_tok);
+    };
+    if constexpr (builds_views<Mask>) {
+      __shared__ int64_t sTok[2][BM];
+      if (threadIdx.x < BM) row_data(sTok[st][threadIdx.x] = vh.q_token(q0 + threadIdx.x));
+      __syncthreads();  // the stage's token table is written (its last readers passed the trailing barrier)
+      load([&](int64_t p) { return sTok[st][p - q0]; });
+    } else {
+      load([&](int64_t p) { return vh.q_token(p); });
+      if (threadIdx.x < BM) row_data(vh.q_token(q0 + threadIdx.x));
     }
-    if (cc == TileClass::Partial && threadIdx.x < BM)
-      reinterpret_cast<uint64_t*>(extra + 8 * BM)[threadIdx.x] = vh.row_mask(q0 + threadIdx.x, kt);
   };
 
   load_tile<Tr>(sK, static_cast<const T*>(a.k) + b * a.Nk * kv_stride + hk * D, kv_stride, k0, k_tok);
@@ -133,7 +169,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) fmha_bwd_dkdv_kernel(const Bw
   while (more) {
     int64_t nh = h, ni = i + 1;
     TileClass ncls = TileClass::Skip;
-    more = next_q(mask, b, kt, h_end, nh, ni, ncls);
+    more = next_q(mask, view0, grp, b, kt, h_end, nh, ni, ncls);
     if (more) {
       issue(nh, ni, ncls, stage ^ 1);
       ptx::cp_async_commit();
@@ -197,8 +233,9 @@ template <typename Tr, typename Mask>
 __global__ void __launch_bounds__(Tr::kThreads, 1) fmha_bwd_dq_kernel(const BwdArgs a, const Mask mask) {
   using T = typename Tr::T;
   constexpr int D = Tr::kD, BN = Tr::kBlockN, TE = Tr::kTileElems;
-  const int64_t qt = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
-  const auto& view = mask.group(0, b, h);
+  const int64_t groups = mask.groups();
+  const int64_t qt = blockIdx.x, h = blockIdx.y, b = blockIdx.z / groups, grp = blockIdx.z % groups;
+  const auto& view = cta_view(mask, grp, b, h);
   if (qt >= view.q_tiles()) return;
 
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
@@ -231,12 +268,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) fmha_bwd_dq_kernel(const BwdA
   }
   ptx::cp_async_commit();
 
-  // LSE*log2e and delta of rows g and g + 8 (workspace rows are tile-padded: always in bounds).
-  const int64_t Nqp = bwd_padded_rows(a.Nq);
-  const int64_t row0 = (b * a.H + h) * Nqp + q0 + warp * 16 + g;
-  const float lse2[2] = {a.workspace[row0], a.workspace[row0 + 8]};
-  const float* delta_ws = a.workspace + a.B * a.H * Nqp;
-  const float delta[2] = {delta_ws[row0], delta_ws[row0 + 8]};
+  // LSE*log2e and delta of rows g and g + 8.
+  float lse2[2], delta[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) row_stats(a, view.q_token(q0 + warp * 16 + g + 8 * r), b, h, &lse2[r], &delta[r]);
 
   const float c = a.scale * kLog2e;
   float acc[D / 8][4];
@@ -311,7 +346,8 @@ void launch_bwd_dkdv(const BwdArgs& a, const Mask& mask, cudaStream_t stream) {
   if (a.B == 0 || a.Hkv == 0 || mask.max_k_tiles() == 0) return;
   auto* kernel = &fmha_bwd_dkdv_kernel<Tr, Mask>;
   allow_dynamic_smem(kernel, Tr::kDkdvSmem);
-  const dim3 grid(static_cast<unsigned>(mask.max_k_tiles()), static_cast<unsigned>(a.Hkv), static_cast<unsigned>(a.B));
+  const dim3 grid(static_cast<unsigned>(mask.max_k_tiles()), static_cast<unsigned>(a.Hkv),
+                  static_cast<unsigned>(a.B * mask.groups()));
   ATTNKIT_LAUNCH(kernel, grid, Tr::kThreads, Tr::kDkdvSmem, stream, a, mask);
   check_launch("fmha_bwd_dkdv_kernel");
 }
@@ -321,7 +357,8 @@ void launch_bwd_dq(const BwdArgs& a, const Mask& mask, cudaStream_t stream) {
   if (a.B == 0 || a.H == 0 || mask.max_q_tiles() == 0) return;
   auto* kernel = &fmha_bwd_dq_kernel<Tr, Mask>;
   allow_dynamic_smem(kernel, Tr::kDqSmem);
-  const dim3 grid(static_cast<unsigned>(mask.max_q_tiles()), static_cast<unsigned>(a.H), static_cast<unsigned>(a.B));
+  const dim3 grid(static_cast<unsigned>(mask.max_q_tiles()), static_cast<unsigned>(a.H),
+                  static_cast<unsigned>(a.B * mask.groups()));
   ATTNKIT_LAUNCH(kernel, grid, Tr::kThreads, Tr::kDqSmem, stream, a, mask);
   check_launch("fmha_bwd_dq_kernel");
 }

@@ -3,7 +3,9 @@
 // tiles dropped), K and V streamed through a 2-stage cp.async ring; S = Q K^T and O += P V on
 // mma.sync m16n8k16; online softmax in registers in log2 units (scale * log2(e) folded into one
 // multiply); Full tiles skip element masking, Partial ones apply the policy's row masks. A row that
-// sees no key gets out = 0 and LSE = -inf; LSE is written in natural log.
+// sees no key gets out = 0 and LSE = -inf; LSE is written in natural log. Grid: (query tile, head,
+// batch x group): a policy with several groups (neighborhood attention's dilation groups) runs them as
+// the minor part of grid z; dense and block-sparse masks have one group.
 #pragma once
 #include "check.h"
 #include "params.h"
@@ -20,11 +22,12 @@ ATTNKIT_DEVICE int64_t next_kv(const View& v, int64_t qt, int64_t i, int64_t cou
 }
 
 template <typename Tr, typename Mask>
-__global__ void __launch_bounds__(Tr::kThreads, Tr::kFwdMinBlocks) fmha_fwd_kernel(const FwdArgs a, const Mask mask) {
+__global__ void __launch_bounds__(Tr::kThreads, (fwd_min_blocks<Tr, Mask>)) fmha_fwd_kernel(const FwdArgs a, const Mask mask) {
   using T = typename Tr::T;
   constexpr int D = Tr::kD, BN = Tr::kBlockN;
-  const int64_t qt = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
-  const auto& view = mask.group(0, b, h);
+  const int64_t groups = mask.groups();
+  const int64_t qt = blockIdx.x, h = blockIdx.y, b = blockIdx.z / groups, grp = blockIdx.z % groups;
+  const auto& view = cta_view(mask, grp, b, h);
   if (qt >= view.q_tiles()) return;
 
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
@@ -144,7 +147,8 @@ void launch_fwd(const FwdArgs& a, const Mask& mask, cudaStream_t stream) {
   if (a.B == 0 || a.H == 0 || mask.max_q_tiles() == 0) return;
   auto* kernel = &fmha_fwd_kernel<Tr, Mask>;
   allow_dynamic_smem(kernel, Tr::kFwdSmem);
-  const dim3 grid(static_cast<unsigned>(mask.max_q_tiles()), static_cast<unsigned>(a.H), static_cast<unsigned>(a.B));
+  const dim3 grid(static_cast<unsigned>(mask.max_q_tiles()), static_cast<unsigned>(a.H),
+                  static_cast<unsigned>(a.B * mask.groups()));
   ATTNKIT_LAUNCH(kernel, grid, Tr::kThreads, Tr::kFwdSmem, stream, a, mask);
   check_launch("fmha_fwd_kernel");
 }

@@ -7,12 +7,16 @@
 //   quad_max/sum   the four lanes holding one accumulator row
 //   stage_rows     warp: its 16 accumulator rows, rounded to T, into a swizzled shared tile
 //   store_tile     CTA: a swizzled shared tile to its token rows in global memory, 16 bytes a thread
+//   cta_view       CTA: the mask policy's view of (group, batch, head), where every thread reads it
 // Fragment layouts (g = lane / 4, t = lane % 4): accumulator element i of n-tile j is
 // (row g + 8 * (i / 2), column 8j + 2t + i % 2); see ../ptx.cuh.
 #pragma once
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <new>
+#include <type_traits>
+#include <utility>
 
 #include "../ptx.cuh"
 #include "kernel_traits.h"
@@ -163,6 +167,49 @@ ATTNKIT_DEVICE void zero_rows(typename Tr::T* base, int64_t row_stride, int64_t 
     const int row = c / Tr::kChunks, col = (c % Tr::kChunks) * 8;
     const int64_t n = token(pos0 + row);
     if (n >= 0) copy16(base + n * row_stride + col, z);
+  }
+}
+
+// A policy whose view is the same for every batch and head has a group(g) overload (mask.h: dense,
+// neighborhood); block-sparse views differ per (b, h) and have only group(g, b, h).
+template <typename Mask, typename = void>
+struct head_invariant_views : std::false_type {};
+template <typename Mask>
+struct head_invariant_views<Mask, std::void_t<decltype(std::declval<const Mask&>().group(int64_t()))>>
+    : std::true_type {};
+
+// Whether the policy builds its views by value (cta_view keeps them in shared memory).
+template <typename Mask>
+constexpr bool builds_views = !std::is_reference_v<decltype(std::declval<const Mask&>().group(int64_t(), int64_t(), int64_t()))>;
+
+// Resident CTAs per SM the forward is compiled for: the traits' choice (4 at D <= 64: 128 registers)
+// for a policy with reference views; 1 (up to 255 registers) for one that builds its views, whose
+// int64 window arithmetic per row does not fit 128 registers next to the accumulators (it spilled).
+template <typename Tr, typename Mask>
+constexpr int fwd_min_blocks = builds_views<Mask> ? 1 : Tr::kFwdMinBlocks;
+
+// dK/dV: queries per step (the S^T and dP^T tiles are 16 x QS per warp): the traits' choice, halved
+// at D = 64 for a policy that builds its views (its window arithmetic at the top of every work item
+// spilled next to the dK/dV accumulators and two 16 x 64 score tiles).
+template <typename Tr, typename Mask>
+constexpr int dkdv_qsub = builds_views<Mask> && Tr::kQSub > 32 ? 32 : Tr::kQSub;
+
+// The policy's view of (group grp, batch b, head h) for the CTA. A policy whose group() returns a
+// reference (dense: the kernel parameter itself) is read where it is. One that builds its view by
+// value (neighborhood attention: some 100 bytes of per-axis fields and int64 arithmetic per axis) has
+// it built once, by thread 0, into static shared memory, so that no thread holds it in registers
+// (with the view in registers the neighborhood kernels spilled and used a stack frame). Every thread
+// of the CTA must call it, at the same point (it has a barrier), once per kernel.
+template <typename Mask>
+ATTNKIT_DEVICE decltype(auto) cta_view(const Mask& mask, int64_t grp, int64_t b, int64_t h) {
+  using V = decltype(mask.group(grp, b, h));
+  if constexpr (!builds_views<Mask>) {
+    return mask.group(grp, b, h);
+  } else {
+    alignas(16) __shared__ unsigned char slot[sizeof(V)];
+    if (threadIdx.x == 0) new (slot) V(mask.group(grp, b, h));
+    __syncthreads();
+    return static_cast<const V&>(*reinterpret_cast<const V*>(slot));
   }
 }
 

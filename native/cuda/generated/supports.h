@@ -48,11 +48,45 @@ inline constexpr Row attentionBackward_rows[] = {
 };
 inline constexpr OpTable attentionBackward{"attentionBackward", "fmha", "attention", attentionBackward_rows, 6};
 
-// neighborhood: family neighborhood, 0 kernels
-inline constexpr OpTable neighborhood{"neighborhood", "neighborhood", "neighborhood attention", nullptr, 0};
+// neighborhood: family neighborhood, 18 kernels
+inline constexpr Row neighborhood_rows[] = {
+    {DType::Float16, 32, 32, "na1", "neighborhood fwd na1 f16 d32"},
+    {DType::Float16, 64, 64, "na1", "neighborhood fwd na1 f16 d64"},
+    {DType::Float16, 128, 128, "na1", "neighborhood fwd na1 f16 d128"},
+    {DType::BFloat16, 32, 32, "na1", "neighborhood fwd na1 bf16 d32"},
+    {DType::BFloat16, 64, 64, "na1", "neighborhood fwd na1 bf16 d64"},
+    {DType::BFloat16, 128, 128, "na1", "neighborhood fwd na1 bf16 d128"},
+    {DType::Float16, 32, 32, "na2", "neighborhood fwd na2 f16 d32"},
+    {DType::Float16, 64, 64, "na2", "neighborhood fwd na2 f16 d64"},
+    {DType::Float16, 128, 128, "na2", "neighborhood fwd na2 f16 d128"},
+    {DType::BFloat16, 32, 32, "na2", "neighborhood fwd na2 bf16 d32"},
+    {DType::BFloat16, 64, 64, "na2", "neighborhood fwd na2 bf16 d64"},
+    {DType::BFloat16, 128, 128, "na2", "neighborhood fwd na2 bf16 d128"},
+    {DType::Float16, 32, 32, "na3", "neighborhood fwd na3 f16 d32"},
+    {DType::Float16, 64, 64, "na3", "neighborhood fwd na3 f16 d64"},
+    {DType::Float16, 128, 128, "na3", "neighborhood fwd na3 f16 d128"},
+    {DType::BFloat16, 32, 32, "na3", "neighborhood fwd na3 bf16 d32"},
+    {DType::BFloat16, 64, 64, "na3", "neighborhood fwd na3 bf16 d64"},
+    {DType::BFloat16, 128, 128, "na3", "neighborhood fwd na3 bf16 d128"},
+};
+inline constexpr OpTable neighborhood{"neighborhood", "neighborhood", "neighborhood attention", neighborhood_rows, 18};
 
-// neighborhoodBackward: family neighborhood, 0 kernels
-inline constexpr OpTable neighborhoodBackward{"neighborhoodBackward", "neighborhood", "neighborhood attention", nullptr, 0};
+// neighborhoodBackward: family neighborhood, 12 kernels
+inline constexpr Row neighborhoodBackward_rows[] = {
+    {DType::Float16, 32, 32, "na1", "neighborhood bwd na1 f16 d32"},
+    {DType::Float16, 64, 64, "na1", "neighborhood bwd na1 f16 d64"},
+    {DType::BFloat16, 32, 32, "na1", "neighborhood bwd na1 bf16 d32"},
+    {DType::BFloat16, 64, 64, "na1", "neighborhood bwd na1 bf16 d64"},
+    {DType::Float16, 32, 32, "na2", "neighborhood bwd na2 f16 d32"},
+    {DType::Float16, 64, 64, "na2", "neighborhood bwd na2 f16 d64"},
+    {DType::BFloat16, 32, 32, "na2", "neighborhood bwd na2 bf16 d32"},
+    {DType::BFloat16, 64, 64, "na2", "neighborhood bwd na2 bf16 d64"},
+    {DType::Float16, 32, 32, "na3", "neighborhood bwd na3 f16 d32"},
+    {DType::Float16, 64, 64, "na3", "neighborhood bwd na3 f16 d64"},
+    {DType::BFloat16, 32, 32, "na3", "neighborhood bwd na3 bf16 d32"},
+    {DType::BFloat16, 64, 64, "na3", "neighborhood bwd na3 bf16 d64"},
+};
+inline constexpr OpTable neighborhoodBackward{"neighborhoodBackward", "neighborhood", "neighborhood attention", neighborhoodBackward_rows, 12};
 
 // blockSparseAttention: family blockSparse, 6 kernels
 inline constexpr Row blockSparseAttention_rows[] = {
