@@ -5,8 +5,6 @@
 // a selection kernel, and the plan kernel clamps what it reads to the buffers.
 #include "binding.h"
 
-#include "../cuda/block_sparse/plan.h"
-
 
 namespace attnkit::napi {
 
@@ -64,8 +62,8 @@ void bind_plan(ops::BlockSparsePlanBuffer& pb, runtime::Task& task, const Napi::
   if (device < 0) return;
   if (!o.Has("plan")) fail("ARGUMENT", op, "a mask on CUDA needs its device plan");
   runtime::StoragePtr s = unwrap(o.Get("plan"), op, "mask plan", device);
-  expect_numel(s, cuda::block_sparse::plan_layout(m, c.full_capacity + c.partial_capacity).ints, DType::Int32, op,
-               "mask plan");
+  expect_numel(s, ops::block_sparse_plan_ints(m.B * m.H, m.nq, m.nk, m.bq, m.bk, c.full_capacity + c.partial_capacity),
+               DType::Int32, op, "mask plan");
   pb.data = static_cast<int32_t*>(s->data);
   pb.ints = s->numel;
   pb.build = get_bool(o, "buildPlan");
@@ -76,10 +74,9 @@ void bind_plan(ops::BlockSparsePlanBuffer& pb, runtime::Task& task, const Napi::
 Napi::Value BsPlanInts(const Napi::CallbackInfo& info) {
   return boundary(info.Env(), [&] {
     Napi::Object o = get_obj(info[0]);
-    const int64_t ints = cuda::block_sparse::plan_layout(get_int(o, "maskB") * get_int(o, "maskH"), get_int(o, "Nq"),
-                                                         get_int(o, "Nk"), get_int(o, "blockQ"), get_int(o, "blockK"),
-                                                         get_int(o, "listed"))
-                             .ints;
+    const int64_t ints = ops::block_sparse_plan_ints(get_int(o, "maskB") * get_int(o, "maskH"), get_int(o, "Nq"),
+                                                     get_int(o, "Nk"), get_int(o, "blockQ"), get_int(o, "blockK"),
+                                                     get_int(o, "listed"));
     return Napi::Number::New(info.Env(), double(ints));
   });
 }

@@ -16,6 +16,7 @@
 #include "../cpu/neighborhood.h"
 #include "../cpu/selection.h"
 #include "../cpu/stream.h"
+#include "../cuda/block_sparse/plan.h"
 #include "../cuda/device.h"
 
 namespace attnkit::ops {
@@ -215,6 +216,10 @@ runtime::StoragePtr allocate(DType dtype, int64_t numel, runtime::Stream* stream
   auto s = std::make_shared<runtime::Storage>(dtype, numel);
   if (zero) std::memset(s->data, 0, s->bytes);
   return s;
+}
+
+int64_t block_sparse_plan_ints(int64_t mask_rows, int64_t nq, int64_t nk, int64_t bq, int64_t bk, int64_t listed) {
+  return cuda::block_sparse::plan_layout(mask_rows, nq, nk, bq, bk, listed).ints;
 }
 
 const char* backend_name(Backend b) { return b == Backend::Cuda ? "cuda" : "cpu"; }

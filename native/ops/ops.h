@@ -84,6 +84,9 @@ struct BlockSparsePlanBuffer {
   int64_t ints = 0;
   bool build = false;
 };
+// Int32 elements of a CUDA mask's device plan buffer (native/cuda/block_sparse/plan.h), for its
+// mask rows (B x H of the mask), tokens, block sizes and index-list capacity (full + partial).
+int64_t block_sparse_plan_ints(int64_t mask_rows, int64_t nq, int64_t nk, int64_t bq, int64_t bk, int64_t listed);
 struct BlockSparseFwdArgs {
   AttentionFwdParams p;
   BlockMaskView mask;

@@ -27,6 +27,8 @@
 import { writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import v8 from 'node:v8';
+import { runInNewContext } from 'node:vm';
 
 const args = process.argv.slice(2);
 let pkg = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -177,26 +179,117 @@ async function merge(dtype, D) {
 async function selection(op, dtype, D) {
   const moba = op === 'mobaMask';
   const dims = { B: 1, Nq: 150, Nk: 150, H: 2, Hkv: 1, D };
-  const { host, dev, vals } = await inputs(dtype, [[1, 150, 2, D], [1, 150, 1, D]], moba ? 71 : 81);
   const opts = moba ? { blockSize: 32, topK: 2 } : { stride: 4, threshold: 0.9, blockSize: 32 };
+  const refFn = moba ? ak.reference.referenceMobaSelect : ak.reference.referenceXattentionSelect;
+  const nearTie = (ref) => Array.from(ref.margin).some((m) => m > 0 && m < 1e-4);
+  // The first of a few fixed seeds whose float64 margins are clear (the inputs, not the device, decide).
+  let x, ref;
+  for (let seed = moba ? 71 : 81; seed < (moba ? 79 : 89); seed++) {
+    x = await inputs(dtype, [[1, 150, 2, D], [1, 150, 1, D]], seed);
+    ref = refFn(x.vals[0], x.vals[1], dims, opts);
+    if (!nearTie(ref)) break;
+  }
+  const { host, dev } = x;
   const run = (q, k) => (moba ? ak.mobaMask(q, k, opts) : ak.xattentionMask(q, k, opts));
   const r = run(dev[0], dev[1]);
   const c = run(host[0], host[1]);
   for (const t of [r.scores, r.selected, c.scores, c.selected, ...r.mask.buffers(), ...c.mask.buffers()]) keep(t);
-  const ref = (moba ? ak.reference.referenceMobaSelect : ak.reference.referenceXattentionSelect)(vals[0], vals[1], dims, opts);
   const same = (name, a, b) => ({ name, ok: a.length === b.length && Array.prototype.every.call(a, (x, i) => x === b[i]) });
   const checks = [
     compare('scores', 'float32', await devArr(op, r.scores), await arr(c.scores), ref.scores),
     { name: 'scores, selection and mask on cuda:0', ok: [r.scores, r.selected, ...r.mask.buffers()].every((t) => t.device === DEV) && r.mask.device === DEV },
   ];
-  if (Array.from(ref.margin).some((m) => m > 0 && m < 1e-4)) {
-    checks.push({ name: 'selection not compared: a float64 margin is within rounding', ok: true });
+  if (nearTie(ref)) {
+    // the inputs are fixed: their float64 margins are a property of this script, not of the device
+    checks.push({ name: 'inputs whose float64 margins are clear of rounding (change the seed)', ok: false });
     return checks;
   }
   const [dm, cm] = await Promise.all([r.mask.host(), c.mask.host()]);
   checks.push(same('selected', await arr(r.selected), await arr(c.selected)));
   for (const k of ['fullOffsets', 'fullIndices', 'partialOffsets', 'partialIndices', 'partialBits']) checks.push(same(`mask ${k}`, dm[k], cm[k]));
   return checks;
+}
+
+/** Block-sparse attention: a host mask (uploaded once, cached) with partial 16 x 32 blocks, GQA. */
+async function blockSparse(dtype, D) {
+  const { Nq, Nk } = SHAPE;
+  const p = { B: 1, Nq, Nk, H: 2, Hkv: 1, D, Dv: D };
+  const { host, dev, vals } = await inputs(dtype, [[1, Nq, 2, D], [1, Nk, 1, D], [1, Nk, 1, D], [1, Nq, 2, D]], 61 + D);
+  const mask = ak.BlockMask.slidingWindow(Nq, Nk, 40, 7, { blockQ: 16, blockK: 32 });
+  const r = ak.blockSparseAttention(dev[0], dev[1], dev[2], mask);
+  const g = r.backward(dev[3]);
+  const c = ak.blockSparseAttention(host[0], host[1], host[2], mask);
+  const cg = c.backward(host[3]);
+  const rp = { ...p, q: vals[0], k: vals[1], v: vals[2] };
+  const m = { data: await mask.toDense(), B: 1, H: 1 };
+  const ref = ak.reference.referenceBlockSparse(rp, m);
+  const rg = ak.reference.referenceBlockSparseBackward(rp, m, vals[3]);
+  const checks = [
+    compare('out', dtype, await devArr('blockSparseAttention', r.out), await arr(c.out), ref.out),
+    compare('lse', 'float32', await devArr('blockSparseAttention', r.lse), await arr(c.lse), ref.lse),
+  ];
+  for (const k of ['dq', 'dk', 'dv'])
+    checks.push(compare(k, dtype, await devArr('blockSparseAttentionBackward', g[k]), await arr(cg[k]), rg[k], true));
+  for (const t of [r.out, r.lse, g.dq, g.dk, g.dv, c.out, c.lse, cg.dq, cg.dk, cg.dv]) keep(t);
+  await ak.synchronize();
+  mask.dispose(); // its device copy and plan
+  return checks;
+}
+
+/**
+ * na1d / na2d / na3d with stride, dilation and a causal axis, GQA; na2d also with additional keys
+ * (dense attention merged by LSE, with their gradients). The backward where the table has it for
+ * this head dim (CUDA lists fewer head dims for it: docs/cuda-kernels.md).
+ */
+async function neighborhood(dtype, D) {
+  const problems = quick
+    ? [{ f: 'na2d', size: [7, 9], o: { kernelSize: [3, 5], stride: [1, 2], dilation: [2, 1], causal: [false, true] }, M: 3 }]
+    : [
+        { f: 'na1d', size: [77], o: { kernelSize: [7], stride: [2], dilation: [3], causal: [false] }, M: 0 },
+        { f: 'na2d', size: [13, 17], o: { kernelSize: [5, 7], stride: [1, 3], dilation: [2, 1], causal: [false, true] }, M: 5 },
+        { f: 'na3d', size: [5, 6, 7], o: { kernelSize: [3, 3, 5], stride: [1, 2, 1], dilation: [1, 1, 2], causal: [true, false, false] }, M: 0 },
+      ];
+  const checks = [];
+  for (const [i, pr] of problems.entries()) {
+    const N = pr.size.reduce((a, b) => a * b, 1);
+    const H = 2, Hkv = 1;
+    const shapes = [[1, ...pr.size, H, D], [1, ...pr.size, Hkv, D], [1, ...pr.size, Hkv, D], [1, ...pr.size, H, D]];
+    if (pr.M > 0) shapes.push([1, pr.M, Hkv, D], [1, pr.M, Hkv, D]);
+    const { host, dev, vals } = await inputs(dtype, shapes, 101 + 10 * i + D);
+    const extra = (t) => (pr.M > 0 ? { additionalKeys: t[4], additionalValues: t[5] } : {});
+    const r = ak[pr.f](dev[0], dev[1], dev[2], { ...pr.o, ...extra(dev) });
+    const c = ak[pr.f](host[0], host[1], host[2], { ...pr.o, ...extra(host) });
+    const na = { size: pr.size, ...pr.o };
+    const prob = { B: 1, H, Hkv, D, Dv: D, q: vals[0], k: vals[1], v: vals[2], ...(pr.M > 0 ? { addK: vals[4], addV: vals[5], M: pr.M } : {}) };
+    const ref = ak.reference.referenceNeighborhood(prob, na);
+    const tag = `${pr.f} ${pr.size.join('x')}${pr.M ? ` +${pr.M} keys` : ''}`;
+    checks.push(compare(`${tag} out`, dtype, await devArr('neighborhood', r.out), await arr(c.out), ref.out));
+    checks.push(compare(`${tag} lse`, 'float32', await devArr('neighborhood', r.lse), await arr(c.lse), ref.lse));
+    keep(r.out), keep(r.lse), keep(c.out), keep(c.lse);
+    const req = { dtype: ak.DTYPES[dtype].code, B: 1, Nq: N, Nk: N, H, Hkv, D, Dv: D };
+    if (native.supports('neighborhoodBackward', 0, req) !== '') continue;
+    const g = r.backward(dev[3]);
+    const cg = c.backward(host[3]);
+    const rg = ak.reference.referenceNeighborhoodBackward(prob, na, vals[3]);
+    const grads = [['dq', 'dq'], ['dk', 'dk'], ['dv', 'dv'], ...(pr.M > 0 ? [['dAdditionalKeys', 'dAddK'], ['dAdditionalValues', 'dAddV']] : [])];
+    for (const [k, rk] of grads) {
+      checks.push(compare(`${tag} ${k}`, dtype, await devArr('neighborhoodBackward', g[k]), await arr(cg[k]), rg[rk], true));
+      keep(g[k]), keep(cg[k]);
+    }
+  }
+  return checks;
+}
+
+/** add (the gradient accumulation of the backwards): a + b on the device, bit for bit the CPU's. */
+async function addCase(dtype) {
+  const { host, dev } = await inputs(dtype, [[4097], [4097]], 131);
+  const run = (a, b) => {
+    const out = keep(ak.empty([4097], { dtype, device: a.device }));
+    native.add(a.stream.native, a._native('add', 'a'), b._native('add', 'b'), out._native('add', 'out'));
+    out._setStream(a.stream);
+    return out;
+  };
+  return [compare('a + b', dtype, await devArr('add', run(dev[0], dev[1])), await arr(run(host[0], host[1])), null)];
 }
 
 /** toArray: a round trip host -> device -> host, against the CPU tensor's own read-back. */
@@ -231,6 +324,11 @@ const CASES = {
   mergeAttentionBackward: merge,
   mobaMask: (dtype, D) => selection('mobaMask', dtype, D),
   xattentionMask: (dtype, D) => selection('xattentionMask', dtype, D),
+  blockSparseAttention: blockSparse,
+  blockSparseAttentionBackward: blockSparse,
+  neighborhood,
+  neighborhoodBackward: neighborhood,
+  add: addCase,
   toArray: readBack,
   to: convert,
   sleep,
@@ -382,9 +480,18 @@ for (const [check, fn] of [
   console.error(`e2e: ${c.ok ? 'ok  ' : 'FAIL'} ${check}`);
 }
 
-// memory: everything disposed, after the streams have drained, is back to the start
+// memory: everything disposed, after the streams have drained, is back to the start. What the
+// package itself still holds for a backward (na*d with additional keys keeps its partials) is
+// released when the result is garbage-collected: collect first (no --expose-gc flag needed).
 await ak.synchronize(DEV).catch(() => {});
 for (const t of owned) t.dispose();
+await ak.synchronize(DEV).catch(() => {});
+v8.setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc');
+for (let i = 0; i < 3; i++) {
+  gc();
+  await new Promise((done) => setTimeout(done, 10)); // finalizers run after the collection
+}
 await ak.synchronize(DEV).catch(() => {});
 const memAfter = ak.memory()[DEV] ?? 0;
 const memItem = { name: `memory()['${DEV}'] back to ${memBefore} bytes after dispose`, ok: memAfter === memBefore, before: memBefore, after: memAfter };
