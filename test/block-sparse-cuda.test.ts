@@ -21,12 +21,15 @@ import {
   blockSparseAttentionBackward,
   cuda,
   defaultStream,
+  mobaMask,
   randn,
+  xattentionMask,
   synchronize,
   type FloatDType,
   type Tensor,
 } from '../src/index.ts';
 import { referenceBlockSparse, referenceBlockSparseBackward } from '../src/reference/block-sparse.ts';
+import { referenceMobaSelect, referenceXattentionSelect } from '../src/reference/selection.ts';
 import { maxAbs, maxAbsErr, naiveMasked, read64, type Shape } from './helpers.ts';
 
 const HAS_CUDA = cuda.available();
@@ -192,4 +195,53 @@ describe.skipIf(!HAS_CUDA)(`block-sparse attention on cuda:0${HAS_CUDA ? '' : ' 
     goneHost.dispose();
     expectErr(run(goneHost), 'ERR_ATTNKIT_DISPOSED', "'mask' was disposed");
   });
+  // The whole chain on the device (issue 13): select blocks from q and k, attend over the selection and
+  // take its backward, all enqueued on one stream before anything is read back; then against the
+  // float64 reference over the mask as read back and against the same chain on the CPU backend (the
+  // inputs' float64 selection margins are clear, so both backends select the same blocks).
+  for (const [name, select, refSelect, opts] of [
+    ['mobaMask', mobaMask, referenceMobaSelect, { blockSize: 32, topK: 2 }],
+    ['xattentionMask', xattentionMask, referenceXattentionSelect, { stride: 4, threshold: 0.9, blockSize: 32 }],
+  ] as const)
+    it(`${name} -> blockSparseAttention -> backward on cuda:0, no host round trip, same as the CPU chain`, async () => {
+      const s = { B: 1, Nq: 150, Nk: 150, H: 2, Hkv: 1, D: 32, Dv: 32 };
+      const r = await inputs(s, 'float16', name === 'mobaMask' ? 311 : 331);
+      const sel = refSelect(r.vals.q, r.vals.k, s, opts as never);
+      expect(Array.from(sel.margin).filter((m) => m > 0 && m < 1e-4), 'near ties in the inputs (pick another seed)').toEqual([]);
+      const run = (q: Tensor, k: Tensor, v: Tensor, dO: Tensor) => {
+        const m = (select as (q: Tensor, k: Tensor, o: never) => ReturnType<typeof mobaMask>)(q, k, opts as never);
+        const a = blockSparseAttention(q, k, v, m.mask);
+        return { m, a, g: a.backward(dO) };
+      };
+      const gpu = run(r.dev.q, r.dev.k, r.dev.v, r.dev.dO);
+      expect(gpu.m.mask.device).toBe('cuda:0');
+      for (const t of [gpu.a.out, gpu.a.lse, gpu.g.dq, gpu.g.dk, gpu.g.dv]) expect(keep(t).device).toBe('cuda:0');
+      const cpu = run(r.host.q, r.host.k, r.host.v, r.host.dO);
+      for (const t of [cpu.a.out, cpu.a.lse, cpu.g.dq, cpu.g.dk, cpu.g.dv, gpu.m.scores, gpu.m.selected, cpu.m.scores, cpu.m.selected]) keep(t);
+      await gpu.m.mask.host();
+      await cpu.m.mask.host();
+      const dense = await gpu.m.mask.toDense();
+      expect(Array.from(dense), 'the device selected the CPU blocks').toEqual(Array.from(await cpu.m.mask.toDense()));
+      const p = { ...s, q: r.vals.q, k: r.vals.k, v: r.vals.v };
+      const mk = { data: dense, B: gpu.m.mask.B, H: gpu.m.mask.H };
+      const ref = referenceBlockSparse(p, mk);
+      const rg = referenceBlockSparseBackward(p, mk, r.vals.dO);
+      const allows = (i: number, j: number, b: number, h: number) => dense[(((b % mk.B) * mk.H + (h % mk.H)) * s.Nq + i) * s.Nk + j] === 1;
+      const naive = naiveMasked(p, allows, 1 / Math.sqrt(s.D), 'float16', { dOut: r.vals.dO });
+      const rows: [string, Tensor, Tensor, ArrayLike<number>, ArrayLike<number>, number][] = [
+        ['out', gpu.a.out, cpu.a.out, ref.out, naive.out, 2],
+        ['dq', gpu.g.dq, cpu.g.dq, rg.dq, naive.dq, 3],
+        ['dk', gpu.g.dk, cpu.g.dk, rg.dk, naive.dk, 3],
+        ['dv', gpu.g.dv, cpu.g.dv, rg.dv, naive.dv, 3],
+      ];
+      for (const [what, got, onCpu, want, nv, factor] of rows) {
+        const g = await read64(got);
+        const bound = factor * maxAbsErr(nv, want) + 1e-3 * Math.max(maxAbs(want), 1);
+        expect(maxAbsErr(g, want), `${name} chain: ${what} vs float64`).toBeLessThanOrEqual(bound);
+        expect(maxAbsErr(g, await read64(onCpu)), `${name} chain: ${what} vs the CPU chain`).toBeLessThanOrEqual(2 * bound);
+      }
+      await synchronize();
+      gpu.m.mask.dispose();
+      cpu.m.mask.dispose();
+    });
 });
