@@ -247,7 +247,7 @@ async function neighborhood(dtype, D) {
     : [
         { f: 'na1d', size: [77], o: { kernelSize: [7], stride: [2], dilation: [3], causal: [false] }, M: 0 },
         { f: 'na2d', size: [13, 17], o: { kernelSize: [5, 7], stride: [1, 3], dilation: [2, 1], causal: [false, true] }, M: 5 },
-        { f: 'na3d', size: [5, 6, 7], o: { kernelSize: [3, 3, 5], stride: [1, 2, 1], dilation: [1, 1, 2], causal: [true, false, false] }, M: 0 },
+        { f: 'na3d', size: [5, 6, 11], o: { kernelSize: [3, 3, 5], stride: [1, 2, 1], dilation: [1, 1, 2], causal: [true, false, false] }, M: 0 },
       ];
   const checks = [];
   for (const [i, pr] of problems.entries()) {
