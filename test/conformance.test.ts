@@ -144,13 +144,17 @@ const blockSparse: Case = async (device, dtype, D) => {
   const host = BlockMask.slidingWindow(N, N, 20, 3, { blockQ: 16, blockK: 32 });
   const mask = device === 'cpu' ? host : host.to(device); // uploaded once, cached with the host mask
   const r = blockSparseAttention(q, k, v, mask);
-  const g = r.backward(dO);
   const p = { B: 1, Nq: N, Nk: N, H: 2, Hkv: 2, D, Dv: D, q: vals[0]!, k: vals[1]!, v: vals[2]! };
   const m = { data: await host.toDense(), B: 1, H: 1 };
   const ref = reference.referenceBlockSparse(p, m);
+  const out = { name: 'out', got: await arr(r.out), want: ref.out };
+  // a backend may run the forward at a head dim its backward lacks (CUDA: D = 128)
+  const ordinal = device === 'cpu' ? -1 : 0;
+  if (native.supports('blockSparseAttentionBackward', ordinal, { dtype: DTYPES[dtype].code, B: 1, Nq: N, Nk: N, H: 2, Hkv: 2, D, Dv: D }) !== '') return [out];
+  const g = r.backward(dO);
   const rg = reference.referenceBlockSparseBackward(p, m, vals[3]!);
   return [
-    { name: 'out', got: await arr(r.out), want: ref.out },
+    out,
     { name: 'dq', got: await arr(g.dq), want: rg.dq, grad: true },
     { name: 'dk', got: await arr(g.dk), want: rg.dk, grad: true },
     { name: 'dv', got: await arr(g.dv), want: rg.dv, grad: true },

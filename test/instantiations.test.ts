@@ -108,7 +108,8 @@ describe('the one list of CUDA kernel instantiations', () => {
     // blockSparse: the fmha kernels with the block-sparse policy, both directions, two dtypes, three head dims
     const bs = families.find((f) => f.family === 'blockSparse')!;
     expect(bs.ops).toEqual({ fwd: 'blockSparseAttention', bwd: 'blockSparseAttentionBackward' });
-    expect(new Set(bs.instantiations.map((e) => `${e.direction} ${e.dtype} ${e.headDim} ${e.policy}`)).size).toBe(12);
+    // (no D = 128 backward: its dK/dV kernel spills with the shared fmha kernels' neighborhood hooks; docs/cuda-kernels.md)
+    expect(new Set(bs.instantiations.map((e) => `${e.direction} ${e.dtype} ${e.headDim} ${e.policy}`)).size).toBe(10);
     for (const e of bs.instantiations) expect(e).toMatchObject({ policy: 'blockSparse', tile: { bm: 64, bn: 64, warps: 4 } });
     // neighborhood: ranks 1-3 (policies na1-na3), two dtypes; forward at three head dims, backward at
     // 32 and 64 (docs/cuda-kernels.md: the D = 128 backward does not fit the registers yet)
@@ -124,14 +125,14 @@ describe('the one list of CUDA kernel instantiations', () => {
     const files = gen.generate(families);
     const S = 'native/cuda/block_sparse/generated/';
     const units = [...files.keys()].filter((f) => f.startsWith(S) && f.endsWith('.cu')).sort();
-    const want = ['f16', 'bf16'].flatMap((t) => [32, 64, 128].flatMap((d) => ['fwd', 'prep', 'dkdv', 'dq'].map((k) => `${S}bs_${k}_${t}_d${d}.cu`)));
+    const want = ['f16', 'bf16'].flatMap((t) => [32, 64, 128].flatMap((d) => (d === 128 ? ['fwd'] : ['fwd', 'prep', 'dkdv', 'dq']).map((k) => `${S}bs_${k}_${t}_d${d}.cu`)));
     expect(units).toEqual([...want, `${S}bs_plan.cu`].sort());
     expect([...files.get(`${S}sources.cmake`)!.matchAll(/(native\/cuda\/block_sparse\/generated\/\S+\.cu)/g)].map((m) => m[1]).sort()).toEqual(units);
     expect(files.get(`${S}sources.cmake`)).toContain('native/cuda/block_sparse/launch.cu');
     const gate = JSON.parse(files.get(`${S}gate.json`)!) as { entries: { file: string; tensorCore?: boolean }[] };
     expect(gate.entries.map((e) => S + e.file).sort()).toEqual(units);
     expect(gate.entries.filter((e) => e.tensorCore).map((e) => S + e.file).sort()).toEqual(units.filter((u) => /bs_(fwd|dkdv|dq)_/.test(u)));
-    expect(files.get(`${S}dispatch.h`)).toContain('{DType::BFloat16, 128, "blockSparse bwd bf16 d128", &prep_bf16_d128, &dkdv_bf16_d128, &dq_bf16_d128},');
+    expect(files.get(`${S}dispatch.h`)).toContain('{DType::BFloat16, 64, "blockSparse bwd bf16 d64", &prep_bf16_d64, &dkdv_bf16_d64, &dq_bf16_d64},');
     expect(files.get('native/cuda/generated/sources.cmake')).toContain('include(${CMAKE_SOURCE_DIR}/native/cuda/block_sparse/generated/sources.cmake)');
   });
 

@@ -217,20 +217,24 @@ async function blockSparse(dtype, D) {
   const { host, dev, vals } = await inputs(dtype, [[1, Nq, 2, D], [1, Nk, 1, D], [1, Nk, 1, D], [1, Nq, 2, D]], 61 + D);
   const mask = ak.BlockMask.slidingWindow(Nq, Nk, 40, 7, { blockQ: 16, blockK: 32 });
   const r = ak.blockSparseAttention(dev[0], dev[1], dev[2], mask);
-  const g = r.backward(dev[3]);
   const c = ak.blockSparseAttention(host[0], host[1], host[2], mask);
-  const cg = c.backward(host[3]);
   const rp = { ...p, q: vals[0], k: vals[1], v: vals[2] };
   const m = { data: await mask.toDense(), B: 1, H: 1 };
   const ref = ak.reference.referenceBlockSparse(rp, m);
-  const rg = ak.reference.referenceBlockSparseBackward(rp, m, vals[3]);
   const checks = [
     compare('out', dtype, await devArr('blockSparseAttention', r.out), await arr(c.out), ref.out),
     compare('lse', 'float32', await devArr('blockSparseAttention', r.lse), await arr(c.lse), ref.lse),
   ];
-  for (const k of ['dq', 'dk', 'dv'])
-    checks.push(compare(k, dtype, await devArr('blockSparseAttentionBackward', g[k]), await arr(cg[k]), rg[k], true));
-  for (const t of [r.out, r.lse, g.dq, g.dk, g.dv, c.out, c.lse, cg.dq, cg.dk, cg.dv]) keep(t);
+  for (const t of [r.out, r.lse, c.out, c.lse]) keep(t);
+  // the backward where the table has it for this head dim (CUDA: no D = 128 backward yet)
+  if (native.supports('blockSparseAttentionBackward', 0, { dtype: ak.DTYPES[dtype].code, B: 1, Nq, Nk, H: 2, Hkv: 1, D, Dv: D }) === '') {
+    const g = r.backward(dev[3]);
+    const cg = c.backward(host[3]);
+    const rg = ak.reference.referenceBlockSparseBackward(rp, m, vals[3]);
+    for (const k of ['dq', 'dk', 'dv'])
+      checks.push(compare(k, dtype, await devArr('blockSparseAttentionBackward', g[k]), await arr(cg[k]), rg[k], true));
+    for (const t of [g.dq, g.dk, g.dv, cg.dq, cg.dk, cg.dv]) keep(t);
+  }
   await ak.synchronize();
   mask.dispose(); // its device copy and plan
   return checks;

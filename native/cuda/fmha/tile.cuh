@@ -178,9 +178,17 @@ template <typename Mask>
 struct head_invariant_views<Mask, std::void_t<decltype(std::declval<const Mask&>().group(int64_t()))>>
     : std::true_type {};
 
-// Whether the policy builds its views by value (cta_view keeps them in shared memory).
+// Whether the policy's views live in shared memory (cta_view builds them there, once per CTA): the
+// policy says so with `static constexpr bool kViewsInSharedMemory = true` (neighborhood attention).
+// A policy whose group() returns a small view by value (the block-sparse device policy) keeps it in
+// registers like a reference view, and the kernels keep their register-tuned shape for it.
+template <typename Mask, typename = void>
+struct views_in_shared_memory : std::false_type {};
 template <typename Mask>
-constexpr bool builds_views = !std::is_reference_v<decltype(std::declval<const Mask&>().group(int64_t(), int64_t(), int64_t()))>;
+struct views_in_shared_memory<Mask, std::void_t<decltype(Mask::kViewsInSharedMemory)>>
+    : std::bool_constant<Mask::kViewsInSharedMemory> {};
+template <typename Mask>
+constexpr bool builds_views = views_in_shared_memory<Mask>::value;
 
 // Resident CTAs per SM the forward is compiled for: the traits' choice (4 at D <= 64: 128 registers)
 // for a policy with reference views; 1 (up to 255 registers) for one that builds its views, whose

@@ -99,16 +99,14 @@ inline constexpr Row blockSparseAttention_rows[] = {
 };
 inline constexpr OpTable blockSparseAttention{"blockSparseAttention", "blockSparse", "block-sparse attention", blockSparseAttention_rows, 6};
 
-// blockSparseAttentionBackward: family blockSparse, 6 kernels
+// blockSparseAttentionBackward: family blockSparse, 4 kernels
 inline constexpr Row blockSparseAttentionBackward_rows[] = {
     {DType::Float16, 32, 32, "blockSparse", "blockSparse bwd f16 d32"},
     {DType::Float16, 64, 64, "blockSparse", "blockSparse bwd f16 d64"},
-    {DType::Float16, 128, 128, "blockSparse", "blockSparse bwd f16 d128"},
     {DType::BFloat16, 32, 32, "blockSparse", "blockSparse bwd bf16 d32"},
     {DType::BFloat16, 64, 64, "blockSparse", "blockSparse bwd bf16 d64"},
-    {DType::BFloat16, 128, 128, "blockSparse", "blockSparse bwd bf16 d128"},
 };
-inline constexpr OpTable blockSparseAttentionBackward{"blockSparseAttentionBackward", "blockSparse", "block-sparse attention", blockSparseAttentionBackward_rows, 6};
+inline constexpr OpTable blockSparseAttentionBackward{"blockSparseAttentionBackward", "blockSparse", "block-sparse attention", blockSparseAttentionBackward_rows, 4};
 
 // mobaMask: family selection, 3 kernels
 inline constexpr Row mobaMask_rows[] = {

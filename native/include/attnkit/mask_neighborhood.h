@@ -313,6 +313,9 @@ struct NeighborhoodMaskT {
   static_assert(QTile > 0 && (QTile & (QTile - 1)) == 0 && KTile > 0 && (KTile & (KTile - 1)) == 0 && KTile <= 64,
                 "tiles are powers of two, and a key tile's row mask is one 64-bit word");
   static constexpr int kQTile = QTile, kKTile = KTile;
+  // The CUDA kernels keep a view of this policy (some 100 bytes of per-axis fields) in shared memory,
+  // built once per CTA (native/cuda/fmha/tile.cuh, cta_view); the CPU kernels ignore it.
+  static constexpr bool kViewsInSharedMemory = true;
 
   // Per-axis problem (group index 0 in each); group(g) fills in the group's own index and length.
   NaAxis base[R];

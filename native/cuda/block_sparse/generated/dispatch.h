@@ -17,18 +17,12 @@ void dq_f16_d32(const fmha::BwdArgs&, const BlockSparseDeviceMask&, cudaStream_t
 void prep_f16_d64(const fmha::BwdArgs&, cudaStream_t);
 void dkdv_f16_d64(const fmha::BwdArgs&, const BlockSparseDeviceMask&, cudaStream_t);
 void dq_f16_d64(const fmha::BwdArgs&, const BlockSparseDeviceMask&, cudaStream_t);
-void prep_f16_d128(const fmha::BwdArgs&, cudaStream_t);
-void dkdv_f16_d128(const fmha::BwdArgs&, const BlockSparseDeviceMask&, cudaStream_t);
-void dq_f16_d128(const fmha::BwdArgs&, const BlockSparseDeviceMask&, cudaStream_t);
 void prep_bf16_d32(const fmha::BwdArgs&, cudaStream_t);
 void dkdv_bf16_d32(const fmha::BwdArgs&, const BlockSparseDeviceMask&, cudaStream_t);
 void dq_bf16_d32(const fmha::BwdArgs&, const BlockSparseDeviceMask&, cudaStream_t);
 void prep_bf16_d64(const fmha::BwdArgs&, cudaStream_t);
 void dkdv_bf16_d64(const fmha::BwdArgs&, const BlockSparseDeviceMask&, cudaStream_t);
 void dq_bf16_d64(const fmha::BwdArgs&, const BlockSparseDeviceMask&, cudaStream_t);
-void prep_bf16_d128(const fmha::BwdArgs&, cudaStream_t);
-void dkdv_bf16_d128(const fmha::BwdArgs&, const BlockSparseDeviceMask&, cudaStream_t);
-void dq_bf16_d128(const fmha::BwdArgs&, const BlockSparseDeviceMask&, cudaStream_t);
 void build_plan(const PlanArgs&, cudaStream_t);
 
 struct Table {
@@ -42,14 +36,12 @@ struct Table {
       {DType::BFloat16, 128, "blockSparse fwd bf16 d128", &fwd_bf16_d128},
       {DType::Float32, 0, nullptr, nullptr},
   };
-  static constexpr int bwd_count = 6;
+  static constexpr int bwd_count = 4;
   static constexpr BwdEntry bwd[] = {
       {DType::Float16, 32, "blockSparse bwd f16 d32", &prep_f16_d32, &dkdv_f16_d32, &dq_f16_d32},
       {DType::Float16, 64, "blockSparse bwd f16 d64", &prep_f16_d64, &dkdv_f16_d64, &dq_f16_d64},
-      {DType::Float16, 128, "blockSparse bwd f16 d128", &prep_f16_d128, &dkdv_f16_d128, &dq_f16_d128},
       {DType::BFloat16, 32, "blockSparse bwd bf16 d32", &prep_bf16_d32, &dkdv_bf16_d32, &dq_bf16_d32},
       {DType::BFloat16, 64, "blockSparse bwd bf16 d64", &prep_bf16_d64, &dkdv_bf16_d64, &dq_bf16_d64},
-      {DType::BFloat16, 128, "blockSparse bwd bf16 d128", &prep_bf16_d128, &dkdv_bf16_d128, &dq_bf16_d128},
       {DType::Float32, 0, nullptr, nullptr, nullptr, nullptr},
   };
 };

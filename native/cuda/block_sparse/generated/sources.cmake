@@ -13,17 +13,11 @@ set(ATTNKIT_BLOCK_SPARSE_CUDA_SOURCES
   native/cuda/block_sparse/generated/bs_prep_f16_d64.cu
   native/cuda/block_sparse/generated/bs_dkdv_f16_d64.cu
   native/cuda/block_sparse/generated/bs_dq_f16_d64.cu
-  native/cuda/block_sparse/generated/bs_prep_f16_d128.cu
-  native/cuda/block_sparse/generated/bs_dkdv_f16_d128.cu
-  native/cuda/block_sparse/generated/bs_dq_f16_d128.cu
   native/cuda/block_sparse/generated/bs_prep_bf16_d32.cu
   native/cuda/block_sparse/generated/bs_dkdv_bf16_d32.cu
   native/cuda/block_sparse/generated/bs_dq_bf16_d32.cu
   native/cuda/block_sparse/generated/bs_prep_bf16_d64.cu
   native/cuda/block_sparse/generated/bs_dkdv_bf16_d64.cu
   native/cuda/block_sparse/generated/bs_dq_bf16_d64.cu
-  native/cuda/block_sparse/generated/bs_prep_bf16_d128.cu
-  native/cuda/block_sparse/generated/bs_dkdv_bf16_d128.cu
-  native/cuda/block_sparse/generated/bs_dq_bf16_d128.cu
   native/cuda/block_sparse/generated/bs_plan.cu
 )
