@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "../../../simt/tests/harness.h"
+#include "../../fmha/tests/checks.h"
 #include "../dispatch.h"
 
 namespace {
@@ -34,22 +35,11 @@ using neighborhood::Tab;
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-float to_f(__half x) { return __half2float(x); }
-float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <typename T>
-T from_f(float f);
-template <>
-__half from_f<__half>(float f) {
-  return __float2half_rn(f);
-}
-template <>
-__nv_bfloat16 from_f<__nv_bfloat16>(float f) {
-  return __float2bfloat16_rn(f);
-}
-template <typename T>
-double round_t(double x) {
-  return to_f(from_f<T>(static_cast<float>(x)));
-}
+// element conversions and inputs representable in T: the attention test programs' shared checks
+using attn_check::fill;
+using attn_check::from_f;
+using attn_check::round_t;
+using attn_check::to_f;
 
 struct Case {
   int64_t size[3], kernel[3], stride[3], dilation[3];
@@ -152,18 +142,6 @@ Problem problem(const Case& c, int rank, int64_t D) {
       p.vis[static_cast<size_t>(x * p.N + y)] = v;
     }
   return p;
-}
-
-// Random values already representable in T, as T and as double.
-template <typename T>
-void fill(simt_test::Buffer<T>& t, std::vector<double>& d, size_t n, double amp, std::mt19937& rng) {
-  std::uniform_real_distribution<double> u(-amp, amp);
-  t.resize(n);
-  d.resize(n);
-  for (size_t i = 0; i < n; ++i) {
-    t[i] = from_f<T>(static_cast<float>(u(rng)));
-    d[i] = to_f(t[i]);
-  }
 }
 
 // Float64 results and the naive low-precision ones, of the forward or the backward.
